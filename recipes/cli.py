@@ -1,0 +1,179 @@
+"""The ``zoo`` command.
+
+Each subcommand is a ``_cmd_*`` function registered in :func:`build_parser`. A user
+error (unknown name, bad file, bad recipe) prints one line to stderr and exits 2, with
+no traceback; a failed verification exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up noise out
+
+# Errors that mean "the user asked for something wrong", not "zoo is broken".
+USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, FileNotFoundError, OSError)
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; printed as one line, exit code 2."""
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from zoo import get_spec, list_backbones
+    from zoo.weights import is_cached
+
+    names = list_backbones(args.pattern)
+    if not names:
+        raise UserError(f"No backbone matches {args.pattern!r}; try `zoo list` for all.")
+    rows = [("name", "input", "params", "GMACs", "top-1", "cached")]
+    for name in names:
+        spec = get_spec(name)
+        top1 = f"{spec.top1:.3f}" if spec.top1 is not None else "-"
+        rows.append(
+            (
+                name,
+                f"{spec.input_size[0]}x{spec.input_size[1]}",
+                f"{spec.params / 1e6:.1f}M",
+                f"{spec.gmacs:.2f}",
+                top1,
+                "yes" if is_cached(spec) else "no",
+            )
+        )
+    _print_table(rows)
+    return 0
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from zoo import get_spec
+    from zoo.weights import offline_status
+
+    spec = get_spec(args.name)
+    top1 = f"{spec.top1:.3f}" if spec.top1 is not None else "unknown"
+    fields = [
+        ("name", spec.name),
+        ("family", spec.family),
+        ("input size", f"{spec.input_size[0]}x{spec.input_size[1]} (height x width), RGB"),
+        ("preprocessing", spec.preprocessing.describe()),
+        ("features", f"{spec.feature_dim} channels (last feature map, before pooling)"),
+        (
+            "parameters",
+            f"{spec.params:,} without top"
+            + (f", {spec.params_with_top:,} with top" if spec.params_with_top else ""),
+        ),
+        ("GMACs", f"{spec.gmacs:.3f} per image at {spec.input_size[0]}x{spec.input_size[1]}"),
+        ("ImageNet top-1", top1),
+        ("blocks", f"{len(spec.blocks)}: " + ", ".join(spec.block_names)),
+        ("weights (no top)", offline_status(spec, include_top=False)),
+        ("weights (top)", offline_status(spec, include_top=True)),
+    ]
+    fields += [
+        (
+            f"  file{' (top)' if s.include_top else ''}",
+            f"{s.url} {s.hash_algorithm}={s.file_hash or 'recorded at conversion'}",
+        )
+        for s in spec.weights
+    ]
+    fields += [("licence", spec.license), ("paper", spec.paper), ("source", spec.source)]
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        print(f"{key.ljust(width)}  {value}")
+    return 0
+
+
+def _cmd_weights_add(args: argparse.Namespace) -> int:
+    from zoo.weights import add_weights
+
+    path = add_weights(args.file, args.backbone, include_top=args.include_top)
+    print(f"added {args.file} for {args.backbone} at {path}")
+    return 0
+
+
+def _cmd_weights_path(args: argparse.Namespace) -> int:
+    from zoo import get_spec
+    from zoo.weights import cache_path
+
+    path = cache_path(get_spec(args.name), include_top=args.include_top)
+    if path is None:
+        raise UserError(f"{args.name!r} has no ImageNet weights file.")
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``zoo`` command, one sub-parser per subcommand."""
+    parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered backbones")
+    p.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'resnet*'")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="every field of one backbone's spec")
+    p.add_argument("name")
+    p.set_defaults(func=_cmd_info)
+
+    weights = sub.add_parser("weights", help="manage pretrained weight files")
+    wsub = weights.add_subparsers(dest="weights_command", required=True)
+    p = wsub.add_parser("add", help="add a downloaded weights file to the cache")
+    p.add_argument("file")
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--include-top", action="store_true")
+    p.set_defaults(func=_cmd_weights_add)
+    p = wsub.add_parser("path", help="where a backbone's weights live in the cache")
+    p.add_argument("name")
+    p.add_argument("--include-top", action="store_true")
+    p.set_defaults(func=_cmd_weights_path)
+
+    # -- more subcommands: add each as its own block above this line --
+    return parser
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silences fd 2 while TensorFlow's C++ runtime loads.
+
+    TensorFlow 2.21 logs through absl before its log level is read, so
+    TF_CPP_MIN_LOG_LEVEL does not stop those lines; they would bury the one-line errors.
+    """
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zoo`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    with _quiet_native_stderr():
+        import keras  # noqa: F401  (loads the backend, TensorFlow by default)
+    try:
+        return args.func(args)
+    except (UserError, *USER_ERRORS) as error:
+        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        print(
+            f"zoo: error: {message.splitlines()[0] if message else type(error).__name__}",
+            file=sys.stderr,
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
