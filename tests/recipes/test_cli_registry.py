@@ -1,0 +1,57 @@
+"""`zoo list`, `zoo info`, `zoo weights` (issue 2): output and one-line user errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from recipes.cli import main
+
+
+def test_list_shows_every_backbone_with_columns(capsys):
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "input", "params", "GMACs", "top-1", "cached"]
+    names = [line.split()[0] for line in lines[1:]]
+    assert len(names) >= 30
+    assert "inception_v3" in names
+
+
+def test_list_pattern_filters(capsys):
+    assert main(["list", "resnet*"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert names and all(name.startswith("resnet") for name in names)
+
+
+def test_info_inception_v3(capsys):
+    assert main(["info", "inception_v3"]) == 0
+    out = capsys.readouterr().out
+    assert "299x299" in out
+    assert "[-1, 1]" in out
+    assert "2048 channels" in out
+    assert "21,802,784 without top" in out
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["info", "inceptoin_v3"], "Did you mean inception_v3"),
+        (["list", "no_such_thing*"], "No backbone matches"),
+        (["weights", "add", "/nonexistent.h5", "--backbone", "resnet50"], "No such weights file"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(argv, expected):
+    result = subprocess.run(
+        [sys.executable, "-m", "recipes.cli", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_weights_path_points_into_keras_cache(capsys, isolated_caches):
+    assert main(["weights", "path", "inception_v3"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(str(isolated_caches / "keras" / "models"))
+    assert out.endswith("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
