@@ -27,10 +27,12 @@ from typing import Any
 
 import keras
 
-_CONV = keras.src.layers.convolutional.base_conv.BaseConv
-_DEPTHWISE = keras.src.layers.convolutional.base_depthwise_conv.BaseDepthwiseConv
-_SEPARABLE = keras.src.layers.convolutional.base_separable_conv.BaseSeparableConv
-_TRANSPOSE = keras.src.layers.convolutional.base_conv_transpose.BaseConvTranspose
+_L = keras.layers
+_CONV = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
+_DEPTHWISE = (_L.DepthwiseConv1D, _L.DepthwiseConv2D)
+_SEPARABLE = (_L.SeparableConv1D, _L.SeparableConv2D)
+_TRANSPOSE = (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)
+_COUNTED = (*_CONV, *_DEPTHWISE, *_SEPARABLE, *_TRANSPOSE, _L.Dense)
 
 
 def count_macs(model: Any) -> int:
@@ -73,11 +75,11 @@ def _node_macs(node: Any) -> int:
     layer = node.operation
     if isinstance(layer, keras.Model):
         return count_macs(layer)
-    if not isinstance(layer, (_CONV, _DEPTHWISE, _SEPARABLE, _TRANSPOSE, keras.layers.Dense)):
+    if not isinstance(layer, _COUNTED):
         return 0
     in_shape = _known_shape(layer, node.arguments.keras_tensors[0].shape, "input")
     out_shape = _known_shape(layer, node.outputs[0].shape, "output")
-    if isinstance(layer, keras.layers.Dense):
+    if isinstance(layer, _L.Dense):
         return math.prod(out_shape[1:-1]) * math.prod(layer.kernel.shape)
     channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
     out_positions = math.prod(out_shape[2:] if channels_first else out_shape[1:-1])
