@@ -1,0 +1,408 @@
+"""Export a classifier as a SavedModel a plain TensorFlow user can serve.
+
+The export directory holds::
+
+    saved_model.pb, variables/        the SavedModel (preprocessing baked in)
+    assets/labels.txt                 one class name per line, in class-id order
+    assets/zoo_manifest.json          weight manifest, frozen set, pretrained source
+    assets/metadata.json              backbone, input size, preprocessing, versions, recipe
+    model.keras                       the same model as a Keras file
+
+Signatures (all return ``logits`` float32 ``(batch, num_classes)``, ``probabilities``
+float32 (softmax, or sigmoid for multi-label), ``class_id`` int64 ``(batch,)`` (argmax of
+the logits) and ``class_name`` string ``(batch,)``):
+
+- ``serving_default``: ``images`` float32 ``(batch, height, width, 3)``, RGB pixels
+  0..255; any batch size and image size (resized bilinearly to the model's input size).
+- ``serving_uint8``: the same with ``images`` uint8. One SavedModel signature has one
+  dtype per input, so uint8 pixels get their own signature.
+- ``serve_bytes``: ``image_bytes`` string ``(batch,)`` of encoded JPEG, PNG, GIF or BMP
+  files, decoded to RGB and resized inside.
+
+The export is written atomically: into a temporary directory next to the target,
+verified with :func:`recipes.verify.verify_export`, then renamed into place. An earlier
+export at the target is renamed away first and deleted only once the new one is in
+place, so an interrupted or failed export never leaves a half-written directory there.
+
+Built with ``keras.export.ExportArchive`` (Keras 3's SavedModel writer). The variables
+the signatures use are also registered as the collection ``zoo_variables``, in manifest
+order, which is how :mod:`recipes.verify` maps the SavedModel's own variables back to
+manifest paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from zoo import fingerprint
+
+SIGNATURES = ("serving_default", "serving_uint8", "serve_bytes")
+OUTPUTS = ("logits", "probabilities", "class_id", "class_name")
+VARIABLE_COLLECTION = "zoo_variables"
+EXPORT_FORMAT = "zoo.export/1"
+LABELS_FILE = "labels.txt"
+MANIFEST_FILE = "zoo_manifest.json"
+METADATA_FILE = "metadata.json"
+KERAS_FILE = "model.keras"
+RESIZE_METHOD = "bilinear"
+
+
+class ExportError(RuntimeError):
+    """The export could not be written, or the written export failed verification.
+
+    Attributes:
+        result: the :class:`recipes.verify.VerifyResult` when verification failed.
+    """
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def export_saved_model(
+    model: keras.Model,
+    export_dir: str | os.PathLike,
+    source_manifest: dict[str, Any] | str | os.PathLike | None = None,
+    frozen: Iterable[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    tolerance: float = 1e-5,
+) -> Path:
+    """Exports a classifier as a verified SavedModel directory (see the module doc).
+
+    Args:
+        model: a classifier from ``zoo.build_classifier`` (or its ``.keras`` reload):
+            float32 pixels 0..255 ``(batch, height, width, 3)`` -> logits
+            ``(batch, num_classes)``. Other Keras models with that input and output
+            work too; then ``metadata`` may give ``class_names``, ``backbone`` and
+            ``multi_label``.
+        export_dir: the directory to create or replace.
+        source_manifest: the manifest of the pretrained source taken right after the
+            weights loaded (``zoo.fingerprint.manifest``), or a path to its JSON. When
+            given, every frozen variable must equal it bitwise or the export fails.
+        frozen: manifest paths frozen in every training stage (e.g.
+            ``FineTuneResult.frozen_in_all_stages``); default
+            ``zoo.fingerprint.frozen_paths(model)``, i.e. frozen as the model is now.
+        metadata: JSON-able extras for ``metadata.json``; ``"recipe"`` is stored as the
+            recipe, ``"class_names"`` / ``"backbone"`` / ``"multi_label"`` override what
+            the model says, the rest goes under ``"extra"``.
+        tolerance: the parity tolerance of the verification (max absolute difference
+            of logits and probabilities, float32).
+
+    Returns:
+        The export directory.
+
+    Raises:
+        ValueError: the model's input or output does not fit a classifier, class names
+            do not match the logits, ``frozen`` names unknown paths, ``metadata`` is
+            not JSON-able, or the Keras backend is not TensorFlow.
+        FileExistsError: ``export_dir`` exists and is not a zoo export.
+        ExportError: the written export failed verification (``error.result`` lists
+            every failure); nothing was written at ``export_dir``.
+    """
+    _check_backend()
+    target = Path(export_dir)
+    _check_target(target)
+    info = model_info(model, metadata)
+    source = fingerprint.load(source_manifest) if _is_path(source_manifest) else source_manifest
+    if source is not None:
+        fingerprint.check(source)
+    weights_manifest = fingerprint.manifest(model, frozen)
+    zoo_manifest = _zoo_manifest(weights_manifest, source, info)
+    meta = _metadata(info, metadata)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        _write_saved_model(model, info, staging)
+        _write_assets(staging, info, zoo_manifest, meta)
+        model.save(staging / KERAS_FILE)
+        _verify_staged(staging, source, model, tolerance)
+        _swap_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+def _check_backend() -> None:
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"export_saved_model writes a TensorFlow SavedModel and needs the TensorFlow "
+            f"backend; Keras runs on {keras.backend.backend()!r}. Run with "
+            "KERAS_BACKEND=tensorflow (load the .keras file there and export it)."
+        )
+
+
+def _check_target(target: Path) -> None:
+    if target.exists() and not (target.is_dir() and is_export(target) or _is_empty_dir(target)):
+        raise FileExistsError(
+            f"{target} exists and is not a zoo export; refusing to replace it. Pick a new "
+            "directory or remove it first."
+        )
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def is_export(path: str | os.PathLike) -> bool:
+    """Whether ``path`` looks like a zoo export (SavedModel plus zoo_manifest.json)."""
+    path = Path(path)
+    return (path / "saved_model.pb").is_file() and (path / "assets" / MANIFEST_FILE).is_file()
+
+
+def model_info(model: keras.Model, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the export needs to know about ``model``: backbone, input size, classes.
+
+    Uses ``zoo.classifier.classifier_info`` for classifiers built by zoo, and the
+    model's input and output shapes otherwise; ``metadata`` keys ``class_names``,
+    ``backbone`` and ``multi_label`` override.
+
+    Raises:
+        ValueError: the input is not ``(batch, height, width, 3)`` with a fixed size,
+            the output is not ``(batch, num_classes)``, or the class names do not fit.
+    """
+    metadata = dict(metadata or {})
+    info = _classifier_info(model)
+    input_shape = tuple(model.input_shape)
+    output_shape = tuple(model.output_shape)
+    problems = []
+    if len(input_shape) != 4 or input_shape[-1] != 3 or None in input_shape[1:]:
+        problems.append(
+            f"input shape {input_shape}, expected (batch, height, width, 3) with a fixed size"
+        )
+    if len(output_shape) != 2 or output_shape[-1] is None:
+        problems.append(f"output shape {output_shape}, expected logits (batch, num_classes)")
+    if problems:
+        raise ValueError("Cannot export this model as a classifier: " + "; ".join(problems) + ".")
+    num_classes = int(output_shape[-1])
+    info.setdefault("backbone", None)
+    info.setdefault("multi_label", False)
+    info.setdefault("preprocessing", _preprocessing_of(model))
+    info.setdefault("class_names", [str(i) for i in range(num_classes)])
+    info.update(
+        {k: metadata[k] for k in ("class_names", "backbone", "multi_label") if k in metadata}
+    )
+    info["input_size"] = [int(input_shape[1]), int(input_shape[2])]
+    info["num_classes"] = num_classes
+    info["class_names"] = [str(name) for name in info["class_names"]]
+    _check_class_names(info["class_names"], num_classes)
+    return info
+
+
+def _classifier_info(model: keras.Model) -> dict[str, Any]:
+    try:
+        from zoo.classifier import classifier_info
+    except ImportError:  # zoo without the classifier module: fall back to the shapes
+        return {}
+    try:
+        info = dict(classifier_info(model))
+    except ValueError:  # not built by zoo.build_classifier
+        return {}
+    info.pop("num_classes", None)
+    info["preprocessing"] = dict(info.get("preprocessing") or {})
+    return info
+
+
+def _preprocessing_of(model: keras.Model) -> dict[str, Any] | None:
+    try:
+        layer = model.get_layer("preprocess")
+    except ValueError:
+        return None
+    config = layer.get_config()
+    return {k: config.get(k) for k in ("mode", "mean", "std", "channel_order")}
+
+
+def _check_class_names(names: list[str], num_classes: int) -> None:
+    problems = []
+    if len(names) != num_classes:
+        problems.append(f"{len(names)} class names for {num_classes} logits")
+    bad = [n for n in names if not n or "\n" in n or "\r" in n]
+    if bad:
+        problems.append(f"empty or multi-line class names {bad[:3]} (labels.txt is one per line)")
+    if len(set(names)) != len(names):
+        problems.append("duplicate class names")
+    if problems:
+        raise ValueError("class names: " + "; ".join(problems) + ".")
+
+
+def _zoo_manifest(
+    weights_manifest: dict[str, Any], source: dict[str, Any] | None, info: dict[str, Any]
+) -> dict[str, Any]:
+    frozen = sorted(fingerprint.frozen_set(weights_manifest))
+    if source is not None:
+        missing = sorted(set(frozen) - set(fingerprint.entries(source)))
+        if missing:
+            raise ValueError(
+                f"{len(missing)} frozen variables are not in the source manifest, e.g. "
+                f"{missing[:3]}; pass the manifest taken right after this model's "
+                "pretrained weights loaded."
+            )
+    return {
+        "format": EXPORT_FORMAT,
+        "manifest": weights_manifest,
+        "frozen_in_all_stages": frozen,
+        "source": None
+        if source is None
+        else {"digest": fingerprint.digest(source), "manifest": source},
+        "pretrained_weights": info.get("weights"),
+        "variable_collection": VARIABLE_COLLECTION,
+    }
+
+
+def _metadata(info: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str, Any]:
+    import tensorflow as tf
+
+    import zoo
+
+    extra = {
+        k: v
+        for k, v in (metadata or {}).items()
+        if k not in ("recipe", "class_names", "backbone", "multi_label")
+    }
+    meta = {
+        "format": EXPORT_FORMAT,
+        "backbone": info["backbone"],
+        "input_size": info["input_size"],
+        "num_classes": info["num_classes"],
+        "class_names": info["class_names"],
+        "multi_label": bool(info["multi_label"]),
+        "preprocessing": info["preprocessing"],
+        "head": info.get("head"),
+        "pretrained_weights": info.get("weights"),
+        "input": "RGB pixels 0..255; float32 or uint8 (batch, height, width, 3), or "
+        "encoded image bytes; resized inside with " + RESIZE_METHOD,
+        "resize": RESIZE_METHOD,
+        "signatures": list(SIGNATURES),
+        "outputs": list(OUTPUTS),
+        "versions": {
+            "zoo": zoo.__version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        },
+        "recipe": (metadata or {}).get("recipe"),
+        "extra": extra,
+    }
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"metadata must be JSON-able (str, numbers, lists, dicts): {error}."
+        ) from None
+    return meta
+
+
+def _write_saved_model(model: keras.Model, info: dict[str, Any], directory: Path) -> None:
+    """Writes the SavedModel (signatures and the ``zoo_variables`` collection)."""
+    import tensorflow as tf
+
+    height, width = info["input_size"]
+    labels = tf.constant(info["class_names"], dtype=tf.string)
+    multi_label = bool(info["multi_label"])
+
+    def fit(images: tf.Tensor) -> tf.Tensor:
+        size = tf.shape(images)[1:3]
+        same = tf.reduce_all(tf.equal(size, [height, width]))
+        images = tf.cond(
+            same, lambda: images, lambda: tf.image.resize(images, (height, width), RESIZE_METHOD)
+        )
+        return tf.ensure_shape(images, (None, height, width, 3))
+
+    def classify(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits = tf.cast(model(fit(images), training=False), tf.float32)
+        probabilities = tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits, axis=-1)
+        class_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
+        return {
+            "logits": logits,
+            "probabilities": probabilities,
+            "class_id": class_id,
+            "class_name": tf.gather(labels, class_id),
+        }
+
+    def serve_float(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return classify(images)
+
+    def serve_uint8(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return classify(tf.cast(images, tf.float32))
+
+    def decode(data: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        return fit(tf.cast(image, tf.float32)[tf.newaxis])[0]
+
+    def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        spec = tf.TensorSpec((height, width, 3), tf.float32)
+        return classify(tf.map_fn(decode, image_bytes, fn_output_signature=spec))
+
+    archive = keras.export.ExportArchive()
+    pixels = (None, None, None, 3)
+    archive.add_endpoint(
+        "serving_default", serve_float, [tf.TensorSpec(pixels, tf.float32, name="images")]
+    )
+    archive.add_endpoint(
+        "serving_uint8", serve_uint8, [tf.TensorSpec(pixels, tf.uint8, name="images")]
+    )
+    archive.add_endpoint(
+        "serve_bytes", serve_bytes, [tf.TensorSpec((None,), tf.string, name="image_bytes")]
+    )
+    # The TensorFlow variables behind the Keras ones: the very objects the signatures
+    # capture, so the checkpoint holds one copy of each and the collection is what serves.
+    ordered = [variable.value for _, variable in fingerprint.named_weights(model)]
+    archive.add_variable_collection(VARIABLE_COLLECTION, ordered)
+    archive.write_out(str(directory), verbose=False)
+
+
+def _write_assets(
+    directory: Path, info: dict[str, Any], zoo_manifest: dict[str, Any], meta: dict[str, Any]
+) -> None:
+    assets = directory / "assets"
+    assets.mkdir(exist_ok=True)
+    (assets / LABELS_FILE).write_text("\n".join(info["class_names"]) + "\n", encoding="utf-8")
+    (assets / MANIFEST_FILE).write_text(
+        json.dumps(zoo_manifest, sort_keys=True, indent=2) + "\n", encoding="utf-8"
+    )
+    (assets / METADATA_FILE).write_text(
+        json.dumps(meta, sort_keys=True, indent=2) + "\n", encoding="utf-8"
+    )
+
+
+def _verify_staged(
+    staging: Path, source: dict[str, Any] | None, model: keras.Model, tolerance: float
+) -> None:
+    from recipes.verify import verify_export
+
+    result = verify_export(staging, source_manifest=source, model=model, tolerance=tolerance)
+    if not result.passed:
+        raise ExportError(
+            f"The export failed verification ({len(result.failures)} failures), so nothing "
+            "was written:\n  " + "\n  ".join(result.failures),
+            result,
+        )
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    """Renames ``staging`` to ``target``; an old export there is removed only afterwards."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old.rmdir()
+        os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

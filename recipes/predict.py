@@ -1,0 +1,329 @@
+"""Predict with an export: top-k class names and probabilities for images of any kind.
+
+:class:`Predictor` loads a directory written by :func:`recipes.export.export_saved_model`
+with ``tf.saved_model.load`` and feeds its signatures: pixel arrays go to
+``serving_default`` (float) or ``serving_uint8``, files and encoded bytes to
+``serve_bytes``; the SavedModel resizes to its input size inside, so what is predicted
+here is exactly what a TensorFlow server of the same export would answer.
+
+Thread safety: after construction a Predictor holds no mutable state, and calling a
+loaded SavedModel's concrete functions from several threads at once is safe in
+TensorFlow, so one Predictor may serve many threads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recipes import export as export_lib
+
+# What tf.io.decode_image (inside serve_bytes) can decode, as Pillow names the formats.
+DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k classes of one image, most probable first.
+
+    Attributes:
+        class_names: ``k`` class names.
+        probabilities: their probabilities (softmax, or sigmoid for multi-label).
+        class_ids: their class ids.
+        source: a file name when the image came from a file, else None.
+    """
+
+    class_names: tuple[str, ...]
+    probabilities: tuple[float, ...]
+    class_ids: tuple[int, ...]
+    source: str | None = None
+
+    @property
+    def top(self) -> str:
+        """The most probable class name."""
+        return self.class_names[0]
+
+
+class Predictor:
+    """Loads an export once and predicts for numpy arrays, tensors, PIL images or files.
+
+    Accepted inputs (one image or a batch):
+
+    - numpy arrays, ``tf.Tensor``, ``tf.Variable`` or anything ``np.asarray`` takes:
+      RGB pixels 0..255, ``(height, width, 3)`` or ``(batch, height, width, 3)``,
+      uint8, any float dtype, or other integer dtypes with values in 0..255;
+    - ``PIL.Image.Image`` (converted to RGB);
+    - file paths (``str`` / ``os.PathLike``) and encoded bytes of JPEG, PNG, GIF or BMP;
+    - a list or tuple of any of the above (sizes may differ).
+
+    Every image is resized to the export's input size inside the SavedModel.
+
+    Args:
+        export_dir: a directory written by ``recipes.export.export_saved_model``.
+        top_k: default number of classes per prediction.
+
+    Raises:
+        FileNotFoundError: ``export_dir`` is not a zoo export.
+        ValueError: ``top_k`` < 1.
+    """
+
+    def __init__(self, export_dir: str | os.PathLike, top_k: int = 5) -> None:
+        import tensorflow as tf
+
+        directory = Path(export_dir)
+        if not export_lib.is_export(directory):
+            raise FileNotFoundError(
+                f"{directory} is not a zoo export (needs saved_model.pb and "
+                f"assets/{export_lib.MANIFEST_FILE}); write one with export_saved_model."
+            )
+        self.top_k = _check_top_k(top_k)
+        self.export_dir = directory
+        meta = json.loads((directory / "assets" / export_lib.METADATA_FILE).read_text("utf-8"))
+        self.metadata: dict[str, Any] = meta
+        self.class_names: tuple[str, ...] = tuple(meta["class_names"])
+        self.input_size: tuple[int, int] = tuple(meta["input_size"])
+        self._loaded = tf.saved_model.load(str(directory))
+        self._signatures = {name: self._loaded.signatures[name] for name in export_lib.SIGNATURES}
+
+    def outputs(self, images: Any) -> dict[str, np.ndarray]:
+        """The export's raw outputs for ``images`` (see :class:`Predictor` for inputs).
+
+        Returns:
+            ``{"logits": (batch, num_classes) float32, "probabilities": same,
+            "class_id": (batch,) int64, "class_name": (batch,) str}``; batch is 1 for a
+            single image.
+
+        Raises:
+            ValueError: wrong rank, channel count, dtype or value range; an unknown
+                file format; an empty batch.
+            FileNotFoundError: a path that does not exist.
+        """
+        parts = [self._run(kind, batch) for kind, batch in _batches(images)]
+        merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        merged["class_name"] = np.array([n.decode("utf-8") for n in merged["class_name"]])
+        return merged
+
+    def probabilities(self, images: Any) -> np.ndarray:
+        """Class probabilities ``(batch, num_classes)`` float32."""
+        return self.outputs(images)["probabilities"]
+
+    def predict(self, images: Any, top_k: int | None = None) -> list[Prediction]:
+        """Top-k predictions, one :class:`Prediction` per image (a list also for one).
+
+        Raises:
+            ValueError, FileNotFoundError: as :meth:`outputs`.
+        """
+        k = min(_check_top_k(self.top_k if top_k is None else top_k), len(self.class_names))
+        probabilities = self.probabilities(images)
+        sources = _sources(images, len(probabilities))
+        predictions = []
+        for row, source in zip(probabilities, sources, strict=True):
+            ids = np.argsort(-row, kind="stable")[:k]
+            predictions.append(
+                Prediction(
+                    tuple(self.class_names[i] for i in ids),
+                    tuple(float(row[i]) for i in ids),
+                    tuple(int(i) for i in ids),
+                    source,
+                )
+            )
+        return predictions
+
+    __call__ = predict
+
+    def manifest_hashes(self) -> dict[str, str]:
+        """sha256 of every served variable, by manifest path (to show nothing moved)."""
+        from zoo import fingerprint
+
+        zoo_manifest = json.loads(
+            (self.export_dir / "assets" / export_lib.MANIFEST_FILE).read_text("utf-8")
+        )
+        paths = [e["path"] for e in zoo_manifest["manifest"]["variables"]]
+        served = getattr(self._loaded, export_lib.VARIABLE_COLLECTION)
+        return {
+            path: fingerprint.array_sha256(v.numpy()) for path, v in zip(paths, served, strict=True)
+        }
+
+    def _run(self, kind: str, batch: Any) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        if kind == "bytes":
+            out = self._signatures["serve_bytes"](image_bytes=tf.constant(batch, tf.string))
+        elif kind == "uint8":
+            out = self._signatures["serving_uint8"](images=batch)
+        else:
+            out = self._signatures["serving_default"](images=batch)
+        return {key: value.numpy() for key, value in out.items()}
+
+
+def _check_top_k(top_k: Any) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer; got {top_k!r}.")
+    return int(top_k)
+
+
+def _is_single_file(images: Any) -> bool:
+    return isinstance(images, (str, os.PathLike, bytes, bytearray))
+
+
+def _is_pil(images: Any) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # Pillow is a dependency, but a PIL image cannot exist without it
+        return False
+    return isinstance(images, Image.Image)
+
+
+def _sources(images: Any, count: int) -> list[str | None]:
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    names = [str(i) if isinstance(i, (str, os.PathLike)) else None for i in items]
+    return names if len(names) == count else [None] * count
+
+
+def _batches(images: Any) -> list[tuple[str, Any]]:
+    """Splits the input into ``(kind, batch)`` runs: kind "bytes", "uint8" or "float"."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("Got an empty list of images; pass at least one image.")
+        if all(_is_single_file(i) for i in images):
+            return [("bytes", [_read_encoded(i) for i in images])]
+        return [run for i, item in enumerate(images) for run in _single_item(item, i)]
+    return _single_item(images, None)
+
+
+def _single_item(item: Any, index: int | None) -> list[tuple[str, Any]]:
+    if _is_single_file(item):
+        return [("bytes", [_read_encoded(item)])]
+    if _is_pil(item):
+        return [_pixels(np.asarray(item.convert("RGB")), index)]
+    if isinstance(item, (list, tuple)):
+        raise ValueError(
+            f"Nested lists are not images{_where(index)}; pass arrays (height, width, 3) "
+            "or (batch, height, width, 3), PIL images or file paths."
+        )
+    return [_pixels(item, index)]
+
+
+def _where(index: int | None) -> str:
+    return "" if index is None else f" (item {index})"
+
+
+def _read_encoded(item: Any) -> bytes:
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(item, (bytes, bytearray)):
+        data, name = bytes(item), "the given bytes"
+    else:
+        path = Path(item)
+        if not path.is_file():
+            raise FileNotFoundError(f"No image file at {path}.")
+        data, name = path.read_bytes(), str(path)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            kind = image.format
+    except (UnidentifiedImageError, OSError):
+        kind = None
+    if kind not in DECODABLE_FORMATS:
+        raise ValueError(
+            f"{name} is not a {', '.join(DECODABLE_FORMATS)} image (found {kind or 'no image'}); "
+            "convert it, or open it with Pillow and pass the PIL image."
+        )
+    return data
+
+
+def _pixels(item: Any, index: int | None) -> tuple[str, Any]:
+    """Checks one array-like of pixels; returns ("uint8" | "float", a 4-D batch)."""
+    import tensorflow as tf
+
+    if isinstance(item, (tf.Tensor, tf.Variable)):
+        dtype = item.dtype.as_numpy_dtype if item.dtype != tf.string else np.dtype(object)
+        array = None
+        shape = tuple(item.shape)
+    else:
+        array = np.asarray(item)
+        dtype, shape = array.dtype, array.shape
+    _check_shape(shape, index)
+    value = item if array is None else array
+    if len(shape) == 3:
+        value = tf.expand_dims(value, 0)
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return "uint8", tf.convert_to_tensor(value, tf.uint8)
+    if np.issubdtype(dtype, np.floating):
+        tensor = tf.cast(tf.convert_to_tensor(value), tf.float32)
+        _warn_if_unit_range(tensor)
+        return "float", tensor
+    if np.issubdtype(dtype, np.integer):
+        tensor = tf.convert_to_tensor(value)
+        low, high = int(tf.reduce_min(tensor)), int(tf.reduce_max(tensor))
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"Integer pixels must lie in 0..255{_where(index)}; got {dtype.name} values "
+                f"{low}..{high}. Rescale to 0..255 (uint8) first."
+            )
+        return "float", tf.cast(tensor, tf.float32)
+    raise ValueError(
+        f"Pixels must be uint8, float or integer{_where(index)}; got dtype {dtype.name}. "
+        "Pass RGB pixels 0..255."
+    )
+
+
+def _check_shape(shape: tuple[Any, ...], index: int | None) -> None:
+    if len(shape) not in (3, 4):
+        raise ValueError(
+            f"Expected an image (height, width, 3) or a batch (batch, height, width, 3)"
+            f"{_where(index)}; got rank {len(shape)} shape {shape}."
+        )
+    if shape[-1] != 3:
+        hint = {1: "greyscale: repeat it to 3 channels", 4: "RGBA: drop the alpha channel"}
+        raise ValueError(
+            f"Expected 3 RGB channels last{_where(index)}; got shape {shape} "
+            f"({hint.get(shape[-1], 'channels-first? move channels last')})."
+        )
+    if len(shape) == 4 and shape[0] == 0:
+        raise ValueError(f"Got an empty batch{_where(index)} of shape {shape}.")
+
+
+def _warn_if_unit_range(tensor: Any) -> None:
+    import tensorflow as tf
+
+    if not tf.size(tensor):
+        return
+    low, high = float(tf.reduce_min(tensor)), float(tf.reduce_max(tensor))
+    if low >= 0.0 and 0.0 < high <= 1.0:  # all zeros is a black image, not 0..1 pixels
+        warnings.warn(
+            "Float pixels all lie in 0..1; the export expects 0..255 (multiply by 255).",
+            stacklevel=4,
+        )
+
+
+def format_predictions(predictions: list[Prediction], names: list[str]) -> str:
+    """Text for ``zoo predict``: the image name, then one ``class  probability`` line each."""
+    lines = []
+    for name, prediction in zip(names, predictions, strict=True):
+        lines.append(name)
+        width = max(len(c) for c in prediction.class_names)
+        lines += [
+            f"  {c.ljust(width)}  {p:.4f}"
+            for c, p in zip(prediction.class_names, prediction.probabilities, strict=True)
+        ]
+    return "\n".join(lines)
+
+
+def main_predict(export_dir: str, images: list[str], top_k: int = 5) -> int:
+    """``zoo predict``: prints the top-k classes of each image file; returns 0.
+
+    Raises:
+        FileNotFoundError: no export or no such image file.
+        ValueError: a file that is not an image, or ``top_k`` < 1.
+    """
+    predictor = Predictor(export_dir, top_k=top_k)
+    print(format_predictions(predictor.predict(list(images)), list(images)))
+    return 0

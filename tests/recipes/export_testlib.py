@@ -1,0 +1,83 @@
+"""Small classifiers for the export, verify and predict tests (not collected by pytest).
+
+``tiny_cnn`` is a registered test backbone: two conv -> BatchNorm -> ReLU blocks, a few
+thousand weights, so a SavedModel export takes about a second. Its BatchNorm statistics
+are set to random "pretrained-like" values so that outputs are of order one and moving
+statistics are worth checking.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+import zoo
+from zoo.registry import INCEPTION, BackboneSpec, Block
+
+BACKBONE = "zoo_test_tiny_cnn"
+INPUT_SIZE = (32, 32)
+CLASS_NAMES = ["cat", "dog", "espresso"]
+
+
+def _build_tiny(include_top: bool = False, input_shape=None) -> keras.Model:
+    layers = keras.layers
+    inputs = keras.Input(input_shape or (*INPUT_SIZE, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", name="block1_conv")(x)
+    x = layers.BatchNormalization(name="block1_bn")(x)
+    x = layers.ReLU(name="block1_relu")(x)
+    return keras.Model(inputs, x, name="tiny_cnn")
+
+
+if BACKBONE not in zoo.list_backbones():
+    zoo.register_backbone(
+        BackboneSpec(
+            name=BACKBONE,
+            family="test",
+            builder=_build_tiny,
+            input_size=INPUT_SIZE,
+            preprocessing=INCEPTION,
+            feature_dim=16,
+            blocks=(Block("stem", "stem_relu"), Block("block1", "block1_relu")),
+            params=1_700,
+            gmacs=0.0001,
+            top1=None,
+            min_input_size=8,
+        )
+    )
+
+
+def pretrained_like(model: keras.Model, seed: int = 1) -> keras.Model:
+    """Gives every weight random values of a sensible scale, as loaded weights would."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        if "moving_variance" in variable.path or "gamma" in variable.path:
+            value = rng.uniform(0.5, 1.5, shape)
+        else:
+            value = rng.normal(0.0, 0.5, shape)
+        variable.assign(value.astype(variable.dtype))
+    return model
+
+
+def build_model(num_classes: int = 3, seed: int = 1) -> keras.Model:
+    """A classifier on the tiny backbone with pretrained-like weights."""
+    from zoo.classifier import build_classifier
+
+    model = build_classifier(
+        BACKBONE,
+        num_classes,
+        weights=None,
+        input_shape=(*INPUT_SIZE, 3),
+        class_names=CLASS_NAMES[:num_classes],
+    )
+    return pretrained_like(model, seed)
+
+
+def freeze_backbone(model: keras.Model) -> None:
+    """Freezes the whole backbone, BatchNorm included, with zoo's own policy."""
+    from zoo.policies import FreezeBackbone
+
+    FreezeBackbone().apply(model)
