@@ -1,0 +1,138 @@
+"""Frozen-prefix activation caching: equality with plain training, fallback, storage."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo import caching
+from zoo.classifier import build_classifier
+from zoo.fingerprint import manifest
+from zoo.policies import FreezeBackbone, FullFineTune, UnfreezeTop
+from zoo.registry import get_spec
+from zoo.training import Stage, fine_tune
+
+BACKBONE = "efficientnet_lite0"  # has stochastic depth in its blocks, which caching must handle
+SIZE = 32
+
+
+def _model(like=None):
+    model = build_classifier(BACKBONE, 3, weights=None, input_shape=(SIZE, SIZE, 3))
+    if like is not None:
+        for mine, theirs in zip(model.variables, like.variables, strict=True):
+            mine.assign(theirs)
+    return model
+
+
+def _data(n=32, batch=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, (n, SIZE, SIZE, 3)).astype("float32")
+    y = rng.integers(0, 3, n)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+def _weights(model):
+    return {v.path: np.array(v) for v in model.variables}
+
+
+def _max_diff(a, b):
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+
+
+@pytest.mark.slow
+def test_prefix_cache_training_equals_plain_training():
+    data = _data()
+    stage = dict(
+        name="top", policy=UnfreezeTop(blocks=2, batchnorm="frozen"), epochs=2, learning_rate=1e-2
+    )
+    cached = _model()
+    plain = _model(like=cached)
+    before = manifest(cached)
+    start = _weights(cached)
+
+    r_cached = fine_tune(cached, data, data, [Stage(**stage)], shuffle_cache=False, verbose=0)
+    r_plain = fine_tune(plain, data, data, [Stage(**stage, cache="off")], verbose=0)
+
+    info = r_cached.stages[0].cache
+    assert info.used and info.cut == "block6d" and info.location == "memory" and info.exact
+    assert not r_plain.stages[0].cache.used
+    assert "cache='off'" in r_plain.stages[0].cache.reason
+    after_cached, after_plain = _weights(cached), _weights(plain)
+    # Training happened (through the suffix, on the full model's own variables) ...
+    trained = r_cached.stages[0].trainable_paths
+    assert "block7a_dwconv/kernel" in trained and "block6d_dwconv/kernel" not in trained
+    assert _max_diff({k: start[k] for k in trained}, {k: after_cached[k] for k in trained}) > 1e-3
+    # ... and gives the same model as plain training with the same semantics.
+    assert _max_diff(after_cached, after_plain) <= 1e-5
+    # The frozen prefix is bitwise unchanged (manifest sha256 of every frozen variable).
+    frozen = r_cached.frozen_in_all_stages
+    assert any("block1a" in p for p in frozen) and not any("top_conv" in p for p in frozen)
+    now = {e["path"]: e["sha256"] for e in manifest(cached)["variables"]}
+    was = {e["path"]: e["sha256"] for e in before["variables"]}
+    changed = [p for p in frozen if now[p] != was[p]]
+    assert changed == []
+
+
+def test_head_only_cache_predictions_match_full_model():
+    data = _data()
+    model = _model()
+    result = fine_tune(model, data, None, [Stage("head", FreezeBackbone(), 2, 1e-2)], verbose=0)
+
+    info = result.stages[0].cache
+    assert info.used and info.cut_layer == get_spec(BACKBONE).blocks[-1].end
+    assert info.size_bytes == 32 * int(np.prod(info.shape)) * 4 + 32 * 8
+    images = np.concatenate([x for x, _ in data])
+    with caching.frozen_layers_in_inference(model):
+        split = caching.split_model(model, caching.plan_cut(model))
+    features = split.prefix(images, training=False)
+    head_on_features = np.asarray(split.suffix(features, training=False))
+    full = model.predict(images, verbose=0)
+    assert np.max(np.abs(full - head_on_features)) <= 1e-5
+
+
+def test_augmentation_falls_back_to_plain_training_with_reason():
+    model = _model()
+    flip = keras.layers.RandomFlip("horizontal", seed=1)
+    stage = Stage("aug", FreezeBackbone(), 1, 1e-3, augment=flip)
+    result = fine_tune(model, _data(16), None, [stage], verbose=0)
+    info = result.stages[0].cache
+    assert not info.used
+    assert "augmentation is on (RandomFlip)" in info.reason
+    assert result.stages[0].history["loss"]
+
+
+def test_over_budget_cache_spills_to_disk_in_bfloat16(tmp_path):
+    data = _data()
+    model = _model()
+    stage = Stage("head", FreezeBackbone(), 1, 1e-2, cache_dtype="bfloat16")
+    result = fine_tune(
+        model, data, data, [stage], cache_dir=tmp_path, cache_budget_bytes=1000, verbose=0
+    )
+    info = result.stages[0].cache
+    assert info.used and not info.exact and info.dtype == "bfloat16"
+    assert info.location.startswith(str(tmp_path))
+    assert "exceed the memory budget of 1000 bytes" in info.location_reason
+    per_split = 32 * int(np.prod(info.shape)) * 2 + 32 * 8  # bfloat16: 2 bytes a value
+    assert info.size_bytes == 2 * per_split
+    assert sorted(p.name for p in (tmp_path / info.key[:16]).iterdir()) == [
+        "train.json",
+        "train.x.bin",
+        "train.y.npy",
+        "validation.json",
+        "validation.x.bin",
+        "validation.y.npy",
+    ]
+
+
+def test_plan_cut_respects_frozen_flags_and_stochastic_layers():
+    model = _model()
+    FreezeBackbone().apply(model)
+    # Keras keeps a frozen Dropout active: the cut must stay below the first stochastic depth.
+    assert caching.plan_cut(model).block == "block2a"
+    with caching.frozen_layers_in_inference(model) as off:
+        assert "block2b_drop" in off
+        assert caching.plan_cut(model).block == "top"
+    assert model.get_layer("backbone").get_layer("block2b_drop").rate > 0  # restored
+    FullFineTune().apply(model)
+    with pytest.raises(caching.CacheUnavailable, match="trainable variables below the cut"):
+        caching.plan_cut(model)

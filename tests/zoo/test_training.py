@@ -1,0 +1,129 @@
+"""Multi-stage fine-tuning: recompiling per stage, logs and checkpoints, exact resume."""
+
+import csv
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo.classifier import build_classifier
+from zoo.policies import FreezeBackbone, UnfreezeTop
+from zoo.training import Stage, fine_tune
+
+SIZE = 32
+
+
+def _model(like=None):
+    model = build_classifier("efficientnet_lite0", 3, weights=None, input_shape=(SIZE, SIZE, 3))
+    if like is not None:
+        for mine, theirs in zip(model.variables, like.variables, strict=True):
+            mine.assign(theirs)
+    return model
+
+
+def _data():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 255, (32, SIZE, SIZE, 3)).astype("float32")
+    y = rng.integers(0, 3, 32)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+def _stages():
+    return [
+        Stage("head", FreezeBackbone(), 2, 1e-2),
+        Stage(
+            "top",
+            UnfreezeTop(blocks=2, batchnorm="trainable"),
+            3,
+            1e-2,
+            optimizer="adamw",
+            weight_decay=1e-4,
+            schedule="cosine",
+            warmup_epochs=1,
+            label_smoothing=0.1,
+        ),
+    ]
+
+
+class _CrashAfter(keras.callbacks.Callback):
+    """Raises at the end of the n-th epoch (counted over all stages), like a killed run."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.seen = n, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen += 1
+        if self.seen == self.n:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.mark.slow
+def test_multi_stage_recompiles_logs_and_resumes_exactly(tmp_path):
+    data = _data()
+    model = _model()
+    crashed, resumed = _model(like=model), _model(like=model)
+
+    result = fine_tune(model, data, None, _stages(), run_dir=tmp_path / "a", verbose=0)
+
+    head, top = result.stages
+    # Each stage recompiled with the variables its policy leaves trainable.
+    assert head.trainable_paths == ["head/logits/bias", "head/logits/kernel"]
+    assert "block7a_dwconv/kernel" in top.trainable_paths
+    assert "block6d_dwconv/kernel" not in top.trainable_paths
+    assert head.cache.cut == "top" and top.cache.cut == "block6d"
+    assert any("block1a" in p for p in result.frozen_in_all_stages)
+    assert not any("block7a" in p for p in result.frozen_in_all_stages)
+    assert len(head.history["loss"]) == 2 and len(top.history["accuracy"]) == 3
+    assert top.images_per_second > 0 and head.cache.build_seconds > 0
+    with open(tmp_path / "a" / "1_top.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    assert (tmp_path / "a" / "checkpoints" / "last.npz").exists()
+
+    # Crash after the second epoch of the second stage, then resume.
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fine_tune(
+            crashed,
+            data,
+            None,
+            _stages(),
+            run_dir=tmp_path / "b",
+            callbacks=[_CrashAfter(4)],
+            verbose=0,
+        )
+    again = fine_tune(
+        resumed, data, None, _stages(), run_dir=tmp_path / "b", resume=True, verbose=0
+    )
+
+    assert again.resumed and again.stages[1].resumed_at_epoch == 2
+    assert again.stages[0].history == head.history  # restored from the checkpoint
+    assert again.stages[1].history["loss"][:2] == top.history["loss"][:2]
+    diffs = [
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(model.variables, resumed.variables, strict=True)
+    ]
+    assert max(diffs) == 0.0
+
+
+def test_early_stopping_ends_a_stage():
+    model = _model()
+    # A huge learning rate makes the loss climb, so patience 1 stops after epoch 2.
+    stage = Stage("head", FreezeBackbone(), 6, 50.0, optimizer="sgd", early_stopping_patience=1)
+    result = fine_tune(model, _data(), _data(), [stage], verbose=0)
+    s = result.stages[0]
+    assert s.stopped_early and s.epochs_run < 6
+
+
+def test_stage_and_arguments_are_validated_all_at_once():
+    with pytest.raises(ValueError, match=r"epochs must be.*learning_rate must be > 0.*optimizer"):
+        Stage("bad", FreezeBackbone(), 0, -1.0, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="mixed_precision must.*resume=True needs the run_dir"):
+        fine_tune(
+            None,
+            None,
+            None,
+            [Stage("s", FreezeBackbone(), 1, 1e-3)],
+            resume=True,
+            mixed_precision="int8",
+        )

@@ -1,0 +1,599 @@
+"""Frozen-prefix activation caching: one mechanism for any cut at a block boundary.
+
+A fine-tuning stage that leaves the bottom of the backbone frozen (BatchNorm in inference
+mode, no augmentation, nothing stochastic active there) recomputes a fixed function of the
+input every epoch under plain ``fit``. This module splits a classifier (``preprocess`` ->
+``backbone`` -> ``head``, see ``zoo.classifier``) at a block boundary named by the
+backbone's :class:`zoo.registry.BackboneSpec` into
+
+* a frozen **prefix** (``preprocess`` and the backbone's layers up to the cut), run once in
+  inference mode over the data, its activations stored in memory or, past a byte budget,
+  in a ``numpy`` memmap on disk; and
+* a trainable **suffix** (the rest of the backbone and the head): a functional sub-graph
+  that reuses the full model's layers, so training it trains the full model.
+
+The cut at the backbone's last layer is the classic head-only "bottleneck" cache (TF1's
+``retrain.py``); a cut lower down caches the frozen prefix of a top-blocks fine-tune.
+
+Imports TensorFlow (tf.data, ``tf.function``) inside functions only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+log = logging.getLogger("zoo.training")
+
+CACHE_DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_CACHE_BUDGET_BYTES = 2 * 1024**3
+
+# Layers that draw random numbers in training mode, and the attribute that switches them off.
+_STOCHASTIC_ATTRS = ("rate", "stddev")
+
+
+@dataclass
+class CacheInfo:
+    """What the cache did in one stage (JSON-able via :meth:`to_dict`).
+
+    Attributes:
+        used: whether the stage trained the suffix on cached activations.
+        reason: why not (the first condition that failed), or a short description of the
+            cut when used.
+        cut: the block whose end is the cut (``None`` when no cut was valid); the last
+            block means the backbone's output (head-only cache).
+        cut_layer: the backbone layer whose output is cached.
+        location: ``"memory"`` or the directory of the on-disk memmap; ``None`` if unused.
+        location_reason: why the cache lives where it does.
+        size_bytes: bytes of the stored activations (train + validation).
+        shape: activation shape per example, ``(h', w', channels)``.
+        dtype: storage dtype; anything but float32 makes results approximate.
+        exact: False when activations were stored in a reduced precision.
+        build_seconds: wall time to compute (or load) the activations.
+        key: sha256 of what the activations depend on (backbone, weights, cut, input
+            size, data fingerprint, dtype).
+        reused: the activations came from an earlier stage or an earlier run.
+    """
+
+    used: bool = False
+    reason: str = ""
+    cut: str | None = None
+    cut_layer: str | None = None
+    location: str | None = None
+    location_reason: str = ""
+    size_bytes: int = 0
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    exact: bool = True
+    build_seconds: float = 0.0
+    key: str | None = None
+    reused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of the fields."""
+        d = asdict(self)
+        d["shape"] = list(self.shape) if self.shape else None
+        return d
+
+
+@dataclass
+class CutPlan:
+    """A valid split of a classifier at a block boundary.
+
+    Attributes:
+        block: name of the block whose end is the cut.
+        layer: name of the backbone layer whose output is cached.
+        prefix_layers: the backbone layers at or below the cut (plus outer layers before
+            the backbone), all frozen.
+        is_backbone_output: the cut is the backbone's output (head-only cache).
+    """
+
+    block: str
+    layer: str
+    prefix_layers: list[Any] = field(repr=False)
+    is_backbone_output: bool = False
+
+
+class CacheUnavailable(Exception):
+    """Raised internally when caching is not valid; the message is the reason."""
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+def backbone_blocks(model: keras.Model) -> tuple[Any, ...]:
+    """The :class:`zoo.registry.Block` s of ``model``'s backbone, bottom to top.
+
+    Looks the backbone up through ``zoo.classifier.classifier_info``; a bare model with a
+    ``zoo_blocks`` attribute (a sequence of Blocks) works too.
+
+    Raises:
+        CacheUnavailable: the blocks cannot be found.
+    """
+    blocks = getattr(model, "zoo_blocks", None)
+    if blocks:
+        return tuple(blocks)
+    try:
+        from zoo.classifier import classifier_info
+        from zoo.registry import get_spec
+
+        return get_spec(classifier_info(model)["backbone"]).blocks
+    except Exception as err:  # any failure means "no blocks known"
+        raise CacheUnavailable(
+            f"the backbone's blocks are unknown ({type(err).__name__}: {err}); build the model "
+            "with zoo.build_classifier"
+        ) from None
+
+
+def _backbone(model: keras.Model) -> keras.Model:
+    try:
+        return model.get_layer("backbone")
+    except ValueError:
+        raise CacheUnavailable("the model has no layer named 'backbone'") from None
+
+
+def _outer_backbone_node(model: keras.Model, backbone: keras.Model) -> Any:
+    """The node where ``model``'s own graph calls ``backbone`` (not its internal one)."""
+    own = {id(t) for t in backbone.outputs}
+    nodes = [n for n in backbone._inbound_nodes if not {id(t) for t in n.output_tensors} <= own]
+    if len(nodes) != 1:
+        raise CacheUnavailable(
+            f"the backbone is called {len(nodes)} times in the model; expected exactly once"
+        )
+    return nodes[0]
+
+
+def _variable_ids(layers: Sequence[Any]) -> set[int]:
+    return {id(v) for layer in layers for v in layer.variables}
+
+
+def _stochastic(layer: Any) -> bool:
+    """Whether ``layer`` draws random numbers in training mode with a non-zero strength."""
+    if not hasattr(layer, "seed_generator"):
+        return False
+    strengths = [getattr(layer, a) for a in _STOCHASTIC_ATTRS if hasattr(layer, a)]
+    # A random layer without a known strength attribute counts as active.
+    return not strengths or any(float(s or 0.0) > 0 for s in strengths)
+
+
+def _is_batchnorm(layer: Any) -> bool:
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+def plan_cut(model: keras.Model, blocks: Sequence[Any] | None = None) -> CutPlan:
+    """Finds the highest block boundary below which caching is valid.
+
+    Valid means: every variable of the outer layers before the backbone and of the
+    backbone layers up to the block's end is frozen (not in ``model.trainable_variables``),
+    every BatchNorm there is non-trainable (so Keras runs it in inference mode), and no
+    stochastic layer (Dropout, GaussianNoise, ...) there is active. Blocks with
+    ``cut=False`` are skipped.
+
+    Args:
+        model: a classifier with layers ``backbone`` and ``head``.
+        blocks: the backbone's blocks; default :func:`backbone_blocks`.
+
+    Returns:
+        The :class:`CutPlan`.
+
+    Raises:
+        CacheUnavailable: no block boundary is valid; the message says why the lowest
+            candidate failed.
+    """
+    backbone = _backbone(model)
+    blocks = tuple(blocks) if blocks is not None else backbone_blocks(model)
+    layers = backbone.layers
+    index = {layer.name: i for i, layer in enumerate(layers)}
+    missing = [b.end for b in blocks if b.end not in index]
+    if missing:
+        raise CacheUnavailable(f"block end layers not in the backbone: {missing}")
+    outer = model.layers[: model.layers.index(backbone)]
+    trainable = {id(v) for v in model.trainable_variables}
+    reason = "no block boundary can be cut"
+    for block in reversed(blocks):
+        if not block.cut:
+            continue
+        prefix = [*outer, *layers[: index[block.end] + 1]]
+        reason = _prefix_problem(prefix, trainable, block.name)
+        if reason is None:
+            return CutPlan(
+                block=block.name,
+                layer=block.end,
+                prefix_layers=prefix,
+                is_backbone_output=index[block.end] == len(layers) - 1,
+            )
+    raise CacheUnavailable(reason)
+
+
+def _prefix_problem(prefix: Sequence[Any], trainable: set[int], block: str) -> str | None:
+    """Why the layers of ``prefix`` cannot be cached, or None if they can."""
+    train_vars = [v.path for layer in prefix for v in layer.variables if id(v) in trainable]
+    if train_vars:
+        return (
+            f"trainable variables below the cut at block {block!r}: "
+            f"{', '.join(train_vars[:3])}{' ...' if len(train_vars) > 3 else ''}"
+        )
+    bn = [layer.name for layer in prefix if _is_batchnorm(layer) and layer.trainable]
+    if bn:
+        return f"BatchNorm in training mode below the cut at block {block!r}: {bn[:3]}"
+    noisy = [layer.name for layer in prefix if _stochastic(layer)]
+    if noisy:
+        return f"stochastic layers active below the cut at block {block!r}: {noisy[:3]}"
+    return None
+
+
+@contextmanager
+def frozen_layers_in_inference(model: keras.Model) -> Iterator[list[str]]:
+    """Switches off stochastic layers (Dropout, stochastic depth, noise) that are frozen.
+
+    Keras runs a non-trainable BatchNorm in inference mode but leaves a non-trainable
+    Dropout active under ``fit``. Inside this context a non-trainable stochastic layer has
+    its ``rate`` / ``stddev`` set to 0 (restored on exit), so a frozen block behaves as in
+    inference, as the Keras transfer-learning guide's ``base(x, training=False)`` does.
+    Changes take effect at the next compile.
+
+    Yields:
+        The names of the layers switched off.
+    """
+    saved: list[tuple[Any, str, Any]] = []
+    try:
+        for layer in all_layers(model):
+            if layer.trainable or not _stochastic(layer):
+                continue
+            for attr in _STOCHASTIC_ATTRS:
+                if hasattr(layer, attr):
+                    saved.append((layer, attr, getattr(layer, attr)))
+                    setattr(layer, attr, 0.0)
+        yield [layer.name for layer, _, _ in saved]
+    finally:
+        for layer, attr, value in saved:
+            setattr(layer, attr, value)
+
+
+def all_layers(model: Any) -> Iterator[Any]:
+    """Every layer nested in ``model`` (depth first), not ``model`` itself."""
+    for layer in getattr(model, "layers", []):
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from all_layers(layer)
+
+
+@dataclass
+class SplitModel:
+    """The two halves of a classifier split at a cut; both share the full model's layers.
+
+    Attributes:
+        prefix: ``(batch, h, w, 3)`` pixels -> ``(batch, h', w', c)`` activations at the cut.
+        suffix: activations at the cut -> logits, sharing variables with the full model.
+    """
+
+    prefix: keras.Model
+    suffix: keras.Model
+
+
+def split_model(model: keras.Model, plan: CutPlan) -> SplitModel:
+    """Builds the prefix and suffix models of ``model`` at ``plan``'s cut.
+
+    Raises:
+        CacheUnavailable: the graph cannot be split there (a later layer reads a tensor
+            from below the cut).
+    """
+    backbone = _backbone(model)
+    node = _outer_backbone_node(model, backbone)
+    outer_in = node.input_tensors[0]
+    outer_out = node.output_tensors[0]
+    cut_tensor = backbone.get_layer(plan.layer).output
+    try:
+        before = keras.Model(model.inputs, outer_in, name="zoo_before_backbone")
+        bottom = keras.Model(backbone.inputs, cut_tensor, name="zoo_backbone_bottom")
+        after = keras.Model(outer_out, model.outputs[0], name="zoo_after_backbone")
+        top = None
+        if not plan.is_backbone_output:
+            top = keras.Model(cut_tensor, backbone.outputs[0], name="zoo_backbone_top")
+    except ValueError as err:
+        raise CacheUnavailable(f"the graph cannot be split at {plan.layer!r}: {err}") from None
+    pixels = keras.Input(model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
+    prefix = keras.Model(pixels, bottom(before(pixels)), name="zoo_prefix")
+    feats = keras.Input(cut_tensor.shape[1:], name="cached_activations")
+    out = after(top(feats) if top is not None else feats)
+    suffix = keras.Model(feats, out, name="zoo_suffix")
+    # The suffix must own exactly the full model's trainable variables, the same objects.
+    want = {id(v) for v in model.trainable_variables}
+    got = {id(v) for v in suffix.trainable_variables}
+    if want != got:
+        raise CacheUnavailable(
+            f"the suffix at {plan.layer!r} does not share the model's trainable variables "
+            f"({len(got & want)} of {len(want)} shared)"
+        )
+    return SplitModel(prefix=prefix, suffix=suffix)
+
+
+def probe_prefix(prefix: keras.Model, images: np.ndarray) -> str | None:
+    """Checks that the prefix is the same function in training and inference mode.
+
+    Runs the prefix on ``images`` with ``training=True`` twice and ``training=False`` once;
+    any difference means a BatchNorm or a stochastic layer is active below the cut.
+    Seed-generator states are restored afterwards so the probe leaves no trace.
+
+    Returns:
+        None when all three agree bitwise, else the reason.
+    """
+    states = [(v, np.array(v)) for v in prefix.variables if "seed_generator" in v.path]
+    try:
+        a = np.asarray(prefix(images, training=True))
+        b = np.asarray(prefix(images, training=True))
+        c = np.asarray(prefix(images, training=False))
+    finally:
+        for v, value in states:
+            v.assign(value)
+    if not (np.array_equal(a, b) and np.array_equal(a, c)):
+        return (
+            "the prefix differs between training and inference mode (a stochastic or "
+            "batch-statistics layer is active below the cut)"
+        )
+    return None
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def prefix_key(
+    model: keras.Model,
+    plan: CutPlan,
+    input_size: tuple[int, ...],
+    data_fingerprint: str | None,
+    dtype: str,
+) -> str:
+    """sha256 naming the activations: backbone, weights, cut, input size, data, dtype.
+
+    The weights are hashed from the prefix's variables (not only the recorded file hash:
+    an earlier stage may have trained them).
+    """
+    h = hashlib.sha256()
+    for layer in plan.prefix_layers:
+        for v in layer.variables:
+            h.update(v.path.encode())
+            h.update(np.ascontiguousarray(np.asarray(v)).tobytes())
+    backbone = _backbone(model)
+    ident = {
+        "backbone": backbone.name,
+        "weights_file_sha256": (getattr(backbone, "zoo_weights", None) or {}).get("sha256"),
+        "prefix_sha256": h.hexdigest(),
+        "cut": plan.layer,
+        "input_size": list(input_size),
+        "data": data_fingerprint,
+        "dtype": dtype,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+@dataclass
+class Activations:
+    """Cached activations of one split: ``x`` (N, h', w', c) and labels ``y`` (N, ...).
+
+    ``x`` is an in-memory array or a read-only ``numpy`` memmap.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    location: str
+    batch_size: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.x.nbytes + self.y.nbytes)
+
+
+def _numpy_dtype(name: str) -> Any:
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(name)
+
+
+def _forward_fn(prefix: keras.Model, tf_dtype: Any, jit_compile: bool) -> Any:
+    """A ``tf.function`` running ``prefix`` in inference mode, traced once per prefix."""
+    import tensorflow as tf
+
+    cache = prefix.__dict__.setdefault("_zoo_forward", {})
+    key = (tf_dtype.name, jit_compile)
+    if key not in cache:
+
+        @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+        def forward(x: Any) -> Any:
+            return tf.cast(prefix(x, training=False), tf_dtype)
+
+        cache[key] = forward
+    return cache[key]
+
+
+def compute_activations(
+    prefix: keras.Model,
+    dataset: Any,
+    *,
+    dtype: str = "float32",
+    budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES,
+    disk_dir: Path | None = None,
+    jit_compile: bool = False,
+    verbose: int = 1,
+    label: str = "train",
+) -> Activations:
+    """Runs ``prefix`` once in inference mode over ``dataset`` and stores its outputs.
+
+    Args:
+        prefix: pixels -> activations model.
+        dataset: batched ``tf.data.Dataset`` of ``(pixels, labels)``; extra elements
+            (sample weights) are not supported.
+        dtype: storage dtype, one of ``CACHE_DTYPES``.
+        budget_bytes: activations above this size go to ``disk_dir`` as a memmap.
+        disk_dir: where an over-budget cache is written (created). Required to spill.
+        jit_compile: compile the forward pass with XLA.
+        verbose: 1 shows a progress bar.
+        label: split name for the progress bar and file names.
+
+    Returns:
+        The :class:`Activations`; labels are kept in memory.
+
+    Raises:
+        ValueError: the dataset does not yield ``(pixels, labels)`` pairs or the dtype is
+            unknown.
+    """
+    import tensorflow as tf
+
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(f"cache_dtype must be one of {CACHE_DTYPES}, got {dtype!r}.")
+    np_dtype = _numpy_dtype(dtype)
+    tf_dtype = tf.as_dtype(dtype)
+
+    forward = _forward_fn(prefix, tf_dtype, jit_compile)
+
+    batches = int(dataset.cardinality())
+    bar = keras.utils.Progbar(batches if batches > 0 else None, unit_name="batch")
+    if verbose:
+        print(f"Caching activations ({label}):")
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    spill = None  # open file once over budget
+    held = 0
+    count = 0
+    first = 0
+    for i, element in enumerate(dataset):
+        if not isinstance(element, tuple) or len(element) != 2:
+            raise ValueError(
+                "Caching needs a dataset of (pixels, labels) pairs; got elements of "
+                f"{dataset.element_spec}. Drop sample weights or set cache='off'."
+            )
+        out = np.asarray(forward(element[0])).astype(np_dtype, copy=False)
+        ys.append(np.asarray(element[1]))
+        first = first or len(out)
+        count += len(out)
+        if spill is None and held + out.nbytes > budget_bytes:
+            if disk_dir is None:
+                raise CacheUnavailable(
+                    f"activations exceed the memory budget ({budget_bytes} bytes) and no "
+                    "cache directory is set"
+                )
+            disk_dir.mkdir(parents=True, exist_ok=True)
+            spill = open(disk_dir / f"{label}.x.partial", "wb")  # noqa: SIM115
+            for chunk in xs:
+                spill.write(np.ascontiguousarray(chunk).tobytes())
+            xs.clear()
+        if spill is None:
+            xs.append(out)
+            held += out.nbytes
+        else:
+            spill.write(np.ascontiguousarray(out).tobytes())
+        if verbose:
+            bar.update(i + 1)
+    y = np.concatenate(ys) if ys else np.zeros((0,), np.int64)
+    if spill is None:
+        x = np.concatenate(xs) if xs else np.zeros((0,), np_dtype)
+        return Activations(x, y, "memory", first)
+    spill.close()
+    shape = (count, *out.shape[1:])
+    final = disk_dir / f"{label}.x.bin"
+    os.replace(disk_dir / f"{label}.x.partial", final)
+    np.save(disk_dir / f"{label}.y.npy", y)
+    meta = {"shape": list(shape), "dtype": dtype, "batch_size": first}
+    (disk_dir / f"{label}.json").write_text(json.dumps(meta))
+    x = np.memmap(final, dtype=np_dtype, mode="r", shape=shape)
+    return Activations(x, y, str(disk_dir), first)
+
+
+def load_activations(disk_dir: Path, label: str) -> Activations | None:
+    """Opens a complete on-disk cache written by :func:`compute_activations`, or None."""
+    meta_path = disk_dir / f"{label}.json"
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    x = np.memmap(
+        disk_dir / f"{label}.x.bin",
+        dtype=_numpy_dtype(meta["dtype"]),
+        mode="r",
+        shape=tuple(meta["shape"]),
+    )
+    y = np.load(disk_dir / f"{label}.y.npy")
+    return Activations(x, y, str(disk_dir), int(meta.get("batch_size", 0)))
+
+
+def default_disk_dir(cache_dir: str | os.PathLike | None, key: str) -> tuple[Path, bool]:
+    """Where an over-budget cache goes, and whether it is temporary (deleted after)."""
+    if cache_dir is not None:
+        return Path(cache_dir) / key[:16], False
+    return Path(tempfile.mkdtemp(prefix="zoo-cache-")) / key[:16], True
+
+
+def remove_dir(path: Path) -> None:
+    """Deletes a temporary cache directory (and its temporary parent)."""
+    shutil.rmtree(path.parent if path.parent.name.startswith("zoo-cache-") else path, True)
+
+
+# ----------------------------------------------------------------------------- training data
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The example order of ``epoch``: a function of (seed, epoch) only, so resume is exact."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def cached_dataset(
+    acts: Activations,
+    batch_size: int,
+    *,
+    first_epoch: int,
+    epochs: int | None,
+    shuffle: bool,
+    seed: int,
+    label_transform: Any = None,
+) -> Any:
+    """Batches of ``(activations float32, labels)`` for epochs ``first_epoch..epochs-1``.
+
+    ``epochs=None`` repeats without end (for ``fit`` with ``steps_per_epoch``).
+
+    Each epoch's order is :func:`epoch_permutation` (or the stored order when ``shuffle``
+    is False); the last batch of an epoch may be smaller. Use with
+    ``steps_per_epoch=ceil(N / batch_size)`` so Keras keeps one iterator across epochs.
+    """
+    import tensorflow as tf
+
+    n = len(acts.x)
+    steps = -(-n // batch_size)
+
+    def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        # Training data is endless (Keras stops after ``epochs``; epoch e's order depends on
+        # e only); evaluation data is one pass.
+        for epoch in itertools.count(first_epoch) if epochs is None else range(first_epoch, epochs):
+            order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
+            for s in range(steps):
+                # Sorted within a batch: memmap reads stay sequential, same in memory.
+                idx = np.sort(order[s * batch_size : (s + 1) * batch_size])
+                yield acts.x[idx], acts.y[idx]
+
+    spec = (
+        tf.TensorSpec((None, *acts.x.shape[1:]), tf.as_dtype(acts.x.dtype)),
+        tf.TensorSpec((None, *acts.y.shape[1:]), tf.as_dtype(acts.y.dtype)),
+    )
+    ds = tf.data.Dataset.from_generator(gen, output_signature=spec)
+    if epochs is not None:  # tells Keras the length, so it does not warn at the end
+        ds = ds.apply(tf.data.experimental.assert_cardinality((epochs - first_epoch) * steps))
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    if label_transform is not None:
+        ds = ds.map(label_transform)
+    return ds.prefetch(2)
