@@ -112,6 +112,16 @@ def _cmd_weights_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_weights_import_torch(args: argparse.Namespace) -> int:
+    from zoo.convert.pytorch import import_torch_checkpoint
+
+    path = import_torch_checkpoint(
+        args.checkpoint, args.backbone, include_top=args.include_top, output=args.output
+    )
+    print(f"imported {args.checkpoint} for {args.backbone} at {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``zoo`` command, one sub-parser per subcommand."""
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
@@ -136,6 +146,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--include-top", action="store_true")
     p.set_defaults(func=_cmd_weights_path)
+
+    def _cmd_run(args: argparse.Namespace) -> int:
+        from recipes.runner import main_run
+
+        return main_run(args.recipe, args.out, args.resume, args.set)
+
+    p = sub.add_parser("run", help="run a recipe: fine-tune, test, export, verify, report")
+    p.add_argument("recipe", help="a recipe .toml file or a built-in recipe name")
+    p.add_argument("--out", help="run directory (default: runs/<recipe>-<timestamp>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value, e.g. stages.1.epochs=2 (repeatable)",
+    )
+    p.set_defaults(func=_cmd_run)
+
+    p = wsub.add_parser("import-torch", help="convert a PyTorch checkpoint into Keras weights")
+    p.add_argument("checkpoint", help="a .pth state dict, e.g. efficientnet-lite0-57934424.pth")
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--include-top", action="store_true")
+    p.add_argument("--output", help="a .weights.h5 file (default: zoo's weights cache)")
+    p.set_defaults(func=_cmd_weights_import_torch)
+
+    def _cmd_verify(args: argparse.Namespace) -> int:
+        from recipes.verify import main_verify
+
+        return main_verify(args.export_dir, args.source_manifest)
+
+    p = sub.add_parser("verify", help="check an export: manifest, frozen weights, parity")
+    p.add_argument("export_dir", help="a directory written by the export step")
+    p.add_argument("--source-manifest", help="the pretrained source's manifest (JSON)")
+    p.set_defaults(func=_cmd_verify)
+
+    def _cmd_predict(args: argparse.Namespace) -> int:
+        from recipes.predict import main_predict
+
+        return main_predict(args.export_dir, args.images, args.top_k)
+
+    p = sub.add_parser("predict", help="top-k classes of image files with an export")
+    p.add_argument("export_dir", help="a directory written by the export step")
+    p.add_argument("images", nargs="+", help="JPEG, PNG, GIF or BMP files")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    p.set_defaults(func=_cmd_predict)
+
+    def _cmd_datasets(args: argparse.Namespace) -> int:
+        from zoo.data.catalog import datasets_table
+
+        _print_table(datasets_table())
+        return 0
+
+    p = sub.add_parser("datasets", help="data sources and whether each is available offline")
+    p.set_defaults(func=_cmd_datasets)
 
     # -- more subcommands: add each as its own block above this line --
     return parser
