@@ -1,0 +1,238 @@
+"""Markdown table and PNG chart of one benchmark run's JSON (see :mod:`benchmarks.run`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+MODE_LABELS = {
+    "float32": "float32",
+    "float32_xla": "float32 + XLA",
+    "mixed_bfloat16": "mixed bfloat16",
+}
+
+
+def write_all(doc: dict[str, Any], json_path: Path) -> list[Path]:
+    """Writes ``<stem>.md`` and ``<stem>.png`` beside ``json_path``; returns their paths."""
+    md_path = json_path.with_suffix(".md")
+    md_path.write_text(markdown(doc), encoding="utf-8")
+    png_path = json_path.with_suffix(".png")
+    chart(doc, png_path)
+    return [md_path, png_path]
+
+
+def _num(value: Any, digits: int = 1, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and abs(value) < 10 ** (-digits) and value != 0:
+        return f"{value:.1e}{suffix}"
+    return f"{value:.{digits}f}{suffix}"
+
+
+def _why(section: Any) -> str:
+    if not isinstance(section, dict):
+        return "not run"
+    return section.get("skipped") or section.get("error") or ""
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The run as Markdown: machine, targets with raw figures, then one table per part."""
+    parts = [_machine_md(doc), _targets_md(doc), _peak_md(doc), _forward_md(doc), _notes_md()]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _machine_md(doc: dict[str, Any]) -> str:
+    m, s = doc["machine"], doc["settings"]
+    accel = ", ".join(m["accelerators"]) or "none"
+    load = "/".join(f"{x:.1f}" for x in m["load_average"])
+    load_end = "/".join(f"{x:.1f}" for x in m.get("load_average_end", []))
+    return "\n".join(
+        [
+            f"# Benchmark run {m['date']}{' (--quick)' if s['quick'] else ''}",
+            "",
+            f"- Machine: {m['cpu']} ({', '.join(m['cpu_flags'])}), {m['cores']} cores, "
+            f"{m['memory_gib']} GiB; accelerator: {accel}",
+            f"- Software: Python {m['python']}, TensorFlow {m['tensorflow']}, Keras "
+            f"{m['keras']}, JAX {m['jax']}; Keras backend `{m['backend']}`",
+            f"- Load average (1/5/15 min) at start {load}, at end {load_end}; "
+            f"total {s['total_seconds']:.0f} s",
+            f"- Not registered (skipped): {', '.join(s['not_registered']) or 'none'}",
+        ]
+    )
+
+
+def _raw(doc: dict[str, Any], key: str) -> str:
+    section = doc.get(key.split(".")[0], {})
+    if key == "head_stage.speedup":
+        return (
+            f"plain fit {_num(section.get('plain_seconds'))} s vs zoo cached features "
+            f"{_num(section.get('zoo_seconds'))} s ({section.get('backbone')}, "
+            f"{section.get('images')} images, {section.get('epochs')} epochs)"
+        )
+    if key == "fine_tune.speedup":
+        return (
+            f"plain fit {_num(section.get('plain_images_per_second'))} img/s vs zoo "
+            f"{_num(section.get('zoo_images_per_second'))} img/s "
+            f"({section.get('backbone')}, zoo settings {section.get('zoo_settings')})"
+        )
+    if key.startswith("prefix_cache"):
+        rows = []
+        for name, r in section.items():
+            if isinstance(r, dict) and "plain_seconds" in r:
+                rows.append(
+                    f"{name}: {_num(r.get('plain_seconds'))} s vs "
+                    f"{_num(r.get('cached_seconds'))} s, diff {_num(r.get('max_weight_diff'), 2)}"
+                )
+        return "; ".join(rows)
+    if key == "serving.ratio":
+        return (
+            f"SavedModel {_num(section.get('serving_images_per_second'))} img/s vs Keras "
+            f"predict {_num(section.get('keras_images_per_second'))} img/s; export + verify "
+            f"{_num(section.get('export_verify_seconds'))} s"
+        )
+    if key == "pipeline.ratio":
+        return (
+            f"decode + resize {_num(section.get('images_per_second'))} img/s vs fine-tune "
+            f"{_num(section.get('fine_tune_images_per_second'))} img/s "
+            f"({section.get('fine_tune_backbone')}, {section.get('image_size')})"
+        )
+    return ""
+
+
+def _targets_md(doc: dict[str, Any]) -> str:
+    rows = ["## Ratios and targets", "", "| ratio | value | target | met | raw figures |"]
+    rows.append("|---|---|---|---|---|")
+    for key, t in doc["targets"].items():
+        value = t["value"]
+        digits = 2 if "diff" not in key else 1
+        shown = _num(value, digits, "" if "diff" in key else "x")
+        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
+        raw = _raw(doc, key) if value is not None else _why(doc.get(key.split(".")[0]))
+        rows.append(f"| `{key}` | {shown} | {t['target']} | {met} | {raw} |")
+    return "\n".join(rows)
+
+
+def _peak_md(doc: dict[str, Any]) -> str:
+    peak = doc.get("peak", {})
+    if "float32" not in peak:
+        return f"## Peak\n\n{_why(peak)}"
+    rows = [
+        f"## Peak ({peak['size']}x{peak['size']} matmul, median GFLOP/s)",
+        "",
+        "| dtype | GFLOP/s | first call (s) |",
+        "|---|---|---|",
+    ]
+    for dtype in ("float32", "bfloat16"):
+        p = peak[dtype]
+        rows.append(f"| {dtype} | {_num(p['gflops'])} | {_num(p['first_call_seconds'], 2)} |")
+    return "\n".join(rows)
+
+
+def _forward_md(doc: dict[str, Any]) -> str:
+    forward = doc.get("forward", {})
+    if not forward or "skipped" in forward:
+        return f"## Forward throughput\n\n{_why(forward)}"
+    head = "| backbone | input | batch | GMACs | " + " | ".join(MODE_LABELS.values())
+    rows = [
+        "## Forward throughput (images/s, median; in brackets: fraction of the matching peak)",
+        "",
+        head + " | first call (s) |",
+        "|---" * (5 + len(MODE_LABELS)) + "|",
+    ]
+    for name, r in forward.items():
+        if "error" in r or "skipped" in r:
+            rows.append(f"| {name} | {_why(r)} |" + " |" * (3 + len(MODE_LABELS)))
+            continue
+        cells, firsts = [], []
+        for mode in MODE_LABELS:
+            m = r.get(mode, {})
+            if "images_per_second" not in m:
+                cells.append(_why(m) or "-")
+                continue
+            frac = m.get("fraction_of_peak")
+            cells.append(
+                _num(m["images_per_second"]) + (f" ({frac:.0%})" if frac is not None else "")
+            )
+            firsts.append(_num(m["first_call_seconds"]))
+        size = "x".join(str(s) for s in r["input_size"])
+        rows.append(
+            f"| {name} | {size} | {r['batch_size']} | {_num(r['gmacs'], 2)} | "
+            + " | ".join(cells)
+            + f" | {' / '.join(firsts)} |"
+        )
+    return "\n".join(rows)
+
+
+def _notes_md() -> str:
+    return "\n".join(
+        [
+            "## What the rows mean",
+            "",
+            "- Peak: a large square matmul in the backend's compiled function; the machine's "
+            "own limit for dense arithmetic.",
+            "- Forward: backbone only (no head), random weights, inside the compiled predict "
+            "function; GFLOP/s = 2 x GMACs x images/s; fraction of the float32 peak "
+            "(bfloat16 peak for mixed bfloat16).",
+            "- head_stage: frozen backbone, a linear head, N epochs on the same images. Plain "
+            "Keras fit over the full model (as in the Keras transfer-learning guide) vs zoo's "
+            "cached backbone features (features computed once, then the head trained on them).",
+            "- fine_tune: top 2 blocks unfrozen, BatchNorm frozen, no cache; training "
+            "images/s of plain Keras fit vs zoo with the settings it picks for the device.",
+            "- prefix_cache: top 2 blocks unfrozen, 5 epochs: plain fit (prefix in inference "
+            "mode) vs zoo training the top blocks on cached prefix activations; "
+            "max_weight_diff is the largest absolute difference between the two trained models.",
+            "- serving: the exported SavedModel's serving_default signature vs the in-memory "
+            "Keras model's predict, same batches.",
+            "- pipeline: JPEG decode + resize images/s (zoo.data pipeline) vs the training "
+            "images/s of the fastest fine-tune measured; above 1 the model never waits.",
+        ]
+    )
+
+
+def chart(doc: dict[str, Any], path: Path) -> None:
+    """Two panels: forward images/s per backbone and mode; each ratio against its target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    _forward_panel(left, doc.get("forward", {}))
+    _ratio_panel(right, doc["targets"])
+    fig.suptitle(
+        f"{doc['machine']['cpu']}, {doc['machine']['cores']} cores, "
+        f"{doc['machine']['backend']}, {doc['machine']['date'][:10]}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _forward_panel(ax: Any, forward: dict[str, Any]) -> None:
+    names = [n for n, r in forward.items() if isinstance(r, dict) and "input_size" in r]
+    ax.set_title("Forward throughput")
+    if not names:
+        ax.text(0.5, 0.5, _why(forward) or "not run", ha="center", transform=ax.transAxes)
+        return
+    width = 0.8 / len(MODE_LABELS)
+    for i, (mode, label) in enumerate(MODE_LABELS.items()):
+        values = [forward[n].get(mode, {}).get("images_per_second") or 0 for n in names]
+        ax.bar([x + i * width for x in range(len(names))], values, width, label=label)
+    ax.set_xticks([x + width for x in range(len(names))], names, rotation=20, fontsize=8)
+    ax.set_ylabel("images/s (median)")
+    ax.legend(fontsize=8)
+
+
+def _ratio_panel(ax: Any, targets: dict[str, Any]) -> None:
+    keys = [k for k, t in targets.items() if t["target"].startswith(">=")]
+    values = [targets[k]["value"] or 0 for k in keys]
+    colors = ["tab:green" if targets[k]["met"] else "tab:red" for k in keys]
+    ax.bar(range(len(keys)), values, color=colors)
+    for x, k in enumerate(keys):
+        goal = float(targets[k]["target"].split()[1])
+        ax.hlines(goal, x - 0.4, x + 0.4, colors="black", linestyles="dashed")
+        if targets[k]["value"] is not None:
+            ax.annotate(f"{targets[k]['value']:.2f}", (x, values[x]), ha="center", va="bottom")
+    ax.set_xticks(range(len(keys)), keys, rotation=20, fontsize=8)
+    ax.set_ylabel("ratio (dashed: target)")
+    ax.set_title("Ratios (green: target met)")
