@@ -1,0 +1,687 @@
+"""The recipe schema: a TOML file that says what ``zoo run`` does, validated before any work.
+
+A recipe has six sections::
+
+    [data]       where the images come from, the split, image size, batch size, augmentation
+    [model]      backbone, weights, head, input shape
+    [[stages]]   one table per fine-tuning stage (policy, epochs, learning rate, ...)
+    [export]     SavedModel export
+    [verify]     the frozen-unchanged proof and export parity tolerance
+    [run]        seed, op determinism, mixed precision, XLA
+
+The models are pydantic v2 models, frozen, with unknown keys forbidden, in strict mode (a
+TOML string where a number belongs is an error, not a conversion). Every problem is
+raised as one :class:`RecipeError` whose first line names the key path (e.g.
+``stages[1].learning_rate``) and the fix; further problems follow on the same line, so
+the ``zoo`` command can print a single line and exit 2.
+
+``--set key=value`` overrides (:func:`apply_overrides`) edit the parsed TOML before it is
+validated: ``stages.1.epochs=2`` sets ``epochs`` of the second stage; the value is read
+as a TOML literal (``2``, ``1e-3``, ``true``, ``"x"``, ``[64, 64]``) and, failing that,
+as a bare string.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
+
+__all__ = [
+    "DataConfig",
+    "ExportConfig",
+    "HeadConfig",
+    "ModelConfig",
+    "Recipe",
+    "RecipeError",
+    "RunConfig",
+    "StageConfig",
+    "VerifyConfig",
+    "apply_overrides",
+    "catalog_names",
+    "load_recipe",
+    "parse_recipe",
+    "recipe_to_toml",
+    "resolve_recipe_path",
+]
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run: unknown key, wrong type, bad value, misfit policy.
+
+    Attributes:
+        problems: every problem found, each ``"<key path>: <what is wrong>; <the fix>"``.
+    """
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        where = f"recipe {source}: " if source else "recipe: "
+        first = problems[0]
+        more = (
+            f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})"
+            if len(problems) > 1
+            else ""
+        )
+        super().__init__(where + first + more)
+
+
+_STRICT = ConfigDict(frozen=True, extra="forbid", strict=True)
+# TOML arrays arrive as lists; let tuple fields accept them (strict mode would not).
+_Size = Annotated[tuple[int, int], Field(strict=False)]
+_Shape = Annotated[tuple[int, int, int], Field(strict=False)]
+
+
+class DataConfig(BaseModel):
+    """``[data]``: the images, the split and the input pipeline.
+
+    Attributes:
+        source: what ``zoo.data.load`` reads: ``"fashion_mnist"``, ``"tfds:NAME[:SPLIT]"``
+            or ``"folder:PATH"`` (one sub-folder per class; a bare path to a folder works
+            too).
+        validation_fraction: share of the training images held out for validation.
+        test_fraction: (folders) share held out as the test split, when there is no
+            separate test set.
+        seed: seed of the split and of the subset (independent of ``[run].seed``).
+        train_size: keep this many training images (a stratified subset); all if unset.
+        per_class: keep this many training images per class (instead of ``train_size``).
+        image_size: (height, width) the images are resized to; default the backbone's.
+        batch_size: images per batch.
+        augment: ``zoo.data.augmentation`` names applied to training batches:
+            ``"flip"``, ``"rotation"``, ``"zoom"``, ``"rand_augment"``; empty for none.
+            Stages can turn it off (``augment = false``); it rules out caching.
+        options: further keyword arguments for ``zoo.data.load`` (``data_dir``,
+            ``download``, ``strict``, ``exif_transpose``, ``test_split``).
+    """
+
+    model_config = _STRICT
+
+    source: str
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float | None = Field(None, gt=0.0, lt=1.0)
+    seed: int = 0
+    train_size: int | None = Field(None, gt=0)
+    per_class: int | None = Field(None, gt=0)
+    image_size: _Size | None = None
+    batch_size: int = Field(32, gt=0)
+    augment: list[Literal["flip", "rotation", "zoom", "rand_augment"]] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class HeadConfig(BaseModel):
+    """``[model.head]``: the classification head on top of the backbone (``zoo.heads``).
+
+    Attributes:
+        type: ``"linear"`` (pooling -> dropout -> Dense) or ``"mlp"`` (hidden layers).
+        units: hidden layer widths of an ``"mlp"`` head, bottom to top.
+        dropout: dropout rate before the classifier, in [0, 1).
+        pooling: ``"avg"``, ``"max"`` or ``"gem"`` global pooling of the feature map.
+        activation: activation of an ``"mlp"`` head's hidden layers.
+        normalization: ``"batchnorm"`` or ``"layernorm"`` after each hidden layer.
+        gem_p: GeM pooling's initial exponent (``pooling = "gem"``).
+        gem_learnable: learn GeM's exponent.
+    """
+
+    model_config = _STRICT
+
+    type: Literal["linear", "mlp"] = "linear"
+    units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    pooling: Literal["avg", "max", "gem"] = "avg"
+    activation: str = "relu"
+    normalization: Literal["batchnorm", "layernorm"] | None = None
+    gem_p: float = Field(3.0, gt=0.0)
+    gem_learnable: bool = True
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the ``zoo.heads`` class named by ``type``."""
+        kwargs: dict[str, Any] = {"pooling": self.pooling, "dropout": self.dropout}
+        if self.pooling == "gem":
+            kwargs.update(gem_p=self.gem_p, gem_learnable=self.gem_learnable)
+        if self.type == "mlp":
+            kwargs.update(
+                units=tuple(self.units),
+                activation=self.activation,
+                normalization=self.normalization,
+            )
+        return kwargs
+
+
+class ModelConfig(BaseModel):
+    """``[model]``: the backbone, its weights and the head.
+
+    Attributes:
+        backbone: a registry name (``zoo list``).
+        weights: ``"imagenet"``, ``"none"`` (random init) or a path to a Keras weights file.
+        head: see :class:`HeadConfig`.
+        input_shape: (height, width, 3); default ``[data].image_size`` or the backbone's.
+    """
+
+    model_config = _STRICT
+
+    backbone: str
+    weights: str = "imagenet"
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    input_shape: _Shape | None = None
+
+    @property
+    def weights_arg(self) -> str | None:
+        """``weights`` as ``create_backbone`` takes it (``None`` for ``"none"``)."""
+        return None if self.weights.lower() == "none" else self.weights
+
+
+class StageConfig(BaseModel):
+    """``[[stages]]``: one stage of fine-tuning.
+
+    Attributes:
+        name: shown in logs, checkpoints and the report; unique within the recipe.
+        policy: ``"freeze_backbone"`` (train the head only), ``"unfreeze_top"`` (the top
+            ``blocks`` or ``fraction`` of the backbone's blocks), or ``"full"``.
+        blocks: for ``unfreeze_top``: how many blocks, counted from the top.
+        fraction: for ``unfreeze_top``: the fraction of blocks instead, in (0, 1].
+        batchnorm: ``"frozen"`` (inference mode, statistics fixed) or ``"trainable"``.
+        epochs: passes over the training split.
+        learning_rate: peak learning rate, > 0.
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        weight_decay: the optimizer's weight decay, >= 0; unset: its default.
+        schedule: ``"constant"`` or ``"cosine"`` (cosine decay after the warm-up).
+        warmup_epochs: linear warm-up length in epochs.
+        label_smoothing: in [0, 1).
+        early_stopping_patience: epochs without validation improvement before stopping.
+        lr_decay: per-block learning-rate decay, top block 1.0, each lower block times
+            this, in (0, 1].
+        augment: apply ``[data].augment`` in this stage (augmentation disables caching).
+        cache: ``"auto"`` (cache activations below the trainable part when valid) or
+            ``"off"``.
+        cache_dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` storage of the cache.
+    """
+
+    model_config = _STRICT
+
+    name: str
+    policy: Literal["freeze_backbone", "unfreeze_top", "full"]
+    blocks: int | None = Field(None, gt=0)
+    fraction: float | None = Field(None, gt=0.0, le=1.0)
+    batchnorm: Literal["frozen", "trainable"] = "frozen"
+    epochs: int = Field(gt=0)
+    learning_rate: float = Field(gt=0.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float | None = Field(None, ge=0.0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: int = Field(0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    early_stopping_patience: int | None = Field(None, gt=0)
+    lr_decay: float | None = Field(None, gt=0.0, le=1.0)
+    augment: bool = True
+    cache: Literal["auto", "off"] = "auto"
+    cache_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class ExportConfig(BaseModel):
+    """``[export]``: the SavedModel under the run directory's ``export/``.
+
+    The export holds the SavedModel (preprocessing baked in; float32, uint8 and encoded
+    image signatures), ``model.keras``, labels, metadata and the weight manifest; see
+    :mod:`recipes.export`. It is verified before it is put in place.
+
+    Attributes:
+        enabled: export (and verify) at all.
+    """
+
+    model_config = _STRICT
+
+    enabled: bool = True
+
+
+class VerifyConfig(BaseModel):
+    """``[verify]``: the proof run on the export (:mod:`recipes.verify`).
+
+    Attributes:
+        tolerance: max abs difference allowed between the export's and the Keras model's
+            logits; unset: ``recipes.verify``'s default (1e-5 in float32).
+    """
+
+    model_config = _STRICT
+
+    tolerance: float | None = Field(None, gt=0.0)
+
+
+class RunConfig(BaseModel):
+    """``[run]``: reproducibility and speed switches.
+
+    Attributes:
+        seed: seeds Python, NumPy and Keras before the model is built.
+        deterministic: TensorFlow op determinism (bitwise-reproducible runs and resumes;
+            slower on some ops).
+        mixed_precision: ``"off"``, ``"bfloat16"`` or ``"float16"``.
+        jit_compile: XLA-compile training steps (slower for convolutions on CPU).
+    """
+
+    model_config = _STRICT
+
+    seed: int = 0
+    deterministic: bool = False
+    mixed_precision: Literal["off", "bfloat16", "float16"] = "off"
+    jit_compile: bool = False
+
+
+class Recipe(BaseModel):
+    """A whole recipe. Build one with :func:`load_recipe` or :func:`parse_recipe`.
+
+    Attributes:
+        name: the recipe's name (default: the file name without ``.toml``).
+        description: one paragraph, shown in the report.
+    """
+
+    model_config = _STRICT
+
+    name: str = "recipe"
+    description: str = ""
+    data: DataConfig
+    model: ModelConfig
+    stages: list[StageConfig] = Field(min_length=1)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    def input_shape(self) -> tuple[int, int, int]:
+        """The model's input ``(height, width, 3)``: [model] first, then [data], then the spec."""
+        if self.model.input_shape is not None:
+            return self.model.input_shape
+        if self.data.image_size is not None:
+            return (*self.data.image_size, 3)
+        from zoo import get_spec
+
+        return (*get_spec(self.model.backbone).input_size, 3)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading, overrides, validation.
+
+
+# The built-in recipes ship as package data next to this file (pyproject's package-data).
+CATALOG_DIR = Path(__file__).resolve().parent / "catalog"
+
+
+def catalog_names() -> list[str]:
+    """Names of the built-in recipes in ``recipes/catalog/`` (without ``.toml``)."""
+    return sorted(p.stem for p in CATALOG_DIR.glob("*.toml"))
+
+
+def resolve_recipe_path(recipe: str | os.PathLike) -> Path:
+    """A recipe file path, or the file of the built-in recipe called ``recipe``.
+
+    Raises:
+        FileNotFoundError: neither a file nor a catalog name (lists the close names).
+    """
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    name = str(recipe)
+    if name in catalog_names():
+        return CATALOG_DIR / f"{name}.toml"
+    close = difflib.get_close_matches(name, catalog_names(), n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise FileNotFoundError(
+        f"No recipe file {name!r} and no built-in recipe of that name.{hint} "
+        f"Built-in recipes: {', '.join(catalog_names())}."
+    )
+
+
+def load_recipe(
+    recipe: str | os.PathLike, overrides: Iterable[str] = (), check_backbone: bool = True
+) -> Recipe:
+    """Reads, overrides and validates a recipe file or built-in recipe.
+
+    Args:
+        recipe: a path to a ``.toml`` file or a built-in recipe name (``catalog_names()``).
+        overrides: ``"key.path=value"`` strings (see :func:`apply_overrides`).
+        check_backbone: also check the backbone name and the stages' fit to its blocks
+            (needs the registry; always on for ``zoo run``).
+
+    Returns:
+        The validated :class:`Recipe`; ``name`` defaults to the file's stem.
+
+    Raises:
+        FileNotFoundError: no such file or built-in recipe.
+        RecipeError: invalid TOML, a bad override, or any schema problem.
+    """
+    path = resolve_recipe_path(recipe)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise RecipeError([f"not valid TOML: {error}"], source=str(path)) from None
+    data.setdefault("name", path.stem)
+    data = apply_overrides(data, overrides)
+    return parse_recipe(data, source=str(path), check_backbone=check_backbone)
+
+
+def parse_recipe(
+    data: Mapping[str, Any], source: str | None = None, check_backbone: bool = True
+) -> Recipe:
+    """Validates an already-parsed recipe mapping (the TOML document as a dict).
+
+    Raises:
+        RecipeError: every problem, the first one first; see the module docstring.
+    """
+    try:
+        recipe = Recipe.model_validate(dict(data))
+    except ValidationError as error:
+        raise RecipeError(_describe_errors(error), source=source) from None
+    problems = _semantic_problems(recipe, check_backbone)
+    if problems:
+        raise RecipeError(problems, source=source)
+    return recipe
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Returns a copy of ``data`` with ``key.path=value`` overrides applied.
+
+    Path parts are table keys or list indices (``stages.1.epochs``). Values are TOML
+    literals (``2``, ``1e-3``, ``true``, ``"text"``, ``[96, 96]``); a value that is not
+    valid TOML is taken as a bare string (``model.backbone=resnet50``). Keys that do not
+    exist are created, so validation reports them if they are unknown.
+
+    Raises:
+        RecipeError: no ``=``, an empty path, an index out of range, or a path through a
+            value that is not a table or list.
+    """
+    result = copy.deepcopy(dict(data))
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RecipeError(
+                [f"--set {override!r}: expected key.path=value, e.g. stages.1.epochs=2"]
+            )
+        _set_path(result, key.split("."), _parse_literal(raw.strip()), override)
+    return result
+
+
+def _parse_literal(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set_path(root: dict[str, Any], parts: list[str], value: Any, override: str) -> None:
+    node: Any = root
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise RecipeError(
+                    [
+                        f"--set {override!r}: {where!r} needs a list index from 0 to "
+                        f"{len(node) - 1} (the list has {len(node)} entries)"
+                    ]
+                )
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise RecipeError(
+                [f"--set {override!r}: {'.'.join(parts[:depth])!r} is a value, not a table or list"]
+            )
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text or "(top level)"
+
+
+def _model_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model whose fields sit at ``loc`` (for 'did you mean')."""
+    model: type[BaseModel] | None = Recipe
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ()) or ()
+        candidates = [annotation, *args]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    return model
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer (e.g. 3)",
+    "float_type": "a number (e.g. 0.001)",
+    "string_type": 'a string in quotes (e.g. "adam")',
+    "bool_type": "true or false",
+    "list_type": "an array (e.g. [1, 2])",
+    "tuple_type": "an array (e.g. [96, 96])",
+    "dict_type": "a table",
+    "model_type": "a table",
+}
+
+
+def _describe_errors(error: ValidationError) -> list[str]:
+    problems: list[str] = []
+    for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        kind = item["type"]
+        # Union members add their type name to loc (e.g. 'int'); drop those.
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p in _UNION_TAGS))
+        path = _loc_to_path(loc)
+        received = item.get("input")
+        if kind == "extra_forbidden":
+            parent = _model_for(loc[:-1])
+            known = list(parent.model_fields) if parent else []
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            fix = f"did you mean {close[0]!r}?" if close else "remove it"
+            problems.append(f"{path}: unknown key; {fix} (known keys here: {', '.join(known)})")
+        elif kind == "missing" and loc and isinstance(loc[-1], int):
+            problems.append(
+                f"{_loc_to_path(loc[:-1])}: too few values; expected {_arity(loc[:-1])} numbers"
+            )
+        elif kind == "too_long":
+            problems.append(
+                f"{path}: too many values, got {received!r}; expected {_arity(loc)} numbers"
+            )
+        elif kind == "missing":
+            problems.append(f"{path}: required key is missing; add it")
+        elif kind in _TYPE_WORDS:
+            problems.append(
+                f"{path}: expected {_TYPE_WORDS[kind]}, got {received!r} "
+                f"({type(received).__name__}); write it as {_TYPE_WORDS[kind].split(' (')[0]}"
+            )
+        else:
+            message = item["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+            problems.append(f"{path}: got {received!r}; it should be {message}")
+    return _dedupe(problems)
+
+
+def _arity(loc: tuple[Any, ...]) -> str:
+    return "3 (height, width, 3)" if loc and loc[-1] == "input_shape" else "2 (height, width)"
+
+
+# pydantic tags union branches in error locations by type name.
+_UNION_TAGS = {
+    "int",
+    "float",
+    "str",
+    "bool",
+    "list[int]",
+    "list[str]",
+    "tuple[int, int]",
+    "tuple[int, int, int]",
+    "none",
+}
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen)
+
+
+def _semantic_problems(recipe: Recipe, check_backbone: bool) -> list[str]:
+    """Checks that need more than one field or the registry."""
+    problems: list[str] = []
+    if recipe.data.train_size is not None and recipe.data.per_class is not None:
+        problems.append("data: set train_size or per_class, not both; remove one")
+    names = [s.name for s in recipe.stages]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            problems.append(
+                f"stages[{i}].name: {name!r} is used twice; give each stage its own name"
+            )
+    shape = recipe.model.input_shape
+    if shape is not None and shape[2] != 3:
+        problems.append(
+            f"model.input_shape: expected (height, width, 3), got {shape}; use 3 channels"
+        )
+    if (
+        shape is not None
+        and recipe.data.image_size is not None
+        and tuple(shape[:2]) != tuple(recipe.data.image_size)
+    ):
+        problems.append(
+            f"model.input_shape: {shape[:2]} differs from data.image_size "
+            f"{recipe.data.image_size}; set one of them only"
+        )
+    head = recipe.model.head
+    if head.type == "mlp" and not head.units:
+        problems.append(
+            "model.head.units: an 'mlp' head needs hidden widths; set e.g. units = [256]"
+        )
+    if head.type == "linear" and head.units:
+        problems.append(
+            "model.head.units: a 'linear' head has no hidden layers; remove units or set "
+            'type = "mlp"'
+        )
+    if recipe.verify.tolerance is not None and not _verify_takes_tolerance():
+        problems.append(
+            "verify.tolerance: this version of recipes.verify has a fixed tolerance; remove the key"
+        )
+    spec = None
+    if check_backbone:
+        from zoo import get_spec
+
+        try:
+            spec = get_spec(recipe.model.backbone)
+        except KeyError as error:
+            problems.append(f"model.backbone: {error}")
+    for i, stage in enumerate(recipe.stages):
+        problems += _stage_problems(i, stage, spec)
+    return problems
+
+
+def _verify_takes_tolerance() -> bool:
+    import inspect
+
+    from recipes.verify import verify_export
+
+    return "tolerance" in inspect.signature(verify_export).parameters
+
+
+def _stage_problems(i: int, stage: StageConfig, spec: Any) -> list[str]:
+    here = f"stages[{i}]"
+    problems: list[str] = []
+    if stage.policy == "unfreeze_top":
+        if (stage.blocks is None) == (stage.fraction is None):
+            problems.append(
+                f"{here}: policy 'unfreeze_top' needs exactly one of blocks or fraction; "
+                "set e.g. blocks = 2"
+            )
+        if spec is not None and stage.blocks is not None and stage.blocks > len(spec.blocks):
+            problems.append(
+                f"{here}.blocks: {stage.blocks} blocks asked, but {spec.name} has "
+                f"{len(spec.blocks)} ({', '.join(spec.block_names)}); use at most "
+                f'{len(spec.blocks)}, or policy = "full"'
+            )
+    else:
+        for key in ("blocks", "fraction", "lr_decay"):
+            if getattr(stage, key) is not None:
+                problems.append(
+                    f"{here}.{key}: only used by policy 'unfreeze_top' (this stage's policy "
+                    f"is {stage.policy!r}); remove it"
+                )
+    if stage.warmup_epochs >= stage.epochs and stage.warmup_epochs:
+        problems.append(
+            f"{here}.warmup_epochs: {stage.warmup_epochs} warm-up epochs of {stage.epochs}; "
+            "use fewer warm-up epochs than epochs"
+        )
+    return problems
+
+
+def recipe_to_toml(recipe: Recipe) -> str:
+    """The recipe as TOML text (every value explicit), as written into the run directory."""
+    data = recipe.model_dump(mode="json", exclude_none=True)
+    lines: list[str] = []
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
+    for key, value in scalars.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    for section in ("data", "model", "export", "verify", "run"):
+        _emit_table(lines, section, data[section])
+    for stage in data["stages"]:
+        lines.append("")
+        lines.append("[[stages]]")
+        for key, value in stage.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _emit_table(lines: list[str], name: str, table: dict[str, Any]) -> None:
+    lines.append("")
+    lines.append(f"[{name}]")
+    subtables = {}
+    for key, value in table.items():
+        if isinstance(value, dict) and key != "options":
+            subtables[key] = value
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in subtables.items():
+        _emit_table(lines, f"{name}.{key}", value)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'

@@ -1,0 +1,549 @@
+"""Runs a recipe end to end: data -> classifier -> stages -> test -> export -> verify -> report.
+
+``zoo run RECIPE [--out DIR] [--resume] [--set key=value ...]`` calls :func:`run_recipe`.
+The run directory (default ``runs/<recipe>-<timestamp>``) holds::
+
+    recipe.toml            the recipe as run (overrides applied, every default explicit)
+    source_manifest.json   the pretrained weights' manifest, taken right after loading
+    logs/run.log           what the runner printed (logs/<stage>/: TensorBoard, if installed)
+    <index>_<stage>.csv    per-epoch metrics of each stage (Keras CSVLogger)
+    checkpoints/last.npz   weights + optimizer state after every epoch: what --resume reads
+    export/                the verified SavedModel (absent when verification failed)
+    report.json, report.md, plots/*.png
+
+A crash (even ``kill -9``) loses at most the epoch in progress: ``--resume`` reads the
+run directory's recipe.toml and source manifest, rebuilds the model and lets
+``zoo.training.fine_tune(resume=True)`` continue from the last complete epoch. With
+``[run].deterministic = true`` a resumed run ends with the same weights as one never
+interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recipes.config import Recipe, load_recipe, recipe_to_toml
+
+__all__ = ["RunError", "RunResult", "default_run_dir", "run_recipe"]
+
+EXPORT_DIR = "export"
+
+
+class RunError(ValueError):
+    """A run that cannot start as asked (run directory clash, nothing to resume)."""
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_recipe` did.
+
+    Attributes:
+        run_dir: the run directory.
+        exit_code: 0 when the run finished (and the export verified, if enabled); 1 when
+            verification failed (no export is left at ``run_dir / "export"``).
+        report: the dict written to ``report.json``.
+        paths: name -> written file (``json``, ``markdown``, plots, ``export``).
+    """
+
+    run_dir: Path
+    exit_code: int
+    report: dict[str, Any]
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def default_run_dir(recipe: Recipe, root: str | os.PathLike = "runs") -> Path:
+    """``runs/<recipe name>-<YYYYmmdd-HHMMSS>`` under ``root``."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{recipe.name}-{stamp}"
+
+
+def _latest_run_dir(name: str, root: Path = Path("runs")) -> Path:
+    candidates = sorted(root.glob(f"{name}-*/recipe.toml"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise RunError(
+            f"--resume: no earlier run of {name!r} under {root}/; pass --out RUN_DIR "
+            "with the run directory to continue."
+        )
+    return candidates[-1].parent
+
+
+def _prepare_run_dir(
+    recipe: Recipe, out: str | os.PathLike | None, resume: bool, source: str
+) -> tuple[Recipe, Path]:
+    """Creates (or, with ``resume``, reopens) the run directory; returns the recipe to run."""
+    if resume:
+        run_dir = Path(out) if out is not None else _latest_run_dir(recipe.name)
+        saved = run_dir / "recipe.toml"
+        if not saved.is_file():
+            raise RunError(
+                f"--resume: {run_dir} holds no recipe.toml, so there is no run to continue; "
+                "run without --resume to start one."
+            )
+        recorded = load_recipe(saved)
+        if recorded.model_dump(exclude={"name"}) != recipe.model_dump(exclude={"name"}):
+            raise RunError(
+                f"--resume: the recipe differs from the one {run_dir} was started with "
+                f"({saved}); resume with the same recipe and --set values, or start a new run."
+            )
+        return recorded, run_dir
+    run_dir = Path(out) if out is not None else default_run_dir(recipe)
+    if (run_dir / "recipe.toml").exists():
+        raise RunError(
+            f"{run_dir} already holds a run; add --resume to continue it, or pick another --out."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.toml").write_text(
+        f"# recipe as run, from {source}\n" + recipe_to_toml(recipe), encoding="utf-8"
+    )
+    return recipe, run_dir
+
+
+class _Log:
+    """Prints and appends to ``logs/run.log``."""
+
+    def __init__(self, path: Path, echo: Callable[[str], None] | None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.echo = echo
+
+    def __call__(self, message: str) -> None:
+        stamp = _dt.datetime.now().strftime("%H:%M:%S")
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(f"{stamp} {message}\n")
+        if self.echo is not None:
+            self.echo(message)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+
+
+def run_recipe(
+    recipe: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overrides: Iterable[str] = (),
+    echo: Callable[[str], None] | None = print,
+) -> RunResult:
+    """Runs a recipe file or built-in recipe end to end.
+
+    Args:
+        recipe: a ``.toml`` path or a built-in name (``recipes.config.catalog_names()``).
+        out: the run directory; default ``runs/<name>-<timestamp>``.
+        resume: continue the interrupted run in ``out`` (default: the newest run of this
+            recipe under ``runs/``) from its last complete epoch.
+        overrides: ``key.path=value`` strings applied before validation.
+        echo: where progress lines go besides ``logs/run.log`` (``None``: nowhere).
+
+    Returns:
+        A :class:`RunResult`; ``exit_code`` 1 means verification failed.
+
+    Raises:
+        RecipeError: the recipe is invalid (raised before anything runs).
+        RunError: ``out`` already holds a run (without ``resume``), or nothing to resume.
+        FileNotFoundError: no such recipe.
+    """
+    wall_start = time.perf_counter()
+    given = load_recipe(recipe, overrides)
+    recipe_cfg, run_dir = _prepare_run_dir(given, out, resume, str(recipe))
+    log = _Log(run_dir / "logs" / "run.log", echo)
+    log(f"{'resuming' if resume else 'starting'} {recipe_cfg.name} in {run_dir}")
+    timings: dict[str, float] = {}
+    _configure_runtime(recipe_cfg, log)
+
+    with _timed(timings, "load data"):
+        data = _load_data(recipe_cfg, log)
+    with _timed(timings, "build model"):
+        model = _build_model(recipe_cfg, data.class_names)
+        source_manifest = _source_manifest(model, run_dir, resume)
+    with _timed(timings, "fine-tune"):
+        result = _fine_tune(recipe_cfg, model, data, run_dir, resume, log)
+    with _timed(timings, "evaluate"):
+        test = _evaluate(recipe_cfg, model, data, log)
+    verify: dict[str, Any] = {}
+    export_path: Path | None = None
+    if recipe_cfg.export.enabled:
+        export_path, verify = _export_and_verify(
+            recipe_cfg, model, run_dir, source_manifest, result, timings, log
+        )
+    report = _assemble_report(
+        recipe_cfg, model, data, result, test, verify, export_path, timings, resume
+    )
+    report["wall_seconds"] = time.perf_counter() - wall_start
+    from recipes.report import write_report
+
+    paths = write_report(report, run_dir)
+    if export_path is not None:
+        paths["export"] = export_path
+    failed = bool(verify) and not verify.get("passed", False)
+    top1 = report["test_top1"]
+    log(
+        f"done in {report['wall_seconds']:.0f} s: test top-1 "
+        f"{'-' if top1 is None else f'{top1:.4f}'}, "
+        f"verification {'FAILED' if failed else 'passed' if verify else 'not run'}; "
+        f"report: {paths['markdown']}"
+    )
+    return RunResult(run_dir, 1 if failed else 0, report, paths)
+
+
+# ---------------------------------------------------------------------------------------
+# Steps. Each is small so that a failure points at one step.
+
+
+def _configure_runtime(recipe: Recipe, log: _Log) -> None:
+    import keras
+
+    keras.utils.set_random_seed(recipe.run.seed)
+    if recipe.run.deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+        log("op determinism on: runs and resumes are bitwise reproducible")
+
+
+def _source(source: str) -> str:
+    """``zoo.data`` source string; a bare path to an existing folder means ``folder:PATH``."""
+    if ":" not in source and Path(source).is_dir():
+        return f"folder:{source}"
+    return source
+
+
+def _load_data(recipe: Recipe, log: _Log) -> Any:
+    from zoo import data as zoo_data
+
+    cfg = recipe.data
+    options: dict[str, Any] = {"validation_fraction": cfg.validation_fraction, "seed": cfg.seed}
+    for key in ("train_size", "per_class", "test_fraction"):
+        if getattr(cfg, key) is not None:
+            options[key] = getattr(cfg, key)
+    options.update(cfg.options)
+    data = zoo_data.load(_source(cfg.source), **options)
+    log(
+        f"data {data.source}: {len(data.class_names)} classes, "
+        f"{_count(data, 'train')} train / {_count(data, 'validation')} validation / "
+        f"{_count(data, 'test')} test images, {len(data.skipped)} files skipped"
+    )
+    return data
+
+
+def _count(data: Any, split: str) -> int | None:
+    """Examples in a split; counted by iterating where the source does not know."""
+    known = data.num_examples(split)
+    if known is not None:
+        return known
+    dataset = data.split(split)
+    return None if dataset is None else int(dataset.reduce(0, lambda count, _: count + 1))
+
+
+def _build_model(recipe: Recipe, class_names: list[str]) -> Any:
+    from zoo.classifier import build_classifier
+    from zoo.heads import HEADS
+
+    head = HEADS[recipe.model.head.type](**recipe.model.head.kwargs())
+    return build_classifier(
+        recipe.model.backbone,
+        num_classes=len(class_names),
+        head=head,
+        weights=recipe.model.weights_arg,
+        input_shape=recipe.input_shape(),
+        class_names=list(class_names),
+    )
+
+
+def _source_manifest(model: Any, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """The manifest of the weights as loaded, before any training.
+
+    Saved on the first start; a resumed run reads it back, so the frozen proof compares
+    against the weights the run began with, not whatever a rebuild gives.
+    """
+    from zoo.fingerprint import manifest
+
+    path = run_dir / "source_manifest.json"
+    if resume and path.is_file():
+        return json.loads(path.read_text())
+    taken = manifest(model)
+    path.write_text(json.dumps(taken, indent=1))
+    return taken
+
+
+def _stages(recipe: Recipe, augment: Any) -> list[Any]:
+    """``zoo.training.Stage`` s from the recipe; ``augment`` is the augmentation layer."""
+    from zoo import policies
+    from zoo.training import Stage
+
+    result = []
+    for cfg in recipe.stages:
+        if cfg.policy == "freeze_backbone":
+            policy = policies.FreezeBackbone()
+        elif cfg.policy == "unfreeze_top":
+            size = {"blocks": cfg.blocks} if cfg.blocks is not None else {"fraction": cfg.fraction}
+            policy = policies.UnfreezeTop(**size, batchnorm=cfg.batchnorm, lr_decay=cfg.lr_decay)
+        else:
+            policy = policies.FullFineTune(batchnorm=cfg.batchnorm, lr_decay=cfg.lr_decay)
+        result.append(
+            Stage(
+                name=cfg.name,
+                policy=policy,
+                epochs=cfg.epochs,
+                learning_rate=cfg.learning_rate,
+                optimizer=cfg.optimizer,
+                weight_decay=cfg.weight_decay,
+                schedule=cfg.schedule,
+                warmup_epochs=cfg.warmup_epochs,
+                label_smoothing=cfg.label_smoothing,
+                early_stopping_patience=cfg.early_stopping_patience,
+                augment=augment if cfg.augment else None,
+                cache=cfg.cache,
+                cache_dtype=cfg.cache_dtype,
+            )
+        )
+    return result
+
+
+def _batches(recipe: Recipe, dataset: Any, training: bool) -> Any:
+    from zoo import data as zoo_data
+
+    size = tuple(recipe.input_shape()[:2])
+    return zoo_data.pipeline(dataset, size, recipe.data.batch_size, training=training)
+
+
+def _fine_tune(
+    recipe: Recipe, model: Any, data: Any, run_dir: Path, resume: bool, log: _Log
+) -> Any:
+    from zoo import data as zoo_data
+    from zoo.training import fine_tune
+
+    augment = zoo_data.augmentation(list(recipe.data.augment)) if recipe.data.augment else None
+    validation = None if data.validation is None else _batches(recipe, data.validation, False)
+    fingerprint = "+".join(
+        data.fingerprint(split)
+        for split in ("train", "validation")
+        if data.split(split) is not None
+    )
+    mixed = None if recipe.run.mixed_precision == "off" else recipe.run.mixed_precision
+    log(f"fine-tuning: {', '.join(s.name for s in recipe.stages)}")
+    return fine_tune(
+        model,
+        _batches(recipe, data.train, True),
+        validation,
+        _stages(recipe, augment),
+        run_dir=run_dir,
+        resume=resume,
+        mixed_precision=mixed,
+        jit_compile=recipe.run.jit_compile,
+        data_fingerprint=fingerprint,
+        seed=recipe.run.seed,
+        verbose=1,  # Keras progress bars
+    )
+
+
+def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any]:
+    import numpy as np
+
+    from recipes.report import classification_metrics
+
+    split = "test" if data.test is not None else "validation"
+    labels, predictions = [], []
+    for images, batch_labels in _batches(recipe, data.split(split), training=False):
+        predictions.append(np.argmax(np.asarray(model.predict_on_batch(images)), axis=-1))
+        labels.append(np.asarray(batch_labels))
+    metrics = classification_metrics(
+        np.concatenate(labels), np.concatenate(predictions), data.class_names
+    )
+    metrics["split"] = split
+    log(f"{split} top-1 {metrics['top1']:.4f} on {metrics['images']} images")
+    return metrics
+
+
+def _export_and_verify(
+    recipe: Recipe,
+    model: Any,
+    run_dir: Path,
+    source_manifest: dict[str, Any],
+    result: Any,
+    timings: dict[str, float],
+    log: _Log,
+) -> tuple[Path | None, dict[str, Any]]:
+    """Exports to ``run_dir/export`` and verifies it from scratch.
+
+    ``export_saved_model`` writes into a staging folder, verifies it and only then moves
+    it into place; a failure leaves nothing there. An older export (from an earlier
+    attempt in this directory) is removed first, so after a failed verification no
+    export is left at the target at all. The export is then verified once more, the way
+    ``zoo verify`` does, for the report.
+    """
+    from recipes.export import ExportError, export_saved_model
+    from recipes.verify import verify_export
+
+    target = run_dir / EXPORT_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    tolerance = {} if recipe.verify.tolerance is None else {"tolerance": recipe.verify.tolerance}
+    try:
+        with _timed(timings, "export"):
+            export_saved_model(
+                model,
+                target,
+                source_manifest=source_manifest,
+                frozen=set(result.frozen_in_all_stages),
+                metadata={"recipe": recipe.model_dump(mode="json")},
+            )
+    except ExportError as error:
+        shutil.rmtree(target, ignore_errors=True)
+        verify = (
+            _verify_dict(error.result)
+            if error.result is not None
+            else {
+                "passed": False,
+                "failures": [str(error).splitlines()[0]],
+            }
+        )
+        log(f"verification FAILED, no export kept: {'; '.join(verify['failures'])}")
+        return None, verify
+    with _timed(timings, "verify"):
+        outcome = verify_export(target, source_manifest=source_manifest, model=model, **tolerance)
+    verify = _verify_dict(outcome)
+    if not verify["passed"]:
+        shutil.rmtree(target, ignore_errors=True)
+        log(f"verification FAILED, no export kept: {'; '.join(verify['failures'])}")
+        return None, verify
+    log(f"exported to {target}; verification passed ({len(verify['checks'])} checks)")
+    return target, verify
+
+
+def _verify_dict(outcome: Any) -> dict[str, Any]:
+    """A VerifyResult as JSON-able report data."""
+    return {
+        "passed": bool(outcome.passed),
+        "failures": [str(f) for f in outcome.failures],
+        "checks": [
+            {"name": c.name, "passed": c.passed, "detail": c.detail} for c in outcome.checks
+        ],
+        "num_variables": outcome.num_variables,
+        "num_frozen": outcome.num_frozen,
+        "max_abs_diff": outcome.max_abs_diff,
+    }
+
+
+def _assemble_report(
+    recipe: Recipe,
+    model: Any,
+    data: Any,
+    result: Any,
+    test: dict[str, Any],
+    verify: dict[str, Any],
+    export_path: Path | None,
+    timings: dict[str, float],
+    resumed: bool,
+) -> dict[str, Any]:
+    from zoo.classifier import classifier_info
+
+    info = classifier_info(model)
+    return {
+        "recipe": recipe.name,
+        "description": recipe.description,
+        "test_top1": test["top1"],
+        "wall_seconds": None,
+        "verify": verify or {"passed": None, "failures": [], "note": "not run"},
+        "backbone": info["backbone"],
+        "weights": info.get("weights"),
+        "input_shape": list(recipe.input_shape()),
+        "class_names": list(data.class_names),
+        "stages": _stage_reports(recipe, result),
+        "test": test,
+        "data": {
+            "source": recipe.data.source,
+            "train_images": _count(data, "train"),
+            "validation_images": _count(data, "validation"),
+            "test_images": _count(data, "test"),
+            "skipped": [{"path": str(p), "reason": str(r)} for p, r in data.skipped],
+        },
+        "export": str(export_path) if export_path else None,
+        "timings": timings,
+        "resumed": resumed,
+        "environment": _environment(),
+    }
+
+
+def _stage_reports(recipe: Recipe, result: Any) -> list[dict[str, Any]]:
+    """One report entry per stage from fine_tune's StageResults."""
+    reports = []
+    for cfg, got in zip(recipe.stages, result.stages, strict=False):
+        d = got.to_dict()
+        reports.append(
+            {
+                "name": cfg.name,
+                "policy": cfg.policy,
+                "epochs_run": d["epochs_run"],
+                "stopped_early": d["stopped_early"],
+                "resumed_at_epoch": d["resumed_at_epoch"],
+                "history": d["history"],
+                "seconds": d["train_seconds"],
+                "images_per_second": d["images_per_second"],
+                "cache": _cache_report(d["cache"], d["epochs_run"] - d["resumed_at_epoch"]),
+                "trainable_variables": len(d["trainable_paths"]),
+            }
+        )
+    return reports
+
+
+def _cache_report(cache: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """The stage's CacheInfo under report names, with the time the cache saved.
+
+    Without the cache every epoch would run the frozen prefix over the training and
+    validation images again; building the cache runs it once. So the saving is about
+    ``build_seconds * (epochs - 1)`` (an estimate: the prefix's cost per pass, measured
+    while building, times the passes avoided). A cache reused from an earlier stage or
+    run saved every pass of this stage, but its build time was not measured here.
+    """
+    report = {
+        "used": cache["used"],
+        "reason": cache["reason"],
+        "where": cache["location"],
+        "where_reason": cache["location_reason"],
+        "bytes": cache["size_bytes"] if cache["used"] else None,
+        "shape": cache["shape"],
+        "dtype": cache["dtype"],
+        "exact": cache["exact"],
+        "cut": cache["cut"],
+        "cut_layer": cache["cut_layer"],
+        "build_seconds": cache["build_seconds"],
+        "reused": cache["reused"],
+    }
+    if "seconds_saved" in cache:  # fine_tune measured it
+        report["seconds_saved"] = cache["seconds_saved"]
+    elif cache["used"] and not cache["reused"]:
+        report["seconds_saved"] = max(0.0, cache["build_seconds"] * (epochs - 1))
+        report["seconds_saved_is_estimate"] = True
+    return report
+
+
+def _environment() -> dict[str, Any]:
+    import keras
+
+    return {
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def main_run(recipe: str, out: str | None, resume: bool, overrides: list[str]) -> int:
+    """The ``zoo run`` subcommand's body; returns the exit code (0 ok, 1 verify failed)."""
+    return run_recipe(recipe, out=out, resume=resume, overrides=overrides).exit_code

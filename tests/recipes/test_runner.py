@@ -1,0 +1,243 @@
+"""``zoo run`` end to end on a tiny recipe: run directory, report, verified export, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomllib
+from PIL import Image
+
+from recipes import runner
+from recipes.cli import main
+from recipes.config import load_recipe, parse_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+FINE_TUNE_EPOCHS = 12  # long enough to be killed in the middle of the stage
+
+TINY = """
+[data]
+source = "folder:{photos}"
+validation_fraction = 0.2
+test_fraction = 0.25
+seed = 0
+image_size = [32, 32]
+batch_size = 8
+
+[model]
+backbone = "efficientnet_lite0"
+weights = "none"
+
+[[stages]]
+name = "head"
+policy = "freeze_backbone"
+epochs = 2
+learning_rate = 0.01
+
+[[stages]]
+name = "top"
+policy = "unfreeze_top"
+blocks = 2
+epochs = 3
+learning_rate = 0.001
+optimizer = "adamw"
+
+[run]
+seed = 0
+deterministic = true
+"""
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Two classes of small noisy colour squares (red, blue) and one broken file."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        folder = root / name
+        folder.mkdir()
+        for i in range(16):
+            noise = rng.integers(-30, 30, size=(20, 20, 3))
+            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    (root / "red" / "broken.png").write_bytes(b"this is not a PNG")
+    return root
+
+
+@pytest.fixture(scope="module")
+def recipe_file(photos, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("recipe") / "tiny.toml"
+    path.write_text(TINY.format(photos=photos.as_posix()))
+    return path
+
+
+def _checkpoint_state(run_dir: Path) -> dict | None:
+    path = run_dir / "checkpoints" / "last.npz"
+    try:
+        with np.load(path) as data:
+            return json.loads(bytes(data["state"]).decode())
+    except (OSError, ValueError, KeyError):  # not there yet, or being replaced
+        return None
+
+
+def _variables(run_dir: Path) -> dict[str, str]:
+    manifest = json.loads((run_dir / "export" / "assets" / "zoo_manifest.json").read_text())
+    return {e["path"]: e["sha256"] for e in manifest["manifest"]["variables"]}
+
+
+@pytest.fixture(scope="module")
+def finished_run(recipe_file, tmp_path_factory):
+    """One uninterrupted run (in-process), shared by the tests that read its output."""
+    out = tmp_path_factory.mktemp("runs") / "whole"
+    overrides = [f"stages.1.epochs={FINE_TUNE_EPOCHS}"]
+    result = runner.run_recipe(recipe_file, out=out, overrides=overrides, echo=None)
+    return result
+
+
+@pytest.mark.slow
+def test_run_writes_run_directory_report_and_verified_export(finished_run, recipe_file):
+    run_dir = finished_run.run_dir
+    assert finished_run.exit_code == 0
+    for name in ("recipe.toml", "source_manifest.json", "logs/run.log", "checkpoints/last.npz"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "export" / "saved_model.pb").is_file()
+    assert (run_dir / "export" / "model.keras").is_file()
+
+    # The recipe as run carries the override and validates again.
+    as_run = load_recipe(run_dir / "recipe.toml")
+    assert as_run.stages[1].epochs == FINE_TUNE_EPOCHS
+    assert as_run.stages[0] == load_recipe(recipe_file).stages[0]
+
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["verify"]["passed"] is True and report["verify"]["failures"] == []
+    assert report["wall_seconds"] > 0
+    # The numbers come from the data: 8 test images (25% of 32), 2 classes, 1 skipped file.
+    test = report["test"]
+    matrix = np.array(test["confusion_matrix"])
+    assert matrix.shape == (2, 2) and matrix.sum() == test["images"] == 8
+    assert report["test_top1"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    assert [c["support"] for c in test["per_class"]] == list(matrix.sum(axis=1))
+    assert report["class_names"] == ["blue", "red"]
+    assert [s["path"].endswith("broken.png") for s in report["data"]["skipped"]] == [True]
+    assert report["data"]["train_images"] + report["data"]["validation_images"] == 24
+
+    head, top = report["stages"]
+    assert (head["name"], top["name"]) == ("head", "top")
+    assert len(head["history"]["loss"]) == 2 and len(top["history"]["val_loss"]) == 12
+    assert head["images_per_second"] > 0 and top["seconds"] > 0
+    # Both stages train from cached activations: the backbone's output, then block6d's.
+    assert head["cache"]["used"] and head["cache"]["cut"] == "top"
+    assert top["cache"]["used"] and top["cache"]["cut"] == "block6d"
+    assert top["cache"]["where"] == "memory" and top["cache"]["bytes"] > 0
+
+    md = (run_dir / "report.md").read_text()
+    assert f"| {report['test_top1']:.3f} | 8 | efficientnet_lite0 | 32x32 |" in md
+    for plot in ("training_curves", "confusion_matrix"):
+        with Image.open(run_dir / "plots" / f"{plot}.png") as image:
+            assert image.format == "PNG" and image.width > 300
+
+
+@pytest.mark.slow
+def test_run_dir_clash_and_resume_without_run(finished_run, recipe_file, tmp_path, capsys):
+    code = main(["run", str(recipe_file), "--out", str(finished_run.run_dir)])
+    assert code == 2
+    assert "already holds a run; add --resume" in capsys.readouterr().err
+    code = main(["run", str(recipe_file), "--out", str(tmp_path / "none"), "--resume"])
+    assert code == 2
+    assert "holds no recipe.toml" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(recipe_file, tmp_path_factory) -> tuple[Path, int]:
+    """The same run as ``finished_run``, killed (-9) in its fine-tune stage, then resumed."""
+    run_dir = tmp_path_factory.mktemp("runs") / "killed"
+    args = ["run", str(recipe_file), "--out", str(run_dir)]
+    args += ["--set", f"stages.1.epochs={FINE_TUNE_EPOCHS}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "recipes.cli", *args]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    killed_at = None
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            state = _checkpoint_state(run_dir)
+            if state and state["stage"] == 1 and 1 <= state["epoch"] < FINE_TUNE_EPOCHS - 2:
+                process.send_signal(signal.SIGKILL)
+                killed_at = state["epoch"]
+                break
+            time.sleep(0.02)
+    finally:
+        if process.poll() is None and killed_at is None:
+            process.kill()
+        process.wait(timeout=60)
+    assert killed_at is not None, "the run ended before its fine-tune stage could be killed"
+    assert process.returncode == -signal.SIGKILL
+    assert not (run_dir / "export").exists() and not (run_dir / "report.json").exists()
+    assert main([*args, "--resume"]) == 0
+    return run_dir, killed_at
+
+
+@pytest.mark.slow
+def test_kill_9_in_fine_tune_then_resume_finishes_and_verifies(killed_and_resumed):
+    run_dir, killed_at = killed_and_resumed
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["verify"]["passed"] is True and report["resumed"] is True
+    assert (run_dir / "export" / "saved_model.pb").is_file()
+    head, top = report["stages"]
+    assert head["resumed_at_epoch"] == 0 and len(head["history"]["loss"]) == 2  # kept, not rerun
+    assert top["resumed_at_epoch"] >= killed_at >= 1
+    assert len(top["history"]["loss"]) == FINE_TUNE_EPOCHS  # the epochs before the kill kept
+    assert "resuming tiny" in (run_dir / "logs" / "run.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="zoo.training's resume is not yet bitwise exact: the epoch after the resume "
+    "already differs from an uninterrupted run (reported to the lead)",
+)
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
+    killed_and_resumed, finished_run
+):
+    # Op determinism is on in the recipe, so the two runs must match bit for bit.
+    run_dir, _ = killed_and_resumed
+    whole = finished_run.run_dir
+    resumed = json.loads((run_dir / "report.json").read_text())["stages"][1]["history"]
+    assert resumed["loss"] == finished_run.report["stages"][1]["history"]["loss"]
+    assert _variables(run_dir) == _variables(whole)
+
+
+def test_failed_verification_exits_1_and_leaves_no_export(tmp_path, monkeypatch):
+    from recipes import export as export_lib
+    from recipes.verify import VerifyResult
+
+    failed = VerifyResult(
+        tmp_path / "x", passed=False, failures=["backbone/stem_conv/kernel changed"]
+    )
+
+    def refuse(model, export_dir, **kwargs):
+        raise export_lib.ExportError("The export failed verification", failed)
+
+    monkeypatch.setattr(export_lib, "export_saved_model", refuse)
+    (tmp_path / "export").mkdir()  # an export from an earlier attempt must not survive
+    (tmp_path / "export" / "saved_model.pb").write_bytes(b"old")
+    path, verify = runner._export_and_verify(
+        parse_recipe(tomllib.loads(TINY.format(photos="unused"))),
+        model=None,
+        run_dir=tmp_path,
+        source_manifest={},
+        result=type("R", (), {"frozen_in_all_stages": set()})(),
+        timings={},
+        log=lambda message: None,
+    )
+    assert path is None
+    assert verify["passed"] is False
+    assert verify["failures"] == ["backbone/stem_conv/kernel changed"]
+    assert not (tmp_path / "export").exists()
