@@ -31,7 +31,14 @@ def _build_tiny(include_top: bool = False, input_shape=None) -> keras.Model:
     return keras.Model(inputs, x, name="tiny_cnn")
 
 
-if BACKBONE not in zoo.list_backbones():
+def ensure_registered() -> None:
+    """Registers the tiny backbone on first use, not at import.
+
+    Registering at import would add it to the registry before pytest collects the tests
+    parametrized over every registered backbone, which are for real backbones only.
+    """
+    if BACKBONE in zoo.list_backbones():
+        return
     zoo.register_backbone(
         BackboneSpec(
             name=BACKBONE,
@@ -66,6 +73,7 @@ def build_model(num_classes: int = 3, seed: int = 1) -> keras.Model:
     """A classifier on the tiny backbone with pretrained-like weights."""
     from zoo.classifier import build_classifier
 
+    ensure_registered()
     model = build_classifier(
         BACKBONE,
         num_classes,
