@@ -21,6 +21,19 @@ NUM_CLASSES = 10
 LEARNING_RATE = 1e-4
 
 
+def _settings_header(
+    backbone: str, images: int, epochs: int, batch_size: int, shape: tuple[int, ...]
+) -> dict[str, Any]:
+    """The settings every training measurement reports beside its figures."""
+    return {
+        "backbone": backbone,
+        "images": images,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "input_size": list(shape[:2]),
+    }
+
+
 def _data(backbone: str, images: int, input_size: int | None) -> tuple[np.ndarray, np.ndarray]:
     import zoo
 
@@ -206,13 +219,7 @@ def measure_head_stage(
 
     x, y = _data(backbone, images, input_size)
     shape = x.shape[1:]
-    out: dict[str, Any] = {
-        "backbone": backbone,
-        "images": images,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "input_size": list(shape[:2]),
-    }
+    out = _settings_header(backbone, images, epochs, batch_size, shape)
     keras.utils.set_random_seed(0)
     plain = plain_fit(plain_model(backbone, shape), x, y, epochs, batch_size)
     out.update(plain_seconds=plain["seconds"], plain_epoch_seconds=plain["epoch_seconds"])
@@ -323,13 +330,7 @@ def measure_fine_tune(
 
     x, y = _data(backbone, images, input_size)
     shape = x.shape[1:]
-    out: dict[str, Any] = {
-        "backbone": backbone,
-        "images": images,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "input_size": list(shape[:2]),
-    }
+    out = _settings_header(backbone, images, epochs, batch_size, shape)
     problem = _zoo_training_problem()
     settings, probes = {"mixed_precision": None, "jit_compile": False}, []
     probe_xla = _has_accelerator() if probe_xla is None else probe_xla
@@ -419,13 +420,7 @@ def measure_prefix_cache(
 
     x, y = _data(backbone, images, input_size)
     shape = x.shape[1:]
-    out: dict[str, Any] = {
-        "backbone": backbone,
-        "images": images,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "input_size": list(shape[:2]),
-    }
+    out = _settings_header(backbone, images, epochs, batch_size, shape)
     problem = _zoo_training_problem()
     if problem:
         return {
