@@ -387,13 +387,18 @@ def prefix_key(
 class Activations:
     """Cached activations of one split: ``x`` (N, h', w', c) and labels ``y`` (N, ...).
 
-    ``x`` is an in-memory array or a read-only ``numpy`` memmap.
+    ``x`` is an in-memory array or a read-only ``numpy`` memmap, its rows in the order the
+    dataset yielded them. ``canonical`` lists the rows sorted by :func:`example_keys`, an
+    order that does not depend on how the dataset shuffled this time; shuffled training
+    permutes it, so a cache built in another process (a resumed run) gives the same batches.
+    None means the stored order.
     """
 
     x: np.ndarray
     y: np.ndarray
     location: str
     batch_size: int = 0
+    canonical: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -406,6 +411,22 @@ def _numpy_dtype(name: str) -> Any:
 
         return ml_dtypes.bfloat16
     return np.dtype(name)
+
+
+def example_keys(pixels: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each example's input bytes and label, shape ``(batch,)`` uint64.
+
+    Sorting by it gives the examples an order of their own, whatever order a shuffled
+    dataset yielded them in (identical examples tie, and their activations are identical).
+    """
+    pixels = np.ascontiguousarray(pixels)
+    labels = np.ascontiguousarray(labels)
+    keys = np.empty(len(pixels), np.uint64)
+    for i in range(len(pixels)):
+        h = hashlib.blake2b(pixels[i].tobytes(), digest_size=8)
+        h.update(labels[i].tobytes())
+        keys[i] = int.from_bytes(h.digest(), "little")
+    return keys
 
 
 def _forward_fn(prefix: keras.Model, tf_dtype: Any, jit_compile: bool) -> Any:
@@ -449,7 +470,7 @@ def compute_activations(
         label: split name for the progress bar and file names.
 
     Returns:
-        The :class:`Activations`; labels are kept in memory.
+        The :class:`Activations`; labels are kept in memory, ``canonical`` is set.
 
     Raises:
         ValueError: the dataset does not yield ``(pixels, labels)`` pairs or the dtype is
@@ -470,6 +491,7 @@ def compute_activations(
         print(f"Caching activations ({label}):")
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
+    keys: list[np.ndarray] = []
     spill = None  # open file once over budget
     held = 0
     count = 0
@@ -482,6 +504,7 @@ def compute_activations(
             )
         out = np.asarray(forward(element[0])).astype(np_dtype, copy=False)
         ys.append(np.asarray(element[1]))
+        keys.append(example_keys(np.asarray(element[0]), ys[-1]))
         first = first or len(out)
         count += len(out)
         if spill is None and held + out.nbytes > budget_bytes:
@@ -503,18 +526,22 @@ def compute_activations(
         if verbose:
             bar.update(i + 1)
     y = np.concatenate(ys) if ys else np.zeros((0,), np.int64)
+    canonical = np.argsort(
+        np.concatenate(keys) if keys else np.zeros((0,), np.uint64), kind="stable"
+    )
     if spill is None:
         x = np.concatenate(xs) if xs else np.zeros((0,), np_dtype)
-        return Activations(x, y, "memory", first)
+        return Activations(x, y, "memory", first, canonical)
     spill.close()
     shape = (count, *out.shape[1:])
     final = disk_dir / f"{label}.x.bin"
     os.replace(disk_dir / f"{label}.x.partial", final)
     np.save(disk_dir / f"{label}.y.npy", y)
+    np.save(disk_dir / f"{label}.canonical.npy", canonical)
     meta = {"shape": list(shape), "dtype": dtype, "batch_size": first}
     (disk_dir / f"{label}.json").write_text(json.dumps(meta))
     x = np.memmap(final, dtype=np_dtype, mode="r", shape=shape)
-    return Activations(x, y, str(disk_dir), first)
+    return Activations(x, y, str(disk_dir), first, canonical)
 
 
 def load_activations(disk_dir: Path, label: str) -> Activations | None:
@@ -530,7 +557,9 @@ def load_activations(disk_dir: Path, label: str) -> Activations | None:
         shape=tuple(meta["shape"]),
     )
     y = np.load(disk_dir / f"{label}.y.npy")
-    return Activations(x, y, str(disk_dir), int(meta.get("batch_size", 0)))
+    order_path = disk_dir / f"{label}.canonical.npy"
+    canonical = np.load(order_path) if order_path.exists() else None
+    return Activations(x, y, str(disk_dir), int(meta.get("batch_size", 0)), canonical)
 
 
 def default_disk_dir(cache_dir: str | os.PathLike | None, key: str) -> tuple[Path, bool]:
@@ -567,14 +596,15 @@ def cached_dataset(
 
     ``epochs=None`` repeats without end (for ``fit`` with ``steps_per_epoch``).
 
-    Each epoch's order is :func:`epoch_permutation` (or the stored order when ``shuffle``
-    is False); the last batch of an epoch may be smaller. Use with
+    Each epoch's order is :func:`epoch_permutation` of the canonical order (or the stored
+    order when ``shuffle`` is False); the last batch of an epoch may be smaller. Use with
     ``steps_per_epoch=ceil(N / batch_size)`` so Keras keeps one iterator across epochs.
     """
     import tensorflow as tf
 
     n = len(acts.x)
     steps = -(-n // batch_size)
+    canonical = acts.canonical if shuffle and acts.canonical is not None else np.arange(n)
 
     def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # Training data is endless (Keras stops after ``epochs``; epoch e's order depends on
@@ -582,9 +612,12 @@ def cached_dataset(
         for epoch in itertools.count(first_epoch) if epochs is None else range(first_epoch, epochs):
             order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
             for s in range(steps):
-                # Sorted within a batch: memmap reads stay sequential, same in memory.
-                idx = np.sort(order[s * batch_size : (s + 1) * batch_size])
-                yield acts.x[idx], acts.y[idx]
+                # A batch holds its examples in canonical order (the sum of the gradients
+                # depends on it), read in stored order (memmap reads stay sequential).
+                rows = canonical[np.sort(order[s * batch_size : (s + 1) * batch_size])]
+                by_row = np.argsort(rows)
+                back = np.argsort(by_row)
+                yield acts.x[rows[by_row]][back], acts.y[rows[by_row]][back]
 
     spec = (
         tf.TensorSpec((None, *acts.x.shape[1:]), tf.as_dtype(acts.x.dtype)),

@@ -239,7 +239,8 @@ def fine_tune(
         jit_compile: compile training (and the cache's forward pass) with XLA.
         resume: continue from ``run_dir``'s checkpoint: completed stages are skipped and
             the current one carries on from its last complete epoch with the optimizer's
-            state. Without a checkpoint, starts from the beginning.
+            state. Without a checkpoint, starts from the beginning. Pass ``train`` built
+            the same way as in the interrupted run (see "Exact resume" below).
         cache_dir: where over-budget activations are stored (and found again by key);
             default a temporary directory, deleted afterwards.
         cache_budget_bytes: largest activation cache kept in memory.
@@ -253,6 +254,20 @@ def fine_tune(
         verbose: Keras verbosity (1: progress bars).
         callbacks: extra Keras callbacks. In a cached stage they see the suffix model,
             whose variables are the full model's.
+
+    Exact resume: a training pipeline that reshuffles every iteration (tf.data's
+    ``shuffle(..., seed=s, reshuffle_each_iteration=True)``, as ``zoo.data.pipeline``
+    makes it) draws iteration k's order from (s, k), k counting the iterations of that
+    dataset object in this process. ``fine_tune`` counts its own iterations of ``train``
+    (one per plain epoch, one per look at a batch, one per cache build, a skipped one per
+    reused cache) in the checkpoint, and a resumed call first iterates ``train`` as often
+    (without reading it) as the interrupted one had, so every epoch sees the order it
+    would have seen. Cached activations are kept in :func:`zoo.caching.example_keys`
+    order, so a cache rebuilt in another process trains on the same batches. With op
+    determinism on (``tf.config.experimental.enable_op_determinism``) a resumed run ends
+    with the same weights, bit for bit, as one never interrupted; what the caller did with
+    ``train`` before the call must be the same in both runs. Random augmentation
+    (``Stage.augment``) is not made exact.
 
     Returns:
         A :class:`FineTuneResult`.
@@ -286,6 +301,7 @@ def fine_tune(
     )
     with _mixed_precision(model, mixed_precision):
         try:
+            session.skip_to(train, int((state or {}).get("train_iterations", 0)))
             for index in range(len(results), len(stages)):
                 partial = state if state and state["stage"] == index else None
                 result, frozen = session.run_stage(
@@ -347,6 +363,25 @@ class _Session:
     stage_names: list[str]
     memory: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     temp_dirs: list[Path] = field(default_factory=list)
+    # Iterations of ``train`` since the (first) call began, and where the stage began.
+    iterations: int = 0
+    stage_start: int = 0
+
+    def look(self, dataset: Any) -> Any:
+        """``iter(dataset)``, counted: each new iterator draws the next shuffle order."""
+        self.iterations += 1
+        return iter(dataset)
+
+    def skip_to(self, dataset: Any, target: int) -> None:
+        """Iterates ``dataset`` (without reading it) until ``target`` iterations are made."""
+        if target < self.iterations:
+            log.warning(
+                "Resume cannot be exact: train was iterated %d times, the checkpoint says %d.",
+                self.iterations,
+                target,
+            )
+        while self.iterations < target:
+            self.look(dataset)
 
     def run_stage(
         self,
@@ -359,6 +394,7 @@ class _Session:
         frozen_sets: list[set[str]],
     ) -> tuple[StageResult, set[str]]:
         model = self.model
+        self.stage_start = self.iterations
         # Each policy starts from a fully trainable model, whatever the last stage left.
         for layer in [model, *caching.all_layers(model)]:
             layer.trainable = True
@@ -389,6 +425,9 @@ class _Session:
                 _restore_optimizer(optimizer, partial.get("optimizer"))
                 early.set_state(partial.get("early", {}))
             stopped = bool(partial and partial.get("stopped"))
+            if not data["cached"]:
+                # Each plain epoch iterates ``train`` once; the resumed one takes up there.
+                self.skip_to(train, self.iterations + first_epoch)
             if first_epoch < stage.epochs and not stopped:
                 cbs = self._callbacks(index, stage, result, early, done, frozen_sets, partial)
                 t0 = time.perf_counter()
@@ -397,7 +436,7 @@ class _Session:
                     validation_data=data["validation"](to_labels),
                     epochs=stage.epochs,
                     initial_epoch=first_epoch,
-                    steps_per_epoch=steps if data["cached"] else None,
+                    steps_per_epoch=steps,
                     class_weight=stage.class_weight,
                     shuffle=False,  # the dataset (or the cache's epoch order) decides
                     callbacks=cbs,
@@ -406,6 +445,8 @@ class _Session:
                 result.train_seconds = time.perf_counter() - t0
         result.stopped_early = early.stopped or stopped
         result.epochs_run = len(next(iter(result.history.values()), []))
+        if not data["cached"]:
+            self.iterations += result.epochs_run - first_epoch  # one iterator an epoch
         images = data["examples"] * (result.epochs_run - first_epoch)
         result.images_per_second = images / result.train_seconds if result.train_seconds else 0.0
         return result, frozen
@@ -424,7 +465,7 @@ class _Session:
         log.warning("Stage %r trains the plain way (no cache): %s", stage.name, info.reason)
         if self.verbose:
             print(f"Stage {stage.name!r}: no activation cache ({info.reason}).")
-        return self.model, _plain_data(train, validation, stage.augment), info
+        return self.model, _plain_data(train, validation, stage.augment, self.look), info
 
     def _prepare_cached(
         self, stage: Stage, train: Any, validation: Any
@@ -433,7 +474,7 @@ class _Session:
             raise CacheUnavailable(f"augmentation is on ({type(stage.augment).__name__})")
         plan = caching.plan_cut(self.model)
         split = caching.split_model(self.model, plan)
-        sample = next(iter(train))[0][:4]
+        sample = next(self.look(train))[0][:4]
         problem = caching.probe_prefix(split.prefix, sample)
         if problem:
             raise CacheUnavailable(problem)
@@ -504,8 +545,11 @@ class _Session:
     def _activations(
         self, prefix: Any, key: str, train: Any, validation: Any, stage: Stage, info: CacheInfo
     ) -> tuple[Any, Any, bool]:
+        # Building the cache iterates ``train`` once; reusing one skips an iteration, so
+        # the count (and later plain epochs' order) is the same either way.
         if key in self.memory:
             info.location_reason = "reused from an earlier stage"
+            self.look(train)
             return (*self.memory[key], True)
         disk, temporary = caching.default_disk_dir(self.cache_dir, key)
         if self.fingerprint is not None and not temporary:
@@ -513,6 +557,7 @@ class _Session:
             va = caching.load_activations(disk, "validation") if validation is not None else None
             if tr is not None and (validation is None or va is not None):
                 info.location_reason = "reused from disk (same key)"
+                self.look(train)
                 self.memory[key] = (tr, va)
                 return tr, va, True
         elif temporary:
@@ -523,6 +568,7 @@ class _Session:
             jit_compile=self.jit_compile,
             verbose=self.verbose,
         )
+        self.iterations += 1
         tr = caching.compute_activations(
             prefix, train, budget_bytes=self.budget, label="train", **kwargs
         )
@@ -590,6 +636,8 @@ class _Session:
             "stage_names": self.stage_names,
             "stage": index + 1 if finished else index,
             "epoch": 0 if finished else epoch,
+            # Where the stage to resume begins in the count of ``train``'s iterations.
+            "train_iterations": self.iterations if finished else self.stage_start,
             "completed": [r.to_dict() for r in done],
             "frozen": [sorted(s) for s in frozen_sets],
             **extra,
@@ -739,19 +787,31 @@ def _restore_optimizer(optimizer: Any, values: list[np.ndarray] | None) -> None:
 # ----------------------------------------------------------------------------- pieces
 
 
-def _plain_data(train: Any, validation: Any, augment: Any) -> dict[str, Any]:
+def _plain_data(train: Any, validation: Any, augment: Any, look: Any = iter) -> dict[str, Any]:
+    """Plain training data; ``look`` makes (and counts) iterators of ``train``."""
     import tensorflow as tf
 
     steps = int(train.cardinality())
     if steps < 0:
-        steps = sum(1 for _ in train)
-    batch = int(next(iter(train))[0].shape[0])
+        steps = sum(1 for _ in look(train))
+    batch = int(next(look(train))[0].shape[0])
 
     def train_ds(first: int, epochs: int, to_labels: Any) -> Any:
         ds = train
         if augment is not None:
             ds = ds.map(lambda x, y: (augment(x, training=True), y), tf.data.AUTOTUNE)
-        return ds.map(to_labels) if to_labels is not None else ds
+        ds = ds.map(to_labels) if to_labels is not None else ds
+
+        def one_epoch(epoch: Any) -> Any:
+            return ds
+
+        # Epochs first..epochs-1 as one stream (fit with steps_per_epoch): each epoch makes
+        # exactly one iterator of ``train`` when it begins (Keras' own per-epoch iterators
+        # make two), and nothing reads ahead into an epoch that early stopping cancels.
+        stream = tf.data.Dataset.range(first, epochs).flat_map(one_epoch)
+        options = tf.data.Options()
+        options.experimental_optimization.inject_prefetch = False
+        return stream.with_options(options)
 
     def val_ds(to_labels: Any) -> Any:
         if validation is None or to_labels is None:

@@ -198,11 +198,6 @@ def test_kill_9_in_fine_tune_then_resume_finishes_and_verifies(killed_and_resume
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="zoo.training's resume is not yet bitwise exact: the epoch after the resume "
-    "already differs from an uninterrupted run (reported to the lead)",
-)
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     killed_and_resumed, finished_run
 ):

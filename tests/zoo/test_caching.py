@@ -115,9 +115,11 @@ def test_over_budget_cache_spills_to_disk_in_bfloat16(tmp_path):
     per_split = 32 * int(np.prod(info.shape)) * 2 + 32 * 8  # bfloat16: 2 bytes a value
     assert info.size_bytes == 2 * per_split
     assert sorted(p.name for p in (tmp_path / info.key[:16]).iterdir()) == [
+        "train.canonical.npy",
         "train.json",
         "train.x.bin",
         "train.y.npy",
+        "validation.canonical.npy",
         "validation.json",
         "validation.x.bin",
         "validation.y.npy",
