@@ -108,9 +108,9 @@ def settings(quick: bool) -> dict[str, Any]:
     return {
         "peak": {"size": 4096, "repeats": 5},
         "forward": {"batch_size": 16, "repeats": 5},
-        "head_stage": {"images": 256, "epochs": 10, "batch_size": 32},
+        "head_stage": {"images": 1024, "epochs": 10, "batch_size": 32},
         "fine_tune": {"images": 96, "epochs": 4, "batch_size": 16},
-        "prefix_cache": {"images": 128, "epochs": 5, "batch_size": 32},
+        "prefix_cache": {"images": 512, "epochs": 5, "batch_size": 32},
         "serving": {"images": 128, "batch_size": 32, "repeats": 5},
         "pipeline": {"images": 256, "jpeg_size": [500, 375], "repeats": 3},
     }

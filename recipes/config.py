@@ -579,10 +579,6 @@ def _semantic_problems(recipe: Recipe, check_backbone: bool) -> list[str]:
             "model.head.units: a 'linear' head has no hidden layers; remove units or set "
             'type = "mlp"'
         )
-    if recipe.verify.tolerance is not None and not _verify_takes_tolerance():
-        problems.append(
-            "verify.tolerance: this version of recipes.verify has a fixed tolerance; remove the key"
-        )
     spec = None
     if check_backbone:
         from zoo import get_spec
@@ -594,14 +590,6 @@ def _semantic_problems(recipe: Recipe, check_backbone: bool) -> list[str]:
     for i, stage in enumerate(recipe.stages):
         problems += _stage_problems(i, stage, spec)
     return problems
-
-
-def _verify_takes_tolerance() -> bool:
-    import inspect
-
-    from recipes.verify import verify_export
-
-    return "tolerance" in inspect.signature(verify_export).parameters
 
 
 def _stage_problems(i: int, stage: StageConfig, spec: Any) -> list[str]:
@@ -636,52 +624,6 @@ def _stage_problems(i: int, stage: StageConfig, spec: Any) -> list[str]:
 
 def recipe_to_toml(recipe: Recipe) -> str:
     """The recipe as TOML text (every value explicit), as written into the run directory."""
-    data = recipe.model_dump(mode="json", exclude_none=True)
-    lines: list[str] = []
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
-    for key, value in scalars.items():
-        lines.append(f"{key} = {_toml_value(value)}")
-    for section in ("data", "model", "export", "verify", "run"):
-        _emit_table(lines, section, data[section])
-    for stage in data["stages"]:
-        lines.append("")
-        lines.append("[[stages]]")
-        for key, value in stage.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+    import tomli_w
 
-
-def _emit_table(lines: list[str], name: str, table: dict[str, Any]) -> None:
-    lines.append("")
-    lines.append(f"[{name}]")
-    subtables = {}
-    for key, value in table.items():
-        if isinstance(value, dict) and key != "options":
-            subtables[key] = value
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    for key, value in subtables.items():
-        _emit_table(lines, f"{name}.{key}", value)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+    return tomli_w.dumps(recipe.model_dump(mode="json", exclude_none=True))

@@ -18,6 +18,7 @@ Imports TensorFlow (tf.data, determinism) inside functions only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -33,6 +34,7 @@ import numpy as np
 
 from zoo import caching
 from zoo.caching import CacheInfo, CacheUnavailable
+from zoo.fingerprint import frozen_paths
 
 log = logging.getLogger("zoo.training")
 
@@ -399,7 +401,7 @@ class _Session:
         for layer in [model, *caching.all_layers(model)]:
             layer.trainable = True
         stage.policy.apply(model)
-        frozen = _frozen_paths(model)
+        frozen = frozen_paths(model)
         result = StageResult(name=stage.name, index=index)
         first_epoch = 0
         if partial is not None:
@@ -407,7 +409,9 @@ class _Session:
             result.history = partial["history"]
             result.resumed_at_epoch = first_epoch
         with (
-            caching.frozen_layers_in_inference(model) if stage.frozen_inference else _null() as off
+            caching.frozen_layers_in_inference(model)
+            if stage.frozen_inference
+            else contextlib.nullcontext() as off
         ):
             result.frozen_inference_layers = list(off or [])
             fit_model, data, info = self._prepare(stage, train, validation, result)
@@ -890,20 +894,6 @@ def _tensorboard_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("tensorboard") is not None
-
-
-def _frozen_paths(model: keras.Model) -> set[str]:
-    from zoo.fingerprint import frozen_paths
-
-    return set(frozen_paths(model))
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 class _mixed_precision:
