@@ -44,6 +44,23 @@ DEFAULT_CACHE_BUDGET_BYTES = 2 * 1024**3
 # Layers that draw random numbers in training mode, and the attribute that switches them off.
 _STOCHASTIC_ATTRS = ("rate", "stddev")
 
+# Layer classes whose output does not depend on ``training`` once the static checks of
+# :func:`plan_cut` hold (BatchNorm non-trainable, stochastic layers at strength 0). Exact
+# types only: a subclass may override ``call``. Any other layer below the cut is probed.
+_MODE_FREE_LAYERS = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "InputLayer", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D",
+        "Conv2DTranspose", "Dense", "EinsumDense", "Activation", "ReLU", "ELU", "LeakyReLU",
+        "PReLU", "Softmax", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
+        "Concatenate", "ZeroPadding2D", "Cropping2D", "MaxPooling2D", "AveragePooling2D",
+        "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Reshape", "Flatten", "Permute",
+        "Identity", "Rescaling", "Normalization", "BatchNormalization", "LayerNormalization",
+        "Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
+    )
+    if hasattr(keras.layers, name)
+)  # fmt: skip
+
 
 @dataclass
 class CacheInfo:
@@ -319,6 +336,20 @@ def split_model(model: keras.Model, plan: CutPlan) -> SplitModel:
             f"({len(got & want)} of {len(want)} shared)"
         )
     return SplitModel(prefix=prefix, suffix=suffix)
+
+
+def layers_to_probe(plan: CutPlan) -> list[str]:
+    """Names of the prefix layers whose training-mode behaviour zoo cannot vouch for.
+
+    Keras' own stateless and convolution layers, frozen BatchNorm and switched-off
+    stochastic layers compute the same in both modes (:func:`plan_cut` checked the last
+    two); zoo's :class:`~zoo.preprocessing.Preprocess` too. Anything else (a custom layer
+    that reads ``training``) must pass :func:`probe_prefix` before the prefix is cached.
+    """
+    from zoo.preprocessing import Preprocess
+
+    known = (*_MODE_FREE_LAYERS, Preprocess)
+    return [layer.name for layer in plan.prefix_layers if type(layer) not in known]
 
 
 def probe_prefix(prefix: keras.Model, images: np.ndarray) -> str | None:

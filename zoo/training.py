@@ -478,10 +478,16 @@ class _Session:
             raise CacheUnavailable(f"augmentation is on ({type(stage.augment).__name__})")
         plan = caching.plan_cut(self.model)
         split = caching.split_model(self.model, plan)
-        sample = next(self.look(train))[0][:4]
-        problem = caching.probe_prefix(split.prefix, sample)
-        if problem:
-            raise CacheUnavailable(problem)
+        # Running the prefix eagerly three times costs seconds, so only layers zoo cannot
+        # vouch for are probed. The look is counted either way, so the iteration count
+        # (which resume replays) does not depend on it.
+        looked = self.look(train)
+        unvetted = caching.layers_to_probe(plan)
+        if unvetted:
+            sample = next(looked)[0][:4]
+            problem = caching.probe_prefix(split.prefix, sample)
+            if problem:
+                raise CacheUnavailable(f"{problem}; probed because of {unvetted[:3]}")
         info = CacheInfo(
             used=True,
             cut=plan.block,

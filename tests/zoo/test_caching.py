@@ -138,3 +138,55 @@ def test_plan_cut_respects_frozen_flags_and_stochastic_layers():
     FullFineTune().apply(model)
     with pytest.raises(caching.CacheUnavailable, match="trainable variables below the cut"):
         caching.plan_cut(model)
+
+
+class _ShiftInTraining(keras.layers.Layer):
+    """Adds 1 in training mode only: neither BatchNorm nor stochastic, so only a probe sees it."""
+
+    def call(self, x, training=False):
+        return x + 1.0 if training else x
+
+
+def _model_with_custom_layer():
+    from zoo.registry import Block
+
+    pixels = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="c1")(pixels)
+    x = _ShiftInTraining(name="shift")(x)
+    inner = keras.Model(pixels, keras.layers.Conv2D(4, 3, name="c2")(x), name="backbone")
+    outer_in = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inner(outer_in))
+    model = keras.Model(outer_in, keras.layers.Dense(2, name="head")(pooled))
+    model.zoo_blocks = (Block("b1", "shift"), Block("b2", "c2"))
+    inner.get_layer("c1").trainable = False
+    return model
+
+
+def test_only_layers_zoo_cannot_vouch_for_are_probed():
+    model = _model()
+    UnfreezeTop(blocks=2, batchnorm="frozen").apply(model)
+    with caching.frozen_layers_in_inference(model):
+        assert caching.layers_to_probe(caching.plan_cut(model)) == []
+
+    custom = _model_with_custom_layer()
+    plan = caching.plan_cut(custom)
+    assert plan.block == "b1"
+    assert caching.layers_to_probe(plan) == ["shift"]
+    prefix = caching.split_model(custom, plan).prefix
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    assert "differs between training and inference" in caching.probe_prefix(prefix, images)
+
+
+def test_fine_tune_probes_unvetted_layers_and_falls_back(monkeypatch):
+    def refuse(prefix, images):
+        raise AssertionError("a prefix of Keras' own layers must not be probed")
+
+    monkeypatch.setattr(caching, "probe_prefix", refuse)
+    stage = Stage("head", FreezeBackbone(), 1, 1e-2)
+    assert fine_tune(_model(), _data(16), None, [stage], verbose=0).stages[0].cache.used
+
+    monkeypatch.setattr(caching, "layers_to_probe", lambda plan: ["odd_layer"])
+    monkeypatch.setattr(caching, "probe_prefix", lambda prefix, images: "it differs")
+    info = fine_tune(_model(), _data(16), None, [stage], verbose=0).stages[0].cache
+    assert not info.used
+    assert info.reason == "it differs; probed because of ['odd_layer']"
