@@ -356,8 +356,9 @@ def probe_prefix(prefix: keras.Model, images: np.ndarray) -> str | None:
     """Checks that the prefix is the same function in training and inference mode.
 
     Runs the prefix on ``images`` with ``training=True`` twice and ``training=False`` once;
-    any difference means a BatchNorm or a stochastic layer is active below the cut.
-    Seed-generator states are restored afterwards so the probe leaves no trace.
+    any difference means a layer below the cut depends on the mode (training runs it only
+    for the layers :func:`layers_to_probe` names). Seed-generator states are restored
+    afterwards so the probe leaves no trace.
 
     Returns:
         None when all three agree bitwise, else the reason.
