@@ -258,6 +258,8 @@ def _cache_text(cache: Mapping[str, Any] | None) -> str:
         details.append(f"saved {about}{cache['seconds_saved']:.0f} s")
     if cache.get("reused"):
         details.append("reused")
+    if cache.get("derived_from"):
+        details.append(f"derived from the {cache['derived_from']} activations")
     reason = f"{cache['reason']} " if cache.get("reason") else ""
     return f"{reason}({', '.join(details)})"
 

@@ -505,10 +505,11 @@ def _cache_report(cache: dict[str, Any], epochs: int) -> dict[str, Any]:
     """The stage's CacheInfo under report names, with the time the cache saved.
 
     Without the cache every epoch would run the frozen prefix over the training and
-    validation images again; building the cache runs it once. So the saving is about
-    ``build_seconds * (epochs - 1)`` (an estimate: the prefix's cost per pass, measured
-    while building, times the passes avoided). A cache reused from an earlier stage or
-    run saved every pass of this stage, but its build time was not measured here.
+    validation images again; with it the stage spends ``build_seconds`` once (a full
+    pass, a pass derived from the next stage's activations, or nothing when reused). So
+    the saving is about ``pass_seconds * epochs - build_seconds``: an estimate, the
+    prefix's cost per pass as measured when the activations were computed. A cache
+    loaded from disk has no measured pass, so no estimate.
     """
     report = {
         "used": cache["used"],
@@ -523,11 +524,13 @@ def _cache_report(cache: dict[str, Any], epochs: int) -> dict[str, Any]:
         "cut_layer": cache["cut_layer"],
         "build_seconds": cache["build_seconds"],
         "reused": cache["reused"],
+        "derived_from": cache.get("derived_from"),
     }
     if "seconds_saved" in cache:  # fine_tune measured it
         report["seconds_saved"] = cache["seconds_saved"]
-    elif cache["used"] and not cache["reused"]:
-        report["seconds_saved"] = max(0.0, cache["build_seconds"] * (epochs - 1))
+    elif cache["used"] and cache.get("pass_seconds"):
+        saved = cache["pass_seconds"] * epochs - cache["build_seconds"]
+        report["seconds_saved"] = max(0.0, saved)
         report["seconds_saved_is_estimate"] = True
     return report
 

@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -80,9 +81,15 @@ class CacheInfo:
         dtype: storage dtype; anything but float32 makes results approximate.
         exact: False when activations were stored in a reduced precision.
         build_seconds: wall time to compute (or load) the activations.
+        pass_seconds: wall time of one pass from pixels to the cut over the training and
+            validation data, measured when the activations were computed (in this stage,
+            an earlier one, or the run that wrote them to disk): what each epoch would
+            spend on the prefix without the cache.
         key: sha256 of what the activations depend on (backbone, weights, cut, input
             size, data fingerprint, dtype).
         reused: the activations came from an earlier stage or an earlier run.
+        derived_from: the lower block whose cached activations these were computed from
+            (kept for the next stage, which caches there), or None.
     """
 
     used: bool = False
@@ -96,8 +103,10 @@ class CacheInfo:
     dtype: str | None = None
     exact: bool = True
     build_seconds: float = 0.0
+    pass_seconds: float = 0.0
     key: str | None = None
     reused: bool = False
+    derived_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of the fields."""
@@ -338,6 +347,31 @@ def split_model(model: keras.Model, plan: CutPlan) -> SplitModel:
     return SplitModel(prefix=prefix, suffix=suffix)
 
 
+def middle_model(model: keras.Model, lower: CutPlan, upper: CutPlan) -> keras.Model:
+    """The backbone's layers between two cuts: activations at ``lower`` -> at ``upper``.
+
+    Running it on the activations at ``lower`` gives those at ``upper`` without running
+    the layers below ``lower`` again (a cache at ``upper`` derived from one at ``lower``).
+
+    Raises:
+        CacheUnavailable: ``lower`` is not below ``upper``, or the graph cannot be split
+            there (a layer above ``lower`` reads a tensor from below it).
+    """
+    if len(lower.prefix_layers) >= len(upper.prefix_layers):
+        raise CacheUnavailable(f"the cut at {lower.layer!r} is not below {upper.layer!r}")
+    backbone = _backbone(model)
+    try:
+        return keras.Model(
+            backbone.get_layer(lower.layer).output,
+            backbone.get_layer(upper.layer).output,
+            name="zoo_backbone_middle",
+        )
+    except ValueError as err:
+        raise CacheUnavailable(
+            f"the graph cannot be split between {lower.layer!r} and {upper.layer!r}: {err}"
+        ) from None
+
+
 def layers_to_probe(plan: CutPlan) -> list[str]:
     """Names of the prefix layers whose training-mode behaviour zoo cannot vouch for.
 
@@ -423,7 +457,9 @@ class Activations:
     dataset yielded them. ``canonical`` lists the rows sorted by :func:`example_keys`, an
     order that does not depend on how the dataset shuffled this time; shuffled training
     permutes it, so a cache built in another process (a resumed run) gives the same batches.
-    None means the stored order.
+    None means the stored order. ``seconds`` is the wall time one pass of the prefix over
+    the data took when the cache was computed (kept with an on-disk cache): what every
+    epoch of plain training would spend on it.
     """
 
     x: np.ndarray
@@ -431,6 +467,7 @@ class Activations:
     location: str
     batch_size: int = 0
     canonical: np.ndarray | None = None
+    seconds: float = 0.0
 
     @property
     def nbytes(self) -> int:
@@ -523,73 +560,202 @@ def compute_activations(
     Raises:
         ValueError: the dataset does not yield ``(pixels, labels)`` pairs or the dtype is
             unknown.
+        CacheUnavailable: over budget without a ``disk_dir``.
     """
+    forward = _forward_fn(prefix, _tf_dtype(dtype), jit_compile)
+    np_dtype = _numpy_dtype(dtype)
+    keys: list[np.ndarray] = []
+
+    def outputs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for element in _one_pass(dataset):
+            if not isinstance(element, tuple) or len(element) != 2:
+                raise ValueError(
+                    "Caching needs a dataset of (pixels, labels) pairs; got elements of "
+                    f"{dataset.element_spec}. Drop sample weights or set cache='off'."
+                )
+            y = np.asarray(element[1])
+            keys.append(example_keys(np.asarray(element[0]), y))
+            yield np.asarray(forward(element[0])).astype(np_dtype, copy=False), y
+
+    def canonical() -> np.ndarray:
+        return np.argsort(
+            np.concatenate(keys) if keys else np.zeros((0,), np.uint64), kind="stable"
+        )
+
+    store = _Store(dtype, budget_bytes, disk_dir, label)
+    batches = int(dataset.cardinality())
+    return store.run(outputs(), canonical, batches if batches > 0 else None, verbose)
+
+
+def derive_activations(
+    middle: keras.Model,
+    base: Activations,
+    *,
+    dtype: str = "float32",
+    budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES,
+    disk_dir: Path | None = None,
+    jit_compile: bool = False,
+    verbose: int = 1,
+    label: str = "train",
+) -> Activations:
+    """Activations at a higher cut, computed from ``base`` (those at a lower one).
+
+    Runs ``middle`` (:func:`middle_model`) in inference mode over ``base.x`` in its
+    stored order and batch size, so the result holds what :func:`compute_activations`
+    would for the higher cut (same rows, labels and canonical order) without running the
+    layers below the lower cut again.
+
+    Args:
+        middle: activations at the lower cut -> activations at the higher cut.
+        base: the activations at the lower cut.
+        dtype, budget_bytes, disk_dir, jit_compile, verbose, label: as for
+            :func:`compute_activations`.
+
+    Returns:
+        The :class:`Activations`; ``seconds`` counts ``base.seconds`` too (a pass from
+        pixels to the higher cut).
+
+    Raises:
+        CacheUnavailable: over budget without a ``disk_dir``.
+    """
+    forward = _forward_fn(middle, _tf_dtype(dtype), jit_compile)
+    np_dtype = _numpy_dtype(dtype)
+    step = base.batch_size or 32
+
+    def outputs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(base.x), step):
+            x = np.asarray(base.x[start : start + step], np.float32)
+            out = np.asarray(forward(x)).astype(np_dtype, copy=False)
+            yield out, base.y[start : start + step]
+
+    def canonical() -> np.ndarray:
+        return base.canonical if base.canonical is not None else np.arange(len(base.x))
+
+    store = _Store(dtype, budget_bytes, disk_dir, label)
+    acts = store.run(outputs(), canonical, -(-len(base.x) // step), verbose)
+    acts.seconds += base.seconds
+    return acts
+
+
+def _tf_dtype(name: str) -> Any:
     import tensorflow as tf
 
-    if dtype not in CACHE_DTYPES:
-        raise ValueError(f"cache_dtype must be one of {CACHE_DTYPES}, got {dtype!r}.")
-    np_dtype = _numpy_dtype(dtype)
-    tf_dtype = tf.as_dtype(dtype)
+    if name not in CACHE_DTYPES:
+        raise ValueError(f"cache_dtype must be one of {CACHE_DTYPES}, got {name!r}.")
+    return tf.as_dtype(name)
 
-    forward = _forward_fn(prefix, tf_dtype, jit_compile)
 
-    batches = int(dataset.cardinality())
-    bar = keras.utils.Progbar(batches if batches > 0 else None, unit_name="batch")
-    if verbose:
-        print(f"Caching activations ({label}):")
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    keys: list[np.ndarray] = []
-    spill = None  # open file once over budget
-    held = 0
-    count = 0
-    first = 0
-    for i, element in enumerate(_one_pass(dataset)):
-        if not isinstance(element, tuple) or len(element) != 2:
-            raise ValueError(
-                "Caching needs a dataset of (pixels, labels) pairs; got elements of "
-                f"{dataset.element_spec}. Drop sample weights or set cache='off'."
-            )
-        out = np.asarray(forward(element[0])).astype(np_dtype, copy=False)
-        ys.append(np.asarray(element[1]))
-        keys.append(example_keys(np.asarray(element[0]), ys[-1]))
-        first = first or len(out)
-        count += len(out)
-        if spill is None and held + out.nbytes > budget_bytes:
-            if disk_dir is None:
-                raise CacheUnavailable(
-                    f"activations exceed the memory budget ({budget_bytes} bytes) and no "
-                    "cache directory is set"
-                )
-            disk_dir.mkdir(parents=True, exist_ok=True)
-            spill = open(disk_dir / f"{label}.x.partial", "wb")  # noqa: SIM115
-            for chunk in xs:
-                spill.write(np.ascontiguousarray(chunk).tobytes())
-            xs.clear()
-        if spill is None:
-            xs.append(out)
-            held += out.nbytes
-        else:
-            spill.write(np.ascontiguousarray(out).tobytes())
+@dataclass
+class _Store:
+    """Collects batches of activations in memory, spilling to a memmap past the budget."""
+
+    dtype: str
+    budget_bytes: int
+    disk_dir: Path | None
+    label: str
+
+    def run(
+        self,
+        outputs: Iterator[tuple[np.ndarray, np.ndarray]],
+        canonical: Any,
+        batches: int | None,
+        verbose: int,
+    ) -> Activations:
+        """Stores every ``(activations, labels)`` batch of ``outputs``; times the pass.
+
+        ``canonical()`` is called after the last batch. A spilled cache is complete on
+        disk (its ``.json`` written last) before this returns.
+        """
+        start = time.perf_counter()
+        bar = keras.utils.Progbar(batches, unit_name="batch")
         if verbose:
-            bar.update(i + 1)
-    y = np.concatenate(ys) if ys else np.zeros((0,), np.int64)
-    canonical = np.argsort(
-        np.concatenate(keys) if keys else np.zeros((0,), np.uint64), kind="stable"
-    )
-    if spill is None:
-        x = np.concatenate(xs) if xs else np.zeros((0,), np_dtype)
-        return Activations(x, y, "memory", first, canonical)
-    spill.close()
-    shape = (count, *out.shape[1:])
-    final = disk_dir / f"{label}.x.bin"
-    os.replace(disk_dir / f"{label}.x.partial", final)
+            print(f"Caching activations ({self.label}):")
+        xs: list[np.ndarray] = []
+        ys: list[np.ndarray] = []
+        spill = None  # open file once over budget
+        held = count = first = 0
+        out = np.zeros((0,), _numpy_dtype(self.dtype))
+        for i, (out, y) in enumerate(outputs):
+            ys.append(y)
+            first = first or len(out)
+            count += len(out)
+            if spill is None and held + out.nbytes > self.budget_bytes:
+                spill = self._open_spill(xs)
+                xs.clear()
+            if spill is None:
+                xs.append(out)
+                held += out.nbytes
+            else:
+                spill.write(np.ascontiguousarray(out).tobytes())
+            if verbose:
+                bar.update(i + 1)
+        y = np.concatenate(ys) if ys else np.zeros((0,), np.int64)
+        order = canonical()
+        if spill is None:
+            x = np.concatenate(xs) if xs else out
+            acts = Activations(x, y, "memory", first, order)
+        else:
+            spill.close()
+            acts = self._finish_spill((count, *out.shape[1:]), y, order, first)
+        acts.seconds = time.perf_counter() - start
+        return acts
+
+    def _open_spill(self, held: list[np.ndarray]) -> Any:
+        if self.disk_dir is None:
+            raise CacheUnavailable(
+                f"activations exceed the memory budget ({self.budget_bytes} bytes) and no "
+                "cache directory is set"
+            )
+        self.disk_dir.mkdir(parents=True, exist_ok=True)
+        spill = open(self.disk_dir / f"{self.label}.x.partial", "wb")  # noqa: SIM115
+        for chunk in held:
+            spill.write(np.ascontiguousarray(chunk).tobytes())
+        return spill
+
+    def _finish_spill(
+        self, shape: tuple[int, ...], y: np.ndarray, canonical: np.ndarray, first: int
+    ) -> Activations:
+        disk_dir, label = self.disk_dir, self.label
+        os.replace(disk_dir / f"{label}.x.partial", disk_dir / f"{label}.x.bin")
+        return _complete_on_disk(disk_dir, label, shape, self.dtype, y, canonical, first)
+
+
+def _complete_on_disk(
+    disk_dir: Path,
+    label: str,
+    shape: tuple[int, ...],
+    dtype: str,
+    y: np.ndarray,
+    canonical: np.ndarray | None,
+    batch_size: int,
+    seconds: float = 0.0,
+) -> Activations:
+    """Writes labels, order and (last, marking the cache complete) the ``.json`` beside
+    ``<label>.x.bin``; returns the activations opened as a read-only memmap."""
     np.save(disk_dir / f"{label}.y.npy", y)
-    np.save(disk_dir / f"{label}.canonical.npy", canonical)
-    meta = {"shape": list(shape), "dtype": dtype, "batch_size": first}
+    if canonical is not None:
+        np.save(disk_dir / f"{label}.canonical.npy", canonical)
+    meta = {"shape": list(shape), "dtype": dtype, "batch_size": batch_size, "seconds": seconds}
     (disk_dir / f"{label}.json").write_text(json.dumps(meta))
-    x = np.memmap(final, dtype=np_dtype, mode="r", shape=shape)
-    return Activations(x, y, str(disk_dir), first, canonical)
+    x = np.memmap(disk_dir / f"{label}.x.bin", dtype=_numpy_dtype(dtype), mode="r", shape=shape)
+    return Activations(x, y, str(disk_dir), batch_size, canonical, seconds)
+
+
+def save_activations(acts: Activations, disk_dir: Path, label: str, dtype: str) -> Activations:
+    """Writes ``acts`` to ``disk_dir`` as :func:`load_activations` reads it back.
+
+    The ``.json`` is written last, so an interrupted write is never loaded. Returns the
+    on-disk copy (a read-only memmap); ``acts.seconds`` is kept with it.
+    """
+    disk_dir.mkdir(parents=True, exist_ok=True)
+    partial = disk_dir / f"{label}.x.partial"
+    with open(partial, "wb") as f:
+        for start in range(0, len(acts.x), 1024):  # chunks: ``x`` may be a large memmap
+            f.write(np.ascontiguousarray(acts.x[start : start + 1024]).tobytes())
+    os.replace(partial, disk_dir / f"{label}.x.bin")
+    return _complete_on_disk(
+        disk_dir, label, acts.x.shape, dtype, acts.y, acts.canonical, acts.batch_size, acts.seconds
+    )
 
 
 def load_activations(disk_dir: Path, label: str) -> Activations | None:
@@ -607,7 +773,8 @@ def load_activations(disk_dir: Path, label: str) -> Activations | None:
     y = np.load(disk_dir / f"{label}.y.npy")
     order_path = disk_dir / f"{label}.canonical.npy"
     canonical = np.load(order_path) if order_path.exists() else None
-    return Activations(x, y, str(disk_dir), int(meta.get("batch_size", 0)), canonical)
+    batch_size, seconds = int(meta.get("batch_size", 0)), float(meta.get("seconds", 0.0))
+    return Activations(x, y, str(disk_dir), batch_size, canonical, seconds)
 
 
 def default_disk_dir(cache_dir: str | os.PathLike | None, key: str) -> tuple[Path, bool]:

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 CHECKPOINT_NAME = "last.npz"
+SHARED_CACHE_DIR = "shared-cache"  # in run_dir: activations two stages share, until the end
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,10 @@ def fine_tune(
     trains. When everything up to a block boundary is frozen (see
     :func:`zoo.caching.plan_cut`), the stage has no augmentation and ``cache="auto"``,
     the prefix runs once in inference mode and only the suffix trains, on the cached
-    activations; otherwise the model trains the plain way and the result says why.
+    activations; otherwise the model trains the plain way and the result says why. When
+    the next stage will cache lower down (a head stage before a top-blocks fine-tune), a
+    stage computes the next one's activations and derives its own from them, so one pass
+    over the images serves both.
 
     Args:
         model: a classifier from ``zoo.build_classifier`` (layers ``preprocess``,
@@ -268,8 +273,10 @@ def fine_tune(
     order, so a cache rebuilt in another process trains on the same batches. With op
     determinism on (``tf.config.experimental.enable_op_determinism``) a resumed run ends
     with the same weights, bit for bit, as one never interrupted; what the caller did with
-    ``train`` before the call must be the same in both runs. Random augmentation
-    (``Stage.augment``) is not made exact.
+    ``train`` before the call must be the same in both runs. Activations two stages share
+    are kept in ``run_dir/shared-cache`` until the call completes, so a run resumed in the
+    later stage trains on the same bits. Random augmentation (``Stage.augment``) is not
+    made exact.
 
     Returns:
         A :class:`FineTuneResult`.
@@ -299,7 +306,7 @@ def fine_tune(
         seed=seed,
         verbose=verbose,
         callbacks=list(callbacks),
-        stage_names=[s.name for s in stages],
+        stages=list(stages),
     )
     with _mixed_precision(model, mixed_precision):
         try:
@@ -314,6 +321,8 @@ def fine_tune(
                 session.save(index, 0, results, frozen_sets, {}, finished=True)
         finally:
             session.cleanup()
+    if run_path is not None:  # complete: no resume will need the shared activations
+        shutil.rmtree(run_path / SHARED_CACHE_DIR, ignore_errors=True)
     return FineTuneResult(
         stages=results,
         frozen_in_all_stages=set.intersection(*frozen_sets) if frozen_sets else set(),
@@ -346,6 +355,31 @@ def _check_args(stages: Sequence[Stage], mixed: str | None, resume: bool, run_di
 # ----------------------------------------------------------------------------- one stage
 
 
+def _apply_policy(model: keras.Model, policy: Any) -> None:
+    """Applies ``policy`` to a fully trainable ``model``, whatever the last one left."""
+    for layer in [model, *caching.all_layers(model)]:
+        layer.trainable = True
+    policy.apply(model)
+
+
+def _in_memory(acts: Any) -> int:
+    """Bytes ``acts`` (Activations or None) hold in memory."""
+    return acts.nbytes if acts is not None and acts.location == "memory" else 0
+
+
+@dataclass
+class _CacheTarget:
+    """Activations a stage needs: the prefix to run and their key. With ``base`` (a lower
+    cut's target) and ``middle`` (base cut -> this cut), they are derived from the base's,
+    which stay in memory for the next stage."""
+
+    prefix: keras.Model
+    key: str
+    block: str
+    base: _CacheTarget | None = None
+    middle: keras.Model | None = None
+
+
 @dataclass
 class _Session:
     """State shared by the stages of one :func:`fine_tune` call."""
@@ -362,7 +396,7 @@ class _Session:
     seed: int
     verbose: int
     callbacks: list[Any]
-    stage_names: list[str]
+    stages: list[Stage]
     memory: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     temp_dirs: list[Path] = field(default_factory=list)
     # Iterations of ``train`` since the (first) call began, and where the stage began.
@@ -397,10 +431,7 @@ class _Session:
     ) -> tuple[StageResult, set[str]]:
         model = self.model
         self.stage_start = self.iterations
-        # Each policy starts from a fully trainable model, whatever the last stage left.
-        for layer in [model, *caching.all_layers(model)]:
-            layer.trainable = True
-        stage.policy.apply(model)
+        _apply_policy(model, stage.policy)
         frozen = frozen_paths(model)
         result = StageResult(name=stage.name, index=index)
         first_epoch = 0
@@ -414,7 +445,7 @@ class _Session:
             else contextlib.nullcontext() as off
         ):
             result.frozen_inference_layers = list(off or [])
-            fit_model, data, info = self._prepare(stage, train, validation, result)
+            fit_model, data, info = self._prepare(index, stage, train, validation)
             result.cache = info
             loss, metrics, to_labels = _loss_and_metrics(model, stage)
             steps = data["steps"]
@@ -458,12 +489,12 @@ class _Session:
     # -- data: cached or plain
 
     def _prepare(
-        self, stage: Stage, train: Any, validation: Any, result: StageResult
+        self, index: int, stage: Stage, train: Any, validation: Any
     ) -> tuple[keras.Model, dict[str, Any], CacheInfo]:
         info = CacheInfo(reason="cache='off' for this stage")
         if stage.cache == "auto":
             try:
-                return self._prepare_cached(stage, train, validation)
+                return self._prepare_cached(index, stage, train, validation)
             except CacheUnavailable as err:
                 info = CacheInfo(reason=str(err))
         log.warning("Stage %r trains the plain way (no cache): %s", stage.name, info.reason)
@@ -472,7 +503,7 @@ class _Session:
         return self.model, _plain_data(train, validation, stage.augment, self.look), info
 
     def _prepare_cached(
-        self, stage: Stage, train: Any, validation: Any
+        self, index: int, stage: Stage, train: Any, validation: Any
     ) -> tuple[keras.Model, dict[str, Any], CacheInfo]:
         if stage.augment is not None:
             raise CacheUnavailable(f"augmentation is on ({type(stage.augment).__name__})")
@@ -501,12 +532,15 @@ class _Session:
             ),
         )
         t0 = time.perf_counter()
-        size = tuple(self.model.inputs[0].shape[1:3])
-        key = caching.prefix_key(self.model, plan, size, self.fingerprint, stage.cache_dtype)
-        info.key = key
-        tr, va, reused = self._activations(split.prefix, key, train, validation, stage, info)
+        target = self._target(plan, split.prefix, stage)
+        info.key = target.key
+        shared = self._shared_base(index, stage, plan)
+        if shared is not None:
+            target.base, target.middle = shared
+        tr, va, reused = self._activations(target, train, validation, stage, info)
         info.build_seconds = time.perf_counter() - t0
         info.reused = reused
+        info.pass_seconds = tr.seconds + (va.seconds if va is not None else 0.0)
         info.shape = tuple(int(d) for d in tr.x.shape[1:])
         info.size_bytes = tr.nbytes + (va.nbytes if va is not None else 0)
         info.location = tr.location
@@ -552,50 +586,147 @@ class _Session:
         }
         return split.suffix, data, info
 
+    def _target(self, plan: caching.CutPlan, prefix: keras.Model, stage: Stage) -> _CacheTarget:
+        size = tuple(self.model.inputs[0].shape[1:3])
+        key = caching.prefix_key(self.model, plan, size, self.fingerprint, stage.cache_dtype)
+        return _CacheTarget(prefix=prefix, key=key, block=plan.block)
+
+    def _shared_base(self, index: int, stage: Stage, plan: caching.CutPlan) -> Any:
+        """The next stage's cache target and the model from it to ``plan``'s cut, or None.
+
+        When the next stage will cache lower down, computing its activations now and
+        deriving this stage's from them runs the images through the shared bottom once
+        for both stages. The next stage's policy is applied for a moment to find its cut
+        (then this stage's again); whether its prefix is still the same when it runs is
+        checked by its key then.
+        """
+        if index + 1 >= len(self.stages):
+            return None
+        nxt = self.stages[index + 1]
+        if not (
+            nxt.cache == "auto"
+            and nxt.augment is None
+            and nxt.frozen_inference == stage.frozen_inference
+            # Deriving from reduced-precision activations would round twice.
+            and stage.cache_dtype == nxt.cache_dtype == "float32"
+        ):
+            return None
+        try:
+            _apply_policy(self.model, nxt.policy)
+            below = caching.plan_cut(self.model)
+        except (CacheUnavailable, ValueError) as err:
+            log.info("Stage %r computes its own cache: the next one has none (%s)", stage.name, err)
+            return None
+        finally:
+            _apply_policy(self.model, stage.policy)
+        try:
+            middle = caching.middle_model(self.model, below, plan)
+            prefix = caching.split_model(self.model, below).prefix
+        except CacheUnavailable as err:
+            log.info("Stage %r computes its own cache: %s", stage.name, err)
+            return None
+        return self._target(below, prefix, stage), middle
+
     def _activations(
-        self, prefix: Any, key: str, train: Any, validation: Any, stage: Stage, info: CacheInfo
+        self, target: _CacheTarget, train: Any, validation: Any, stage: Stage, info: CacheInfo
     ) -> tuple[Any, Any, bool]:
         # Building the cache iterates ``train`` once; reusing one skips an iteration, so
         # the count (and later plain epochs' order) is the same either way.
-        if key in self.memory:
+        if target.key in self.memory:
             info.location_reason = "reused from an earlier stage"
             self.look(train)
-            return (*self.memory[key], True)
-        disk, temporary = caching.default_disk_dir(self.cache_dir, key)
-        if self.fingerprint is not None and not temporary:
-            tr = caching.load_activations(disk, "train")
-            va = caching.load_activations(disk, "validation") if validation is not None else None
-            if tr is not None and (validation is None or va is not None):
-                info.location_reason = "reused from disk (same key)"
-                self.look(train)
-                self.memory[key] = (tr, va)
-                return tr, va, True
-        elif temporary:
+            self.memory = {target.key: self.memory[target.key]}  # drop the rest
+            return (*self.memory[target.key], True)
+        shared = self._shared_dir(target.key)
+        if shared is not None and self._load(target.key, shared, train, validation):
+            info.location_reason = "reused from the run directory (kept there for a resume)"
+            return (*self.memory[target.key], True)
+        disk, temporary = caching.default_disk_dir(self.cache_dir, target.key)
+        if temporary:
             self.temp_dirs.append(disk)
-        kwargs = dict(
-            dtype=stage.cache_dtype,
-            disk_dir=disk,
-            jit_compile=self.jit_compile,
-            verbose=self.verbose,
-        )
-        self.iterations += 1
-        tr = caching.compute_activations(
-            prefix, train, budget_bytes=self.budget, label="train", **kwargs
-        )
-        left = self.budget - (tr.nbytes if tr.location == "memory" else 0)
-        va = None
-        if validation is not None:
-            va = caching.compute_activations(
-                prefix, validation, budget_bytes=max(left, 0), label="validation", **kwargs
-            )
+        elif self.fingerprint is not None and self._load(target.key, disk, train, validation):
+            info.location_reason = "reused from disk (same key)"
+            return (*self.memory[target.key], True)
+        if target.base is None:
+            tr, va = self._compute(target.prefix, train, validation, disk, stage)
+            self.memory = {target.key: (tr, va)}  # keep one cache alive at a time
+        else:
+            tr, va = self._derive(target, train, validation, disk, stage)
+            self.memory[target.key] = (tr, va)  # beside the base, which the next stage reuses
+            info.derived_from = target.base.block
         on_disk = tr.location != "memory" or (va is not None and va.location != "memory")
         if on_disk:
             info.location_reason = f"activations exceed the memory budget of {self.budget} bytes"
             log.warning("Activation cache on disk at %s: %s", disk, info.location_reason)
         else:
             info.location_reason = f"fits the memory budget of {self.budget} bytes"
-        self.memory = {key: (tr, va)}  # keep one cache alive at a time
         return tr, va, False
+
+    def _load(self, key: str, disk: Path, train: Any, validation: Any) -> bool:
+        """Holds the complete activations found in ``disk`` (counted as a look at ``train``)."""
+        tr = caching.load_activations(disk, "train")
+        va = caching.load_activations(disk, "validation") if validation is not None else None
+        if tr is None or (validation is not None and va is None):
+            return False
+        self.look(train)
+        self.memory = {key: (tr, va)}
+        return True
+
+    def _shared_dir(self, key: str) -> Path | None:
+        return self.run_path / SHARED_CACHE_DIR / key[:16] if self.run_path else None
+
+    def _compute(
+        self, prefix: keras.Model, train: Any, validation: Any, disk: Path, stage: Stage
+    ) -> tuple[Any, Any]:
+        """Runs ``prefix`` over the training and validation data (one look at ``train``)."""
+        kwargs = self._store_options(disk, stage)
+        self.iterations += 1
+        tr = caching.compute_activations(
+            prefix, train, budget_bytes=self.budget, label="train", **kwargs
+        )
+        va = None
+        if validation is not None:
+            left = max(self.budget - _in_memory(tr), 0)
+            va = caching.compute_activations(
+                prefix, validation, budget_bytes=left, label="validation", **kwargs
+            )
+        return tr, va
+
+    def _derive(
+        self, target: _CacheTarget, train: Any, validation: Any, disk: Path, stage: Stage
+    ) -> tuple[Any, Any]:
+        """The base target's activations first (kept for the next stage), then these.
+
+        With a run directory the base is also written there: a run resumed in the next
+        stage then trains on the same bits, not on a pass over differently shuffled
+        batches (whose last bits can differ), and is exact.
+        """
+        base_tr, base_va, _ = self._activations(target.base, train, validation, stage, CacheInfo())
+        shared = self._shared_dir(target.base.key)
+        if shared is not None and not (shared / "train.json").exists():
+            for label, acts in (("train", base_tr), ("validation", base_va)):
+                if acts is not None:
+                    caching.save_activations(acts, shared, label, stage.cache_dtype)
+        kwargs = self._store_options(disk, stage)
+        left = max(self.budget - _in_memory(base_tr) - _in_memory(base_va), 0)
+        tr = caching.derive_activations(
+            target.middle, base_tr, budget_bytes=left, label="train", **kwargs
+        )
+        va = None
+        if base_va is not None:
+            left = max(left - _in_memory(tr), 0)
+            va = caching.derive_activations(
+                target.middle, base_va, budget_bytes=left, label="validation", **kwargs
+            )
+        return tr, va
+
+    def _store_options(self, disk: Path, stage: Stage) -> dict[str, Any]:
+        return {
+            "dtype": stage.cache_dtype,
+            "disk_dir": disk,
+            "jit_compile": self.jit_compile,
+            "verbose": self.verbose,
+        }
 
     def _callbacks(
         self,
@@ -643,7 +774,7 @@ class _Session:
             return
         state = {
             "version": 1,
-            "stage_names": self.stage_names,
+            "stage_names": [s.name for s in self.stages],
             "stage": index + 1 if finished else index,
             "epoch": 0 if finished else epoch,
             # Where the stage to resume begins in the count of ``train``'s iterations.

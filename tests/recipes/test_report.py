@@ -68,6 +68,7 @@ def _report(rng: np.random.Generator) -> dict:
                     "bytes": 3 * 2**20,
                     "seconds_saved": 7.0,
                     "seconds_saved_is_estimate": True,
+                    "derived_from": "block6d",
                 },
             },
             {
@@ -110,7 +111,7 @@ def test_write_report_files_and_numbers(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert f"| {report['test_top1']:.3f} | 200 | tiny | 32x32 | 12 s | yes |" in md
     assert (
-        "| head | freeze_backbone | 3 | 0.700 | 0.710 | 3.0 | 812.5 | head-only cache (memory, 3.0 MiB, saved ~7 s) |"
+        "| head | freeze_backbone | 3 | 0.700 | 0.710 | 3.0 | 812.5 | head-only cache (memory, 3.0 MiB, saved ~7 s, derived from the block6d activations) |"
         in md
     )
     assert "not used: augmentation is on" in md

@@ -134,6 +134,10 @@ def test_run_writes_run_directory_report_and_verified_export(finished_run, recip
     assert head["cache"]["used"] and head["cache"]["cut"] == "top"
     assert top["cache"]["used"] and top["cache"]["cut"] == "block6d"
     assert top["cache"]["where"] == "memory" and top["cache"]["bytes"] > 0
+    # One pass over the images serves both: the head's features derive from block6d's.
+    assert head["cache"]["derived_from"] == "block6d" and top["cache"]["derived_from"] is None
+    assert top["cache"]["reused"] and top["cache"]["seconds_saved"] > 0
+    assert not (run_dir / "shared-cache").exists()
 
     md = (run_dir / "report.md").read_text()
     assert f"| {report['test_top1']:.3f} | 8 | efficientnet_lite0 | 32x32 |" in md
@@ -193,6 +197,9 @@ def test_kill_9_in_fine_tune_then_resume_finishes_and_verifies(killed_and_resume
     head, top = report["stages"]
     assert head["resumed_at_epoch"] == 0 and len(head["history"]["loss"]) == 2  # kept, not rerun
     assert top["resumed_at_epoch"] >= killed_at >= 1
+    # The activations the head stage computed for both stages were kept for the resume.
+    assert top["cache"]["where_reason"].startswith("reused from the run directory")
+    assert not (run_dir / "shared-cache").exists()
     assert len(top["history"]["loss"]) == FINE_TUNE_EPOCHS  # the epochs before the kill kept
     assert "resuming tiny" in (run_dir / "logs" / "run.log").read_text()
 

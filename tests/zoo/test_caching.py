@@ -190,3 +190,70 @@ def test_fine_tune_probes_unvetted_layers_and_falls_back(monkeypatch):
     info = fine_tune(_model(), _data(16), None, [stage], verbose=0).stages[0].cache
     assert not info.used
     assert info.reason == "it differs; probed because of ['odd_layer']"
+
+
+def test_derived_activations_equal_a_direct_pass_and_spill_like_it(tmp_path):
+    model = _model()
+    UnfreezeTop(blocks=2, batchnorm="frozen").apply(model)
+    with caching.frozen_layers_in_inference(model):
+        lower = caching.plan_cut(model)
+    FreezeBackbone().apply(model)
+    with caching.frozen_layers_in_inference(model):
+        upper = caching.plan_cut(model)
+        data = _data(n=40)  # a smaller last batch
+        base = caching.compute_activations(
+            caching.split_model(model, lower).prefix, data, verbose=0
+        )
+        direct = caching.compute_activations(
+            caching.split_model(model, upper).prefix, data, verbose=0
+        )
+        middle = caching.middle_model(model, lower, upper)
+        derived = caching.derive_activations(middle, base, verbose=0)
+        spilled = caching.derive_activations(
+            middle, base, budget_bytes=1000, disk_dir=tmp_path, label="train", verbose=0
+        )
+    assert (lower.block, upper.block) == ("block6d", "top")
+    assert derived.x.shape == direct.x.shape == (40, 1, 1, 1280)
+    assert float(np.max(np.abs(derived.x - direct.x))) <= 1e-5
+    np.testing.assert_array_equal(derived.y, direct.y)
+    np.testing.assert_array_equal(derived.canonical, direct.canonical)
+    assert derived.seconds > base.seconds > 0  # a pass from pixels, through the base
+    reloaded = caching.load_activations(tmp_path, "train")
+    assert spilled.location == reloaded.location == str(tmp_path)
+    np.testing.assert_array_equal(np.asarray(reloaded.x), derived.x)
+    np.testing.assert_array_equal(reloaded.canonical, derived.canonical)
+    with pytest.raises(caching.CacheUnavailable, match="not below"):
+        caching.middle_model(model, upper, lower)
+
+
+@pytest.mark.slow
+def test_next_stage_cache_is_computed_once_and_this_stage_derives_from_it(monkeypatch):
+    data = _data()
+    stages = [
+        Stage("head", FreezeBackbone(), 2, 1e-2),
+        Stage("top", UnfreezeTop(blocks=2, batchnorm="frozen"), 2, 1e-2),
+    ]
+    passes = []
+    compute = caching.compute_activations
+    monkeypatch.setattr(
+        caching,
+        "compute_activations",
+        lambda prefix, *a, **k: passes.append(prefix.output.shape) or compute(prefix, *a, **k),
+    )
+    shared = _model()
+    one_by_one = _model(like=shared)
+
+    result = fine_tune(shared, data, data, stages, shuffle_cache=False, verbose=0)
+    seen, passes[:] = list(passes), []
+    for stage in stages:  # alone, a stage cannot look ahead
+        fine_tune(one_by_one, data, data, [stage], shuffle_cache=False, verbose=0)
+
+    # Shared: one pass from pixels (train, validation) to block6d for both stages.
+    assert [s[1:] for s in seen] == [(1, 1, 192)] * 2
+    assert [s[1:] for s in passes] == [(1, 1, 1280)] * 2 + [(1, 1, 192)] * 2
+    head, top = result.stages[0].cache, result.stages[1].cache
+    assert head.cut == "top" and head.derived_from == "block6d" and not head.reused
+    assert top.cut == "block6d" and top.reused
+    assert top.location_reason == "reused from an earlier stage"
+    assert head.pass_seconds > top.pass_seconds > 0 and top.build_seconds < head.build_seconds
+    assert _max_diff(_weights(shared), _weights(one_by_one)) <= 1e-5

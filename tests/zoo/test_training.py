@@ -194,6 +194,10 @@ def test_resume_mid_stage_on_reshuffled_data_is_bitwise_exact(tmp_path, second):
     assert got.resumed_at_epoch == 1
     assert got.cache.used == (second != "plain") and ref.cache.used == got.cache.used
     assert got.history["loss"] == ref.history["loss"]
+    if second == "cached":  # computed in the first stage for both; kept for the resume
+        assert reference.stages[0].cache.derived_from == got.cache.cut == "block7a"
+        assert got.cache.location_reason.startswith("reused from the run directory")
+    assert not (tmp_path / "shared-cache").exists()  # removed once the run completed
     changed = [
         v.path
         for v, w in zip(whole.variables, resumed.variables, strict=True)
