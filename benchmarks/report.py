@@ -81,7 +81,8 @@ def _raw(doc: dict[str, Any], key: str) -> str:
             if isinstance(r, dict) and "plain_seconds" in r:
                 rows.append(
                     f"{name}: {_num(r.get('plain_seconds'))} s vs "
-                    f"{_num(r.get('cached_seconds'))} s, diff {_num(r.get('max_weight_diff'), 2)}"
+                    f"{_num(r.get('cached_seconds'))} s, diff {_num(r.get('max_weight_diff'), 2)}, "
+                    f"bound {_num(r.get('speedup_bound'))}x"
                 )
         return "; ".join(rows)
     if key == "serving.ratio":
@@ -180,7 +181,9 @@ def _notes_md() -> str:
             "images/s of plain Keras fit vs zoo with the settings it picks for the device.",
             "- prefix_cache: top 2 blocks unfrozen, 5 epochs: plain fit (prefix in inference "
             "mode) vs zoo training the top blocks on cached prefix activations; "
-            "max_weight_diff is the largest absolute difference between the two trained models.",
+            "max_weight_diff is the largest absolute difference between the two trained models; "
+            "bound is the speedup if every multiply-accumulate cost the same (prefix P and "
+            "suffix S GMACs, backward = 2x forward): epochs (P + 3S) / (P + 3S epochs).",
             "- serving: the exported SavedModel's serving_default signature vs the in-memory "
             "Keras model's predict, same batches.",
             "- pipeline: JPEG decode + resize images/s (zoo.data pipeline) vs the training "

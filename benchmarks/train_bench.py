@@ -414,7 +414,8 @@ def measure_prefix_cache(
     Returns:
         ``plain_seconds``, ``cached_seconds`` (wall time of ``fit`` / ``fine_tune``),
         ``speedup`` (plain / cached), ``max_weight_diff`` (largest absolute difference
-        over every weight of the two trained models), ``cache`` (cut, size, location).
+        over every weight of the two trained models), ``cache`` (cut, size, location),
+        and :func:`cache_bound`'s ``prefix_gmacs``, ``suffix_gmacs``, ``speedup_bound``.
     """
     import keras
 
@@ -436,6 +437,7 @@ def measure_prefix_cache(
     plain_model_ = _classifier(backbone, shape)
     initial = plain_model_.get_weights()
     UnfreezeTop(blocks=2, batchnorm="frozen").apply(plain_model_)
+    bound = cache_bound(plain_model_, epochs)
     plain = plain_fit(plain_model_, x, y, epochs, batch_size)
     cached_model = _classifier(backbone, shape)
     cached_model.set_weights(initial)
@@ -454,4 +456,30 @@ def measure_prefix_cache(
         "speedup": plain["seconds"] / cached["seconds"],
         "max_weight_diff": diff,
         "cache": cached["cache"],
+        **bound,
+    }
+
+
+def cache_bound(model: Any, epochs: int) -> dict[str, float]:
+    """The speedup a prefix cache can reach if every multiply-accumulate costs the same.
+
+    With ``P`` and ``S`` the forward GMACs per image of the frozen prefix and of the
+    trained suffix, and a backward pass costing twice its forward, plain ``fit`` spends
+    ``P + 3S`` an epoch and the cached path ``P`` once plus ``3S`` an epoch:
+    ``epochs * (P + 3S) / (P + 3S * epochs)``, which tends to ``(P + 3S) / 3S``. The
+    model's policy must already be applied.
+
+    Returns:
+        ``prefix_gmacs``, ``suffix_gmacs`` (per image) and ``speedup_bound``.
+    """
+    from zoo import caching
+    from zoo.cost import count_macs
+
+    with caching.frozen_layers_in_inference(model):
+        split = caching.split_model(model, caching.plan_cut(model))
+    p, s = count_macs(split.prefix) / 1e9, count_macs(split.suffix) / 1e9
+    return {
+        "prefix_gmacs": p,
+        "suffix_gmacs": s,
+        "speedup_bound": epochs * (p + 3 * s) / (p + 3 * s * epochs),
     }

@@ -1,4 +1,5 @@
-"""Smoke test of ``python -m benchmarks.run --quick``: files and keys exist, numbers unchecked."""
+"""Smoke test of ``python -m benchmarks.run --quick``: files and keys exist; of the numbers
+only the cache bound's arithmetic is checked."""
 
 import json
 import subprocess
@@ -29,6 +30,9 @@ def test_quick_run_writes_json_markdown_and_chart(tmp_path):
     assert {"images_per_second", "gflops", "fraction_of_peak"} <= set(forward["float32"])
     prefix = doc["prefix_cache"]["efficientnet_lite0"]
     assert {"plain_seconds", "cached_seconds", "speedup", "max_weight_diff"} <= set(prefix)
+    # The arithmetic bound: 2 epochs of P + 3S against P + 2 x 3S, from the counted MACs.
+    p, s = prefix["prefix_gmacs"], prefix["suffix_gmacs"]
+    assert 0 < s < p and prefix["speedup_bound"] == pytest.approx(2 * (p + 3 * s) / (p + 6 * s))
     assert set(doc["targets"]) == {
         "head_stage.speedup",
         "fine_tune.speedup",
