@@ -257,3 +257,15 @@ def test_next_stage_cache_is_computed_once_and_this_stage_derives_from_it(monkey
     assert top.location_reason == "reused from an earlier stage"
     assert head.pass_seconds > top.pass_seconds > 0 and top.build_seconds < head.build_seconds
     assert _max_diff(_weights(shared), _weights(one_by_one)) <= 1e-5
+
+
+def test_cached_dataset_batches_in_canonical_order_without_autotuning():
+    x = np.arange(5, dtype="float32").reshape(5, 1, 1, 1)
+    acts = caching.Activations(x, np.arange(5), "memory", 2, canonical=np.array([4, 3, 2, 1, 0]))
+    ds = caching.cached_dataset(acts, 2, first_epoch=0, epochs=1, shuffle=False, seed=0)
+    # Autotuning's thread would stall the iterator's deletion at the end of fit.
+    assert ds.options().autotune.enabled is False
+    assert [b[1].numpy().tolist() for b in ds] == [[0, 1], [2, 3], [4]]
+    shuffled = caching.cached_dataset(acts, 5, first_epoch=0, epochs=1, shuffle=True, seed=0)
+    (batch,) = [b[1].numpy().tolist() for b in shuffled]
+    assert batch == [4, 3, 2, 1, 0]  # one batch holds its examples in canonical order
