@@ -632,10 +632,8 @@ def derive_activations(
     def canonical() -> np.ndarray:
         return base.canonical if base.canonical is not None else np.arange(len(base.x))
 
-    store = _Store(dtype, budget_bytes, disk_dir, label)
-    acts = store.run(outputs(), canonical, -(-len(base.x) // step), verbose)
-    acts.seconds += base.seconds
-    return acts
+    store = _Store(dtype, budget_bytes, disk_dir, label, earlier_seconds=base.seconds)
+    return store.run(outputs(), canonical, -(-len(base.x) // step), verbose)
 
 
 def _tf_dtype(name: str) -> Any:
@@ -648,12 +646,16 @@ def _tf_dtype(name: str) -> Any:
 
 @dataclass
 class _Store:
-    """Collects batches of activations in memory, spilling to a memmap past the budget."""
+    """Collects batches of activations in memory, spilling to a memmap past the budget.
+
+    ``earlier_seconds`` is added to the pass's own time (a derived cache's base pass).
+    """
 
     dtype: str
     budget_bytes: int
     disk_dir: Path | None
     label: str
+    earlier_seconds: float = 0.0
 
     def run(
         self,
@@ -692,14 +694,12 @@ class _Store:
                 bar.update(i + 1)
         y = np.concatenate(ys) if ys else np.zeros((0,), np.int64)
         order = canonical()
+        seconds = self.earlier_seconds + time.perf_counter() - start
         if spill is None:
             x = np.concatenate(xs) if xs else out
-            acts = Activations(x, y, "memory", first, order)
-        else:
-            spill.close()
-            acts = self._finish_spill((count, *out.shape[1:]), y, order, first)
-        acts.seconds = time.perf_counter() - start
-        return acts
+            return Activations(x, y, "memory", first, order, seconds)
+        spill.close()
+        return self._finish_spill((count, *out.shape[1:]), y, order, first, seconds)
 
     def _open_spill(self, held: list[np.ndarray]) -> Any:
         if self.disk_dir is None:
@@ -714,11 +714,16 @@ class _Store:
         return spill
 
     def _finish_spill(
-        self, shape: tuple[int, ...], y: np.ndarray, canonical: np.ndarray, first: int
+        self,
+        shape: tuple[int, ...],
+        y: np.ndarray,
+        canonical: np.ndarray,
+        first: int,
+        seconds: float,
     ) -> Activations:
         disk_dir, label = self.disk_dir, self.label
         os.replace(disk_dir / f"{label}.x.partial", disk_dir / f"{label}.x.bin")
-        return _complete_on_disk(disk_dir, label, shape, self.dtype, y, canonical, first)
+        return _complete_on_disk(disk_dir, label, shape, self.dtype, y, canonical, first, seconds)
 
 
 def _complete_on_disk(

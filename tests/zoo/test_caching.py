@@ -222,6 +222,7 @@ def test_derived_activations_equal_a_direct_pass_and_spill_like_it(tmp_path):
     assert spilled.location == reloaded.location == str(tmp_path)
     np.testing.assert_array_equal(np.asarray(reloaded.x), derived.x)
     np.testing.assert_array_equal(reloaded.canonical, derived.canonical)
+    assert reloaded.seconds == spilled.seconds > base.seconds  # the pass time is kept
     with pytest.raises(caching.CacheUnavailable, match="not below"):
         caching.middle_model(model, upper, lower)
 
