@@ -19,13 +19,14 @@ Imports TensorFlow (tf.data, determinism) inside functions only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -369,15 +370,11 @@ def _in_memory(acts: Any) -> int:
 
 @dataclass
 class _CacheTarget:
-    """Activations a stage needs: the prefix to run and their key. With ``base`` (a lower
-    cut's target) and ``middle`` (base cut -> this cut), they are derived from the base's,
-    which stay in memory for the next stage."""
+    """Activations a stage needs: the prefix that computes them, their key, the cut's block."""
 
     prefix: keras.Model
     key: str
     block: str
-    base: _CacheTarget | None = None
-    middle: keras.Model | None = None
 
 
 @dataclass
@@ -534,10 +531,8 @@ class _Session:
         t0 = time.perf_counter()
         target = self._target(plan, split.prefix, stage)
         info.key = target.key
-        shared = self._shared_base(index, stage, plan)
-        if shared is not None:
-            target.base, target.middle = shared
-        tr, va, reused = self._activations(target, train, validation, stage, info)
+        share = functools.partial(self._shared_base, index, stage, plan)
+        tr, va, reused = self._activations(target, train, validation, stage, info, share)
         info.build_seconds = time.perf_counter() - t0
         info.reused = reused
         info.pass_seconds = tr.seconds + (va.seconds if va is not None else 0.0)
@@ -628,8 +623,20 @@ class _Session:
         return self._target(below, prefix, stage), middle
 
     def _activations(
-        self, target: _CacheTarget, train: Any, validation: Any, stage: Stage, info: CacheInfo
+        self,
+        target: _CacheTarget,
+        train: Any,
+        validation: Any,
+        stage: Stage,
+        info: CacheInfo,
+        share: Callable[[], tuple[_CacheTarget, keras.Model] | None] | None = None,
     ) -> tuple[Any, Any, bool]:
+        """The target's activations: reused if held or found, else computed.
+
+        ``share()``, called only when they must be computed, may return the next stage's
+        target and the model from its cut to this one (see :meth:`_shared_base`): then
+        these are derived from the next stage's activations, which stay held for it.
+        """
         # Building the cache iterates ``train`` once; reusing one skips an iteration, so
         # the count (and later plain epochs' order) is the same either way.
         if target.key in self.memory:
@@ -647,13 +654,15 @@ class _Session:
         elif self.fingerprint is not None and self._load(target.key, disk, train, validation):
             info.location_reason = "reused from disk (same key)"
             return (*self.memory[target.key], True)
-        if target.base is None:
+        shared = share() if share is not None else None
+        if shared is None:
             tr, va = self._compute(target.prefix, train, validation, disk, stage)
             self.memory = {target.key: (tr, va)}  # keep one cache alive at a time
         else:
-            tr, va = self._derive(target, train, validation, disk, stage)
+            base, middle = shared
+            tr, va = self._derive(base, middle, train, validation, disk, stage)
             self.memory[target.key] = (tr, va)  # beside the base, which the next stage reuses
-            info.derived_from = target.base.block
+            info.derived_from = base.block
         on_disk = tr.location != "memory" or (va is not None and va.location != "memory")
         if on_disk:
             info.location_reason = f"activations exceed the memory budget of {self.budget} bytes"
@@ -693,7 +702,13 @@ class _Session:
         return tr, va
 
     def _derive(
-        self, target: _CacheTarget, train: Any, validation: Any, disk: Path, stage: Stage
+        self,
+        base: _CacheTarget,
+        middle: keras.Model,
+        train: Any,
+        validation: Any,
+        disk: Path,
+        stage: Stage,
     ) -> tuple[Any, Any]:
         """The base target's activations first (kept for the next stage), then these.
 
@@ -701,22 +716,20 @@ class _Session:
         stage then trains on the same bits, not on a pass over differently shuffled
         batches (whose last bits can differ), and is exact.
         """
-        base_tr, base_va, _ = self._activations(target.base, train, validation, stage, CacheInfo())
-        shared = self._shared_dir(target.base.key)
+        base_tr, base_va, _ = self._activations(base, train, validation, stage, CacheInfo())
+        shared = self._shared_dir(base.key)
         if shared is not None and not (shared / "train.json").exists():
             for label, acts in (("train", base_tr), ("validation", base_va)):
                 if acts is not None:
                     caching.save_activations(acts, shared, label, stage.cache_dtype)
         kwargs = self._store_options(disk, stage)
         left = max(self.budget - _in_memory(base_tr) - _in_memory(base_va), 0)
-        tr = caching.derive_activations(
-            target.middle, base_tr, budget_bytes=left, label="train", **kwargs
-        )
+        tr = caching.derive_activations(middle, base_tr, budget_bytes=left, label="train", **kwargs)
         va = None
         if base_va is not None:
             left = max(left - _in_memory(tr), 0)
             va = caching.derive_activations(
-                target.middle, base_va, budget_bytes=left, label="validation", **kwargs
+                middle, base_va, budget_bytes=left, label="validation", **kwargs
             )
         return tr, va
 
