@@ -1,8 +1,9 @@
 """The ``zoo`` command.
 
 Each subcommand is a ``_cmd_*`` function registered in :func:`build_parser`. A user
-error (unknown name, bad file, bad recipe) prints one line to stderr and exits 2, with
-no traceback; a failed verification exits 1.
+error (a :class:`zoo.ZooError`: unknown name, bad file, bad recipe) prints one line to
+stderr and exits 2, with no traceback; a failed verification exits 1; any other exception
+is a bug and keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -15,12 +16,33 @@ from collections.abc import Iterator, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up noise out
 
-# Errors that mean "the user asked for something wrong", not "zoo is broken".
-USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, FileNotFoundError, OSError)
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silences fd 2 while TensorFlow's C++ runtime loads.
+
+    TensorFlow 2.21 logs through absl before its log level is read, so
+    TF_CPP_MIN_LOG_LEVEL does not stop those lines; they would bury the one-line errors.
+    """
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
-class UserError(Exception):
-    """A mistake in what the user asked for; printed as one line, exit code 2."""
+with _quiet_native_stderr():
+    import keras  # noqa: F401  (loads the backend, TensorFlow by default)
+
+    from zoo.errors import ZooError
+
+
+class UserError(ZooError):
+    """A mistake in a command's arguments; printed as one line, exit code 2."""
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -206,32 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silences fd 2 while TensorFlow's C++ runtime loads.
-
-    TensorFlow 2.21 logs through absl before its log level is read, so
-    TF_CPP_MIN_LOG_LEVEL does not stop those lines; they would bury the one-line errors.
-    """
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    with _quiet_native_stderr():
-        import keras  # noqa: F401  (loads the backend, TensorFlow by default)
     try:
         return args.func(args)
-    except (UserError, *USER_ERRORS) as error:
+    except ZooError as error:  # a user's mistake; anything else is a bug: traceback, exit 1
         message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
         print(
             f"zoo: error: {message.splitlines()[0] if message else type(error).__name__}",

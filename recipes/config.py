@@ -32,6 +32,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from zoo.errors import MissingFileError, ZooError
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
@@ -56,7 +58,7 @@ __all__ = [
 ]
 
 
-class RecipeError(ValueError):
+class RecipeError(ZooError, ValueError):
     """A recipe that cannot run: unknown key, wrong type, bad value, misfit policy.
 
     Attributes:
@@ -332,7 +334,7 @@ def resolve_recipe_path(recipe: str | os.PathLike) -> Path:
         return CATALOG_DIR / f"{name}.toml"
     close = difflib.get_close_matches(name, catalog_names(), n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"No recipe file {name!r} and no built-in recipe of that name.{hint} "
         f"Built-in recipes: {', '.join(catalog_names())}."
     )

@@ -43,6 +43,7 @@ from typing import Any
 import keras
 
 from zoo import fingerprint
+from zoo.errors import InvalidValueError, ZooError
 
 SIGNATURES = ("serving_default", "serving_uint8", "serve_bytes")
 OUTPUTS = ("logits", "probabilities", "class_id", "class_name")
@@ -55,7 +56,7 @@ KERAS_FILE = "model.keras"
 RESIZE_METHOD = "bilinear"
 
 
-class ExportError(RuntimeError):
+class ExportError(ZooError, RuntimeError):
     """The export could not be written, or the written export failed verification.
 
     Attributes:
@@ -138,7 +139,7 @@ def _is_path(value: Any) -> bool:
 
 def _check_backend() -> None:
     if keras.backend.backend() != "tensorflow":
-        raise ValueError(
+        raise InvalidValueError(
             f"export_saved_model writes a TensorFlow SavedModel and needs the TensorFlow "
             f"backend; Keras runs on {keras.backend.backend()!r}. Run with "
             "KERAS_BACKEND=tensorflow (load the .keras file there and export it)."
@@ -186,7 +187,9 @@ def model_info(model: keras.Model, metadata: dict[str, Any] | None = None) -> di
     if len(output_shape) != 2 or output_shape[-1] is None:
         problems.append(f"output shape {output_shape}, expected logits (batch, num_classes)")
     if problems:
-        raise ValueError("Cannot export this model as a classifier: " + "; ".join(problems) + ".")
+        raise InvalidValueError(
+            "Cannot export this model as a classifier: " + "; ".join(problems) + "."
+        )
     num_classes = int(output_shape[-1])
     info.setdefault("backbone", None)
     info.setdefault("multi_label", False)
@@ -235,7 +238,7 @@ def _check_class_names(names: list[str], num_classes: int) -> None:
     if len(set(names)) != len(names):
         problems.append("duplicate class names")
     if problems:
-        raise ValueError("class names: " + "; ".join(problems) + ".")
+        raise InvalidValueError("class names: " + "; ".join(problems) + ".")
 
 
 def _zoo_manifest(
@@ -245,7 +248,7 @@ def _zoo_manifest(
     if source is not None:
         missing = sorted(set(frozen) - set(fingerprint.entries(source)))
         if missing:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{len(missing)} frozen variables are not in the source manifest, e.g. "
                 f"{missing[:3]}; pass the manifest taken right after this model's "
                 "pretrained weights loaded."
@@ -298,7 +301,7 @@ def _metadata(info: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str
     try:
         json.dumps(meta)
     except (TypeError, ValueError) as error:
-        raise ValueError(
+        raise InvalidValueError(
             f"metadata must be JSON-able (str, numbers, lists, dicts): {error}."
         ) from None
     return meta

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from recipes import export as export_lib
+from zoo.errors import InvalidValueError, MissingFileError
 
 # What tf.io.decode_image (inside serve_bytes) can decode, as Pillow names the formats.
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
@@ -79,7 +80,7 @@ class Predictor:
 
         directory = Path(export_dir)
         if not export_lib.is_export(directory):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{directory} is not a zoo export (needs saved_model.pb and "
                 f"assets/{export_lib.MANIFEST_FILE}); write one with export_saved_model."
             )
@@ -165,7 +166,7 @@ class Predictor:
 
 def _check_top_k(top_k: Any) -> int:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer; got {top_k!r}.")
+        raise InvalidValueError(f"top_k must be a positive integer; got {top_k!r}.")
     return int(top_k)
 
 
@@ -191,7 +192,7 @@ def _batches(images: Any) -> list[tuple[str, Any]]:
     """Splits the input into ``(kind, batch)`` runs: kind "bytes", "uint8" or "float"."""
     if isinstance(images, (list, tuple)):
         if not images:
-            raise ValueError("Got an empty list of images; pass at least one image.")
+            raise InvalidValueError("Got an empty list of images; pass at least one image.")
         if all(_is_single_file(i) for i in images):
             return [("bytes", [_read_encoded(i) for i in images])]
         return [run for i, item in enumerate(images) for run in _single_item(item, i)]
@@ -204,7 +205,7 @@ def _single_item(item: Any, index: int | None) -> list[tuple[str, Any]]:
     if _is_pil(item):
         return [_pixels(np.asarray(item.convert("RGB")), index)]
     if isinstance(item, (list, tuple)):
-        raise ValueError(
+        raise InvalidValueError(
             f"Nested lists are not images{_where(index)}; pass arrays (height, width, 3) "
             "or (batch, height, width, 3), PIL images or file paths."
         )
@@ -223,7 +224,7 @@ def _read_encoded(item: Any) -> bytes:
     else:
         path = Path(item)
         if not path.is_file():
-            raise FileNotFoundError(f"No image file at {path}.")
+            raise MissingFileError(f"No image file at {path}.")
         data, name = path.read_bytes(), str(path)
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -231,7 +232,7 @@ def _read_encoded(item: Any) -> bytes:
     except (UnidentifiedImageError, OSError):
         kind = None
     if kind not in DECODABLE_FORMATS:
-        raise ValueError(
+        raise InvalidValueError(
             f"{name} is not a {', '.join(DECODABLE_FORMATS)} image (found {kind or 'no image'}); "
             "convert it, or open it with Pillow and pass the PIL image."
         )
@@ -264,12 +265,12 @@ def _pixels(item: Any, index: int | None) -> tuple[str, Any]:
         tensor = tf.convert_to_tensor(value)
         low, high = int(tf.reduce_min(tensor)), int(tf.reduce_max(tensor))
         if low < 0 or high > 255:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Integer pixels must lie in 0..255{_where(index)}; got {dtype.name} values "
                 f"{low}..{high}. Rescale to 0..255 (uint8) first."
             )
         return "float", tf.cast(tensor, tf.float32)
-    raise ValueError(
+    raise InvalidValueError(
         f"Pixels must be uint8, float or integer{_where(index)}; got dtype {dtype.name}. "
         "Pass RGB pixels 0..255."
     )
@@ -277,18 +278,18 @@ def _pixels(item: Any, index: int | None) -> tuple[str, Any]:
 
 def _check_shape(shape: tuple[Any, ...], index: int | None) -> None:
     if len(shape) not in (3, 4):
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected an image (height, width, 3) or a batch (batch, height, width, 3)"
             f"{_where(index)}; got rank {len(shape)} shape {shape}."
         )
     if shape[-1] != 3:
         hint = {1: "greyscale: repeat it to 3 channels", 4: "RGBA: drop the alpha channel"}
-        raise ValueError(
+        raise InvalidValueError(
             f"Expected 3 RGB channels last{_where(index)}; got shape {shape} "
             f"({hint.get(shape[-1], 'channels-first? move channels last')})."
         )
     if len(shape) == 4 and shape[0] == 0:
-        raise ValueError(f"Got an empty batch{_where(index)} of shape {shape}.")
+        raise InvalidValueError(f"Got an empty batch{_where(index)} of shape {shape}.")
 
 
 def _warn_if_unit_range(tensor: Any) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from zoo.errors import InvalidValueError
+
 __all__ = [
     "classification_metrics",
     "plot_confusion_matrix",
@@ -50,12 +52,12 @@ def classification_metrics(
     y_pred = np.asarray(predictions, dtype=np.int64).reshape(-1)
     k = len(class_names)
     if y_true.shape != y_pred.shape:
-        raise ValueError(
+        raise InvalidValueError(
             f"labels and predictions differ in length: {y_true.size} vs {y_pred.size}."
         )
     for name, values in (("labels", y_true), ("predictions", y_pred)):
         if values.size and (values.min() < 0 or values.max() >= k):
-            raise ValueError(
+            raise InvalidValueError(
                 f"{name} hold class indices {values.min()}..{values.max()}, "
                 f"outside 0..{k - 1} for {k} class names."
             )

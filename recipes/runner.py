@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from recipes.config import Recipe, load_recipe, recipe_to_toml
+from zoo.errors import ZooError
 
 __all__ = ["RunError", "RunResult", "default_run_dir", "run_recipe"]
 
 EXPORT_DIR = "export"
 
 
-class RunError(ValueError):
+class RunError(ZooError, ValueError):
     """A run that cannot start as asked (run directory clash, nothing to resume)."""
 
 

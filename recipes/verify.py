@@ -34,6 +34,7 @@ import numpy as np
 
 from recipes import export as export_lib
 from zoo import fingerprint
+from zoo.errors import InvalidValueError, MissingFileError
 
 TOLERANCE = 1e-5
 PROBE_BATCH = 4
@@ -122,9 +123,9 @@ def verify_export(
     """
     directory = Path(export_dir)
     if not directory.is_dir():
-        raise FileNotFoundError(f"No export directory at {directory}.")
+        raise MissingFileError(f"No export directory at {directory}.")
     if not (directory / "saved_model.pb").is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{directory} is not a SavedModel directory (no saved_model.pb); point to the "
             "directory export_saved_model wrote."
         )
@@ -218,7 +219,7 @@ def collection_keys(directory: str | os.PathLike) -> list[str]:
     root = graph.nodes[0]
     node_ids = [c.node_id for c in root.children if c.local_name == export_lib.VARIABLE_COLLECTION]
     if not node_ids:
-        raise ValueError(
+        raise InvalidValueError(
             f"The SavedModel has no {export_lib.VARIABLE_COLLECTION!r} collection; it was not "
             "written by recipes.export."
         )

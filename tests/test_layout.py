@@ -38,7 +38,7 @@ def test_zoo_never_imports_recipes(path):
 
 def test_registry_depends_on_nothing_of_ours():
     ours = {name for name in _imports(ROOT / "zoo" / "registry.py") if name.startswith("zoo")}
-    assert not ours
+    assert ours <= {"zoo.errors"}
 
 
 @pytest.mark.parametrize("relative", MODEL_BUILDING)

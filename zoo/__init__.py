@@ -11,6 +11,7 @@ from zoo import backbones as _backbones  # noqa: F401  (registers every backbone
 from zoo import fingerprint  # weight manifests: zoo.fingerprint.manifest(model)
 from zoo.backbones import create_backbone
 from zoo.classifier import build_classifier, classifier_info
+from zoo.errors import ZooError
 from zoo.heads import LinearHead, MLPHead
 from zoo.policies import FreezeBackbone, FullFineTune, UnfreezeTop, make_optimizer
 from zoo.preprocessing import Preprocess
@@ -49,6 +50,7 @@ __all__ = [
     "UnfreezeTop",
     "UnknownBackboneError",
     "WeightSource",
+    "ZooError",
     "WeightsHashMismatchError",
     "WeightsMismatchError",
     "WeightsUnavailableError",

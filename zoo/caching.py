@@ -37,6 +37,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from zoo.errors import InvalidValueError
+
 log = logging.getLogger("zoo.training")
 
 CACHE_DTYPES = ("float32", "bfloat16", "float16")
@@ -570,7 +572,7 @@ def compute_activations(
     def outputs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for element in _without_autotune(dataset):
             if not isinstance(element, tuple) or len(element) != 2:
-                raise ValueError(
+                raise InvalidValueError(
                     "Caching needs a dataset of (pixels, labels) pairs; got elements of "
                     f"{dataset.element_spec}. Drop sample weights or set cache='off'."
                 )
@@ -640,7 +642,7 @@ def _tf_dtype(name: str) -> Any:
     import tensorflow as tf
 
     if name not in CACHE_DTYPES:
-        raise ValueError(f"cache_dtype must be one of {CACHE_DTYPES}, got {name!r}.")
+        raise InvalidValueError(f"cache_dtype must be one of {CACHE_DTYPES}, got {name!r}.")
     return tf.as_dtype(name)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import keras
 
 from zoo.backbones import create_backbone
+from zoo.errors import InvalidValueError
 from zoo.heads import Head, make_head
 from zoo.preprocessing import Preprocess
 from zoo.registry import get_spec
@@ -159,7 +160,7 @@ def classifier_info(model: keras.Model) -> dict[str, Any]:
         ValueError: ``model`` was not made by :func:`build_classifier`.
     """
     if not isinstance(model, Classifier):
-        raise ValueError(
+        raise InvalidValueError(
             f"classifier_info needs a model made by zoo.build_classifier (or loaded from its "
             f".keras file); got {type(model).__name__} {getattr(model, 'name', '')!r}."
         )
@@ -187,9 +188,11 @@ def _check_input_shape(input_shape: Sequence[int] | None, spec: Any) -> tuple[in
     shape = tuple(input_shape)
     ok = len(shape) == 3 and shape[2] == 3 and all(isinstance(d, numbers.Integral) for d in shape)
     if not ok:
-        raise ValueError(f"input_shape must be (height, width, 3) in pixels; got {input_shape!r}.")
+        raise InvalidValueError(
+            f"input_shape must be (height, width, 3) in pixels; got {input_shape!r}."
+        )
     if min(shape[:2]) < spec.min_input_size:
-        raise ValueError(
+        raise InvalidValueError(
             f"{spec.name} needs inputs of at least {spec.min_input_size}x"
             f"{spec.min_input_size} pixels; got input_shape {shape}."
         )
@@ -200,7 +203,9 @@ def _check_class_names(class_names: Sequence[str] | None, num_classes: int) -> l
     if class_names is None:
         return [str(i) for i in range(num_classes)]
     if isinstance(class_names, str):
-        raise ValueError(f"class_names must be a list of strings, got the string {class_names!r}.")
+        raise InvalidValueError(
+            f"class_names must be a list of strings, got the string {class_names!r}."
+        )
     names = list(class_names)
     problems = []
     if len(names) != num_classes:
@@ -211,5 +216,5 @@ def _check_class_names(class_names: Sequence[str] | None, num_classes: int) -> l
         dupes = sorted({n for n in names if names.count(n) > 1})
         problems.append(f"duplicate class names {dupes}")
     if problems:
-        raise ValueError("class_names: " + "; ".join(problems) + ".")
+        raise InvalidValueError("class_names: " + "; ".join(problems) + ".")
     return names

@@ -27,6 +27,8 @@ from typing import Any
 
 import keras
 
+from zoo.errors import InvalidValueError
+
 _L = keras.layers
 _CONV = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
 _DEPTHWISE = (_L.DepthwiseConv1D, _L.DepthwiseConv2D)
@@ -62,7 +64,7 @@ def _graph_nodes(model: Any) -> dict[int, list[Any]]:
     graph = getattr(model, "_functional", None) or model  # Sequential keeps a Functional
     nodes = getattr(graph, "_nodes_by_depth", None)
     if nodes is None:
-        raise ValueError(
+        raise InvalidValueError(
             f"count_macs needs a functional or Sequential model with a layer graph; got "
             f"{type(model).__name__} {getattr(model, 'name', '')!r}, which has none (a "
             f"subclassed model or an unbuilt Sequential). Build it with an Input of fixed "
@@ -96,7 +98,7 @@ def _node_macs(node: Any) -> int:
 
 def _known_shape(layer: Any, shape: tuple, which: str) -> tuple[int, ...]:
     if any(d is None for d in shape[1:]):
-        raise ValueError(
+        raise InvalidValueError(
             f"count_macs needs fully known shapes, but layer {layer.name!r} has {which} "
             f"shape {tuple(shape)}. Build the model with a fixed input_shape, e.g. "
             f"(224, 224, 3)."

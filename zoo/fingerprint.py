@@ -34,11 +34,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from zoo.errors import InvalidValueError, MissingFileError, ZooError
+
 MANIFEST_FORMAT = "zoo.manifest/1"
 _ENTRY_KEYS = ("path", "shape", "dtype", "sha256", "frozen")
 
 
-class ManifestError(ValueError):
+class ManifestError(ZooError, ValueError):
     """A manifest file or dict is malformed, or names variables a model does not have."""
 
 
@@ -96,7 +98,7 @@ def named_weights(model: keras.Layer) -> list[tuple[str, Any]]:
 
 def _owned_weights(model: keras.Layer) -> list[tuple[str, Any, Any]]:
     if not model.built:
-        raise ValueError(
+        raise InvalidValueError(
             f"Model {model.name!r} is not built, so it has no weights yet; call it on a "
             "batch or build it before taking a manifest."
         )
@@ -135,7 +137,7 @@ def layer_paths(model: keras.Layer, layer_name: str) -> set[str]:
     """
     names = [layer.name for layer in _children(model)]
     if layer_name not in names:
-        raise ValueError(
+        raise InvalidValueError(
             f"Model {model.name!r} has no top-level layer {layer_name!r}; its layers are {names}."
         )
     return {path for path, _ in named_weights(model) if path.startswith(f"{layer_name}/")}
@@ -254,7 +256,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No manifest file at {path}.")
+        raise MissingFileError(f"No manifest file at {path}.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:

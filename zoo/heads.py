@@ -25,6 +25,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from zoo.errors import InvalidTypeError, InvalidValueError
+
 POOLINGS = ("avg", "max", "gem")
 NORMALIZATIONS = (None, "batchnorm", "layernorm")
 
@@ -54,14 +56,14 @@ class GeMPooling2D(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         if not p > 0 or not eps > 0:
-            raise ValueError(f"GeM pooling needs p > 0 and eps > 0; got p={p}, eps={eps}.")
+            raise InvalidValueError(f"GeM pooling needs p > 0 and eps > 0; got p={p}, eps={eps}.")
         self.p_init = float(p)
         self.learnable = bool(learnable)
         self.eps = float(eps)
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         if len(input_shape) != 4:
-            raise ValueError(
+            raise InvalidValueError(
                 f"GeM pooling expects feature maps (batch, height, width, channels); got "
                 f"shape {tuple(input_shape)}."
             )
@@ -164,12 +166,12 @@ class Head(keras.layers.Layer):
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         if self.num_classes is None:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{type(self).__name__} has no num_classes; pass num_classes=... or build it "
                 "through zoo.build_classifier(backbone, num_classes, head=...)."
             )
         if len(input_shape) not in (2, 4):
-            raise ValueError(
+            raise InvalidValueError(
                 f"{type(self).__name__} expects (batch, height, width, channels) feature maps "
                 f"or (batch, channels) features; got shape {tuple(input_shape)}."
             )
@@ -349,17 +351,17 @@ def make_head(head: str | Head | None, num_classes: int, multi_label: bool | Non
         head = "linear"
     if isinstance(head, str):
         if head not in HEADS:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Unknown head {head!r}; expected one of {sorted(HEADS)} or a zoo.heads.Head "
                 "instance such as zoo.MLPHead(units=(1024,))."
             )
         head = HEADS[head]()
     if not isinstance(head, Head):
-        raise TypeError(
+        raise InvalidTypeError(
             f"head must be 'linear', 'mlp' or a zoo.heads.Head instance; got {type(head).__name__}."
         )
     if head.num_classes is not None and head.num_classes != num_classes:
-        raise ValueError(
+        raise InvalidValueError(
             f"The head was made for {head.num_classes} classes but the classifier has "
             f"{num_classes}; leave the head's num_classes unset."
         )
@@ -382,4 +384,4 @@ def _check_num_classes(num_classes: Any) -> list[str]:
 
 def _raise_if(problems: list[str], where: str) -> None:
     if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems) + ".")
+        raise InvalidValueError(f"{where}: " + "; ".join(problems) + ".")

@@ -16,19 +16,21 @@ import functools
 import importlib.util
 from pathlib import Path
 
+from zoo.errors import InvalidValueError, MissingFileError
+
 NUM_CLASSES = 1000
 
 
 def _tfds_file(relative: str) -> Path:
     spec = importlib.util.find_spec("tensorflow_datasets")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingFileError(
             "ImageNet class names come from tensorflow-datasets, which is not installed; "
             "run `pip install tensorflow-datasets`."
         )
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} is missing from the installed tensorflow-datasets; reinstall it."
         )
     return path
@@ -44,7 +46,7 @@ def wordnet_ids() -> tuple[str, ...]:
     text = _tfds_file("datasets/imagenet2012/labels.txt").read_text()
     ids = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(ids) != NUM_CLASSES or list(ids) != sorted(ids):
-        raise ValueError(f"Expected {NUM_CLASSES} sorted WordNet ids, got {len(ids)}.")
+        raise InvalidValueError(f"Expected {NUM_CLASSES} sorted WordNet ids, got {len(ids)}.")
     return ids
 
 
@@ -67,9 +69,11 @@ def descriptions() -> tuple[str, ...]:
         ):
             names = tuple(ast.literal_eval(node.value))
             if len(names) != NUM_CLASSES:
-                raise ValueError(f"Expected {NUM_CLASSES} ImageNet descriptions, got {len(names)}.")
+                raise InvalidValueError(
+                    f"Expected {NUM_CLASSES} ImageNet descriptions, got {len(names)}."
+                )
             return names
-    raise FileNotFoundError("tensorflow-datasets no longer ships IMAGENET_LABELS_LIST.")
+    raise MissingFileError("tensorflow-datasets no longer ships IMAGENET_LABELS_LIST.")
 
 
 def class_names() -> list[str]:
@@ -98,7 +102,7 @@ def decode(logits_row: object, top: int = 5) -> list[tuple[int, str, str, float]
 
     row = np.asarray(logits_row, dtype="float64").reshape(-1)
     if row.shape[0] != NUM_CLASSES:
-        raise ValueError(f"Expected {NUM_CLASSES} ImageNet scores, got shape {row.shape}.")
+        raise InvalidValueError(f"Expected {NUM_CLASSES} ImageNet scores, got shape {row.shape}.")
     names = class_names()
     ids = wordnet_ids()
     order = np.argsort(-row)[:top]

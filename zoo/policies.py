@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import keras
 
+from zoo.errors import InvalidValueError
 from zoo.registry import BackboneSpec, get_spec
 
 BATCHNORM_MODES = ("frozen", "trainable")
@@ -47,7 +48,7 @@ def get_backbone(model: keras.Model) -> keras.Model:
         if layer.name == "backbone":
             return layer
     names = [layer.name for layer in getattr(model, "layers", [])]
-    raise ValueError(
+    raise InvalidValueError(
         f"Policies need a model with a layer named 'backbone', as zoo.build_classifier makes; "
         f"{getattr(model, 'name', type(model).__name__)!r} has layers {names[:10]}"
         f"{' ...' if len(names) > 10 else ''}."
@@ -66,7 +67,7 @@ def backbone_spec(model: keras.Model) -> BackboneSpec:
     get_backbone(model)
     name = getattr(model, "backbone_name", None)
     if name is None:
-        raise ValueError(
+        raise InvalidValueError(
             f"Model {model.name!r} does not record which registered backbone it uses; build it "
             "with zoo.build_classifier, or set model.backbone_name = '<registry name>'."
         )
@@ -103,7 +104,7 @@ def block_layers(backbone: keras.Model, spec: BackboneSpec) -> dict[str, list[ke
             f"layers {rest[:5]} come after the last block's end {spec.blocks[-1].end!r}"
         )
     if problems:
-        raise ValueError(
+        raise InvalidValueError(
             f"The blocks of {spec.name!r} do not match its Keras model: "
             + "; ".join(problems)
             + ". Fix the BackboneSpec's blocks."
@@ -260,7 +261,7 @@ class Policy:
             if frozen:
                 problems.append(f"blocks {frozen} are frozen by {self.describe()}")
             if problems:
-                raise ValueError("lr_multipliers: " + "; ".join(problems) + ".")
+                raise InvalidValueError("lr_multipliers: " + "; ".join(problems) + ".")
             out.update({k: float(v) for k, v in self.lr_multipliers.items()})
         return out
 
@@ -383,7 +384,7 @@ def _check_batchnorm(batchnorm: str) -> list[str]:
 
 def _raise_if(problems: list[str], where: str) -> None:
     if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems) + ".")
+        raise InvalidValueError(f"{where}: " + "; ".join(problems) + ".")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -450,7 +451,7 @@ class UnfreezeTop(Policy):
         n = len(block_names)
         count = self.blocks if self.blocks is not None else math.ceil(self.fraction * n - 1e-9)
         if count > n:
-            raise ValueError(
+            raise InvalidValueError(
                 f"UnfreezeTop(blocks={count}) asks for more blocks than the backbone has ({n}: "
                 f"{', '.join(block_names)}); use blocks <= {n} or FullFineTune()."
             )
@@ -496,12 +497,12 @@ def policy_from_config(config: Mapping[str, Any]) -> Policy:
     """
     name = config.get("class_name")
     if name not in POLICIES:
-        raise ValueError(f"Unknown policy {name!r}; expected one of {sorted(POLICIES)}.")
+        raise InvalidValueError(f"Unknown policy {name!r}; expected one of {sorted(POLICIES)}.")
     cls = POLICIES[name]
     fields = dict(config.get("config", {}))
     unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     if unknown:
-        raise ValueError(f"{name} has no fields {sorted(unknown)}.")
+        raise InvalidValueError(f"{name} has no fields {sorted(unknown)}.")
     return cls(**fields)
 
 
@@ -536,7 +537,7 @@ class _ScaledLearningRate:
         paths = {v.path for v in var_list}
         missing = sorted(set(self.lr_multipliers) - paths)
         if missing:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The optimizer's learning-rate multipliers name {len(missing)} variables that "
                 f"are not being trained (e.g. {missing[:3]}): the policy or the model changed "
                 "after make_optimizer. Apply the policy, then call make_optimizer and compile."
@@ -622,13 +623,13 @@ def variable_multipliers(model: keras.Model, policy: Policy | None) -> dict[str,
             elif multipliers[group] != 1.0:
                 out[w.path] = multipliers[group]
     if stray:
-        raise ValueError(
+        raise InvalidValueError(
             f"{len(stray)} trainable variables (e.g. {stray[:3]}) lie in blocks that "
             f"{policy.describe()} freezes; call policy.apply(model) before make_optimizer."
         )
     dupes = sorted({p for p in paths if paths.count(p) > 1}) if len(set(paths)) < len(paths) else []
     if dupes:
-        raise ValueError(f"Trainable variables share paths {dupes[:3]}; rename the layers.")
+        raise InvalidValueError(f"Trainable variables share paths {dupes[:3]}; rename the layers.")
     return out
 
 
@@ -664,11 +665,13 @@ def make_optimizer(
     """
     key = str(name).lower()
     if key not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}.")
+        raise InvalidValueError(
+            f"Unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}."
+        )
     if isinstance(learning_rate, (int, float)) and not (
         math.isfinite(learning_rate) and learning_rate > 0
     ):
-        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+        raise InvalidValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
     multipliers = variable_multipliers(model, policy)
     return OPTIMIZERS[key](
         learning_rate=learning_rate, lr_multipliers=multipliers, **optimizer_kwargs

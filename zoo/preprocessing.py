@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from zoo.errors import InvalidValueError
 from zoo.registry import BackboneSpec, Preprocessing
 
 
@@ -54,7 +55,7 @@ class Preprocess(keras.layers.Layer):
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         if input_shape[-1] != 3:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Preprocess expects RGB images (batch, height, width, 3); got shape "
                 f"{tuple(input_shape)}. Convert greyscale or RGBA images to RGB first."
             )

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from zoo.errors import InvalidValueError, ZooError
+
 PREPROCESSING_MODES = ("inception", "torch", "caffe", "raw", "lite")
 
 
@@ -39,13 +41,15 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         if self.mode not in PREPROCESSING_MODES:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Unknown preprocessing mode {self.mode!r}; expected one of {PREPROCESSING_MODES}."
             )
         if self.channel_order not in ("rgb", "bgr"):
-            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}.")
+            raise InvalidValueError(
+                f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}."
+            )
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be positive, got {self.std}.")
+            raise InvalidValueError(f"std must be positive, got {self.std}.")
 
     def describe(self) -> str:
         """One line a person can read, e.g. ``inception: (x - 127.5) / 127.5 -> [-1, 1]``."""
@@ -163,12 +167,12 @@ class BackboneSpec:
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.lower() or " " in self.name:
-            raise ValueError(f"Backbone names are snake_case; got {self.name!r}.")
+            raise InvalidValueError(f"Backbone names are snake_case; got {self.name!r}.")
         if not self.blocks:
-            raise ValueError(f"Backbone {self.name!r} needs at least one block.")
+            raise InvalidValueError(f"Backbone {self.name!r} needs at least one block.")
         names = [b.name for b in self.blocks]
         if len(set(names)) != len(names):
-            raise ValueError(f"Backbone {self.name!r} has duplicate block names: {names}.")
+            raise InvalidValueError(f"Backbone {self.name!r} has duplicate block names: {names}.")
 
     @property
     def block_names(self) -> tuple[str, ...]:
@@ -192,7 +196,7 @@ class Registry:
     def register(self, spec: BackboneSpec) -> BackboneSpec:
         """Adds ``spec``. Raises ValueError if its name is already registered."""
         if spec.name in self._specs:
-            raise ValueError(
+            raise InvalidValueError(
                 f"A backbone named {spec.name!r} is already registered; pick another name."
             )
         self._specs[spec.name] = spec
@@ -227,7 +231,7 @@ class Registry:
         return len(self._specs)
 
 
-class UnknownBackboneError(KeyError):
+class UnknownBackboneError(ZooError, KeyError):
     """Raised for a backbone name that is not registered; suggests close names."""
 
     def __init__(self, name: str, suggestions: list[str]) -> None:

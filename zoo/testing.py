@@ -21,6 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from zoo.errors import InvalidValueError
 from zoo.policies import (
     Policy,
     PolicySummary,
@@ -46,7 +47,7 @@ def snapshot(model: keras.Model) -> Snapshot:
         out[group] = {}
         for w in weights:
             if w.path in seen:
-                raise ValueError(f"Two weights share the path {w.path!r}; rename a layer.")
+                raise InvalidValueError(f"Two weights share the path {w.path!r}; rename a layer.")
             seen.add(w.path)
             out[group][w.path] = np.array(keras.ops.convert_to_numpy(w), copy=True)
     return out
@@ -168,7 +169,7 @@ class PolicyTestResult:
                 steps.append(delta[delta > 0])
         moved = np.concatenate(steps) if steps else np.zeros(0)
         if moved.size == 0:
-            raise ValueError(f"No trained weight of group {group!r} moved.")
+            raise InvalidValueError(f"No trained weight of group {group!r} moved.")
         return float(moved.mean())
 
     def problems(self) -> list[str]:

@@ -36,6 +36,7 @@ import numpy as np
 
 from zoo import caching
 from zoo.caching import CacheInfo, CacheUnavailable
+from zoo.errors import InvalidValueError
 from zoo.fingerprint import frozen_paths
 
 log = logging.getLogger("zoo.training")
@@ -118,7 +119,7 @@ class Stage:
         if not hasattr(self.policy, "apply"):
             problems.append(f"policy must have an apply(model) method, got {self.policy!r}")
         if problems:
-            raise ValueError(f"Invalid Stage {self.name!r}: " + "; ".join(problems) + ".")
+            raise InvalidValueError(f"Invalid Stage {self.name!r}: " + "; ".join(problems) + ".")
 
 
 @dataclass
@@ -350,7 +351,7 @@ def _check_args(stages: Sequence[Stage], mixed: str | None, resume: bool, run_di
     if resume and run_dir is None:
         problems.append("resume=True needs the run_dir of the interrupted run")
     if problems:
-        raise ValueError("fine_tune: " + "; ".join(problems) + ".")
+        raise InvalidValueError("fine_tune: " + "; ".join(problems) + ".")
 
 
 # ----------------------------------------------------------------------------- one stage
@@ -903,7 +904,7 @@ def _load_checkpoint(model: keras.Model, run_path: Path | None) -> dict[str, Any
         state = json.loads(bytes(data["state"]).decode())
         paths = [v.path for v in model.variables]
         if paths != state["model_paths"]:
-            raise ValueError(
+            raise InvalidValueError(
                 f"The checkpoint {path} was written for another model "
                 f"({len(state['model_paths'])} variables, this model has {len(paths)}); "
                 "resume with the same recipe or start a new run directory."
@@ -918,7 +919,7 @@ def _load_checkpoint(model: keras.Model, run_path: Path | None) -> dict[str, Any
 def _check_same_stages(state: dict[str, Any], stages: Sequence[Stage]) -> None:
     names = [s.name for s in stages]
     if state["stage_names"] != names:
-        raise ValueError(
+        raise InvalidValueError(
             f"The checkpoint was written for stages {state['stage_names']}, not {names}; "
             "resume with the same stages or start a new run directory."
         )

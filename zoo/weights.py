@@ -32,25 +32,25 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import h5py
 
+from zoo.errors import InvalidValueError, MissingFileError, ZooError
+from zoo.files import atomic_path
 from zoo.registry import BackboneSpec, WeightSource, get_spec
 
 
-class WeightsUnavailableError(OSError):
+class WeightsUnavailableError(ZooError, OSError):
     """Pretrained weights are neither cached nor downloadable (e.g. offline)."""
 
 
-class WeightsHashMismatchError(ValueError):
+class WeightsHashMismatchError(ZooError, ValueError):
     """A weights file's hash differs from the published (or recorded) one."""
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(ZooError, ValueError):
     """A weights file does not fit the model: missing, extra or reshaped variables."""
 
 
@@ -171,27 +171,6 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-@contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yields a temporary path beside ``final``; renames it into place only on success.
-
-    A reader never sees a half-written file: on any exception the temporary is removed
-    and ``final`` is left as it was.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
-    os.close(fd)
-    # Keras picks the weights format from the suffix, so keep the real one at the end.
-    tmp_path = Path(tmp + "".join(final.suffixes))
-    os.replace(tmp, tmp_path)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; caches are shared like Keras' own
-        os.replace(tmp_path, final)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
 def _convert_into_cache(
     spec: BackboneSpec, source: WeightSource, include_top: bool, path: Path
 ) -> Path:
@@ -249,7 +228,7 @@ def add_weights(file: str | os.PathLike, backbone: str, include_top: bool = Fals
         )
     file = Path(file)
     if not file.is_file():
-        raise FileNotFoundError(f"No such weights file: {file}")
+        raise MissingFileError(f"No such weights file: {file}")
     if source.file_hash is not None:
         _check_hash(file, source, spec)
     path = cache_path(spec, include_top)
@@ -267,7 +246,7 @@ def _variables_by_path(model: Any) -> dict[str, Any]:
     variables: dict[str, Any] = {}
     for variable in model.weights:
         if variable.path in variables:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Model {model.name!r} has two variables with path {variable.path!r}; "
                 "give its layers unique names before saving its weights."
             )
@@ -304,7 +283,7 @@ def load_weights_strict(model: Any, path: str | os.PathLike) -> None:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No such weights file: {path}")
+        raise MissingFileError(f"No such weights file: {path}")
     with h5py.File(path, "r") as f:
         file_format = _file_format(f)
         problems = _MISMATCH_CHECKS[file_format](f, model)

@@ -36,6 +36,7 @@ from typing import Any
 import keras
 
 from zoo.convert.pytorch import TORCH_PIN, convert_checkpoint, register_torch_mapping
+from zoo.errors import UnknownNameError
 from zoo.registry import LITE, BackboneSpec, Block, WeightSource, register_backbone
 
 FAMILY = "efficientnet_lite"
@@ -193,7 +194,7 @@ def efficientnet_lite(
         KeyError: unknown variant name.
     """
     if name not in _VARIANTS:
-        raise KeyError(
+        raise UnknownNameError(
             f"Unknown EfficientNet-Lite variant {name!r}; expected one of {list(_VARIANTS)}."
         )
     width, depth, resolution, dropout = _VARIANTS[name]

@@ -37,6 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from zoo.errors import InvalidValueError, MissingFileError, UnknownNameError, ZooError
+from zoo.files import atomic_path
+
 TORCH_PIN = "torch==2.13.0"
 
 # Keras variable name -> (PyTorch parameter name, layout) per supported layer type.
@@ -62,7 +65,7 @@ _TRANSPOSES = {
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(ZooError, ValueError):
     """A checkpoint does not fit the Keras model; the message lists every problem.
 
     Attributes:
@@ -90,7 +93,7 @@ class Rule:
 
     def __post_init__(self) -> None:
         if self.layout not in _TRANSPOSES:
-            raise ValueError(
+            raise InvalidValueError(
                 f"Unknown layout {self.layout!r} for {self.key!r}; expected one of "
                 f"{sorted(_TRANSPOSES)}."
             )
@@ -132,12 +135,12 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No such PyTorch checkpoint: {path}")
+        raise MissingFileError(f"No such PyTorch checkpoint: {path}")
     torch = require_torch()
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and torch's own errors alike
-        raise ValueError(
+        raise InvalidValueError(
             f"{path} is not a PyTorch checkpoint that loads with weights_only=True: {error}"
         ) from error
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
@@ -145,7 +148,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not isinstance(loaded, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in loaded.values()
     ):
-        raise ValueError(
+        raise InvalidValueError(
             f"{path} holds a {type(loaded).__name__}, not a state dict of tensors; save "
             "the model with torch.save(model.state_dict(), path)."
         )
@@ -169,7 +172,9 @@ def layer_rules(model: Any, layer_map: Mapping[str, str]) -> list[Rule]:
     names = {layer.name for layer in model.layers}
     unknown = sorted(set(layer_map) - names)
     if unknown:
-        raise KeyError(f"Layer map names layers that {model.name!r} does not have: {unknown}.")
+        raise UnknownNameError(
+            f"Layer map names layers that {model.name!r} does not have: {unknown}."
+        )
     rules = []
     for layer in model.layers:
         prefix = layer_map.get(layer.name)
@@ -177,7 +182,7 @@ def layer_rules(model: Any, layer_map: Mapping[str, str]) -> list[Rule]:
             continue
         kind = type(layer).__name__
         if kind not in _LAYER_VARIABLES:
-            raise ValueError(
+            raise InvalidValueError(
                 f"No PyTorch conversion for layer {layer.name!r} of type {kind}; supported: "
                 f"{sorted(_LAYER_VARIABLES)}."
             )
@@ -197,7 +202,9 @@ def convert_layout(array: np.ndarray, layout: str) -> np.ndarray:
     if axes is None:
         return array
     if array.ndim != len(axes):
-        raise ValueError(f"a {layout} weight needs {len(axes)} dimensions, got {array.shape}")
+        raise InvalidValueError(
+            f"a {layout} weight needs {len(axes)} dimensions, got {array.shape}"
+        )
     return np.transpose(array, axes)
 
 
@@ -342,12 +349,12 @@ def convert_checkpoint(
 
     spec = get_spec(backbone)
     if spec.family not in _MAPPINGS:
-        raise ValueError(
+        raise InvalidValueError(
             f"zoo has no PyTorch checkpoint mapping for {backbone!r} (family "
             f"{spec.family!r}); families with one: {sorted(_MAPPINGS)}."
         )
     if destination is not None and not str(destination).endswith(".weights.h5"):
-        raise ValueError(f"Keras weights files must end in .weights.h5; got {destination}.")
+        raise InvalidValueError(f"Keras weights files must end in .weights.h5; got {destination}.")
     state_dict = load_state_dict(checkpoint)
     model = build_architecture(spec, include_top=include_top)
     layer_map, skip = _MAPPINGS[spec.family](model, include_top)
@@ -388,18 +395,18 @@ def import_torch_checkpoint(
     spec = get_spec(backbone)
     if output is not None:
         output = Path(output)
-        with weights_lib.atomic_path(output) as tmp:
+        with atomic_path(output) as tmp:
             convert_checkpoint(checkpoint, backbone, include_top, tmp)
         return output
     path = weights_lib.cache_path(spec, include_top)
     if path is None:
-        raise ValueError(
+        raise InvalidValueError(
             f"{backbone!r} has no ImageNet weights slot in zoo's cache; pass --output "
             "FILE.weights.h5 and load it with create_backbone(..., weights=FILE)."
         )
     sidecar = path.with_name(path.name + ".sha256")  # what zoo.weights checks later
-    with weights_lib.atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         convert_checkpoint(checkpoint, backbone, include_top, tmp)
-        with weights_lib.atomic_path(sidecar) as tmp_sidecar:
+        with atomic_path(sidecar) as tmp_sidecar:
             tmp_sidecar.write_text(weights_lib.file_hash(tmp) + "\n")
     return path

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from zoo.errors import InvalidValueError
+
 # Extensions looked at in a class folder; other files (README, .DS_Store) are ignored.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp")
 # Formats Pillow may report for such files (the content decides, not the extension).
@@ -46,7 +48,7 @@ def decode_rgb(path: str | os.PathLike, exif_transpose: bool = True) -> np.ndarr
         warnings.simplefilter("ignore", UserWarning)
         with Image.open(path) as image:
             if image.format not in IMAGE_FORMATS:
-                raise ValueError(
+                raise InvalidValueError(
                     f"format {image.format} is not one of {', '.join(sorted(IMAGE_FORMATS))}"
                 )
             image.load()  # decodes everything: a truncated file fails here, not later

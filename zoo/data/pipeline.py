@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.data.sources import SplitPlan, decode_file, plan_of, to_rgb
+from zoo.errors import InvalidValueError
 
 AUTOTUNE = tf.data.AUTOTUNE
 RESIZE_METHODS = (
@@ -97,7 +98,7 @@ def augmentation(
             continue
         layers.append(layer)
     if problems:
-        raise ValueError("Bad augmentation config: " + "; ".join(problems) + ".")
+        raise InvalidValueError("Bad augmentation config: " + "; ".join(problems) + ".")
     stack = keras.layers.Pipeline(layers, name="augmentation")
     if crop_fraction is not None:
         _CROP_FRACTION[stack] = crop_fraction
@@ -112,7 +113,7 @@ def _normalize(names_or_config: Any) -> dict[str, Any]:
     elif isinstance(names_or_config, Sequence):
         items = {str(n): True for n in names_or_config}
     else:
-        raise ValueError(
+        raise InvalidValueError(
             f"augmentation got {type(names_or_config).__name__}; expected a list of names, "
             f"a comma-separated string or a dict (names: {', '.join(AUGMENTATIONS)})."
         )
@@ -125,7 +126,7 @@ def _normalize(names_or_config: Any) -> dict[str, Any]:
         elif value is not None and value is not False:
             config[name] = value
     if unknown:
-        raise ValueError(
+        raise InvalidValueError(
             f"Unknown augmentation(s): {', '.join(unknown)}; expected some of "
             f"{', '.join(AUGMENTATIONS)}."
         )
@@ -134,10 +135,10 @@ def _normalize(names_or_config: Any) -> dict[str, Any]:
 
 def _crop_layer(value: Any, image_size: Any, seed: int | None) -> tuple[keras.layers.Layer, float]:
     if image_size is None:
-        raise ValueError("crop needs image_size=(height, width)")
+        raise InvalidValueError("crop needs image_size=(height, width)")
     fraction = DEFAULT_CROP_FRACTION if value is True else float(value)
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"the crop fraction must be in (0, 1], got {fraction}")
+        raise InvalidValueError(f"the crop fraction must be in (0, 1], got {fraction}")
     height, width = (int(v) for v in image_size)
     return keras.layers.RandomCrop(height, width, seed=seed), fraction
 
@@ -272,7 +273,7 @@ def pipeline(
     if one_hot:
         num_classes = num_classes or (plan.num_classes if plan is not None else None)
         if not num_classes:
-            raise ValueError(
+            raise InvalidValueError(
                 "One-hot labels (label_mode='one_hot', or MixUp/CutMix in augment) need "
                 "num_classes= for a dataset not made by zoo.data.load."
             )
@@ -329,7 +330,7 @@ def _check_args(image_size: Any, batch_size: Any, method: str, label_mode: str) 
     if label_mode not in ("auto", "int", "one_hot"):
         problems.append(f"label_mode={label_mode!r} (expected 'auto', 'int' or 'one_hot')")
     if problems:
-        raise ValueError("Bad pipeline arguments: " + "; ".join(problems) + ".")
+        raise InvalidValueError("Bad pipeline arguments: " + "; ".join(problems) + ".")
     return size
 
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from zoo.data import images as _images
 from zoo.data import splits as _splits
+from zoo.errors import InvalidValueError, MissingFileError, UnknownNameError, ZooError
 
 SPLITS = ("train", "validation", "test")
 
@@ -49,11 +50,11 @@ _FASHION_FILES = {
 }
 
 
-class DatasetUnavailableError(FileNotFoundError):
+class DatasetUnavailableError(ZooError, FileNotFoundError):
     """The dataset is neither on this machine nor downloadable (offline)."""
 
 
-class CorruptImagesError(ValueError):
+class CorruptImagesError(ZooError, ValueError):
     """``strict=True`` and some files of an image folder cannot be decoded."""
 
 
@@ -204,7 +205,7 @@ class DataSource:
             KeyError: for another name.
         """
         if name not in SPLITS:
-            raise KeyError(f"Unknown split {name!r}; expected one of {', '.join(SPLITS)}.")
+            raise UnknownNameError(f"Unknown split {name!r}; expected one of {', '.join(SPLITS)}.")
         return getattr(self, name)
 
     def num_examples(self, split: str) -> int | None:
@@ -317,7 +318,7 @@ def load(source: str | tuple[np.ndarray, np.ndarray], **options: Any) -> DataSou
     if isinstance(source, tuple | list) and len(source) == 2 and not isinstance(source, str):
         return _load_arrays(source, _check_options("arrays", options))
     if not isinstance(source, str):
-        raise ValueError(
+        raise InvalidValueError(
             f"source={type(source).__name__}; expected 'fashion_mnist', 'folder:PATH', "
             "'tfds:NAME[:SPLIT]' or a tuple (x, y) of numpy arrays."
         )
@@ -328,7 +329,7 @@ def load(source: str | tuple[np.ndarray, np.ndarray], **options: Any) -> DataSou
         return _load_folder(rest, _check_options("folder", options))
     if kind == "tfds" and rest:
         return _load_tfds(rest, _check_options("tfds", options))
-    raise ValueError(
+    raise InvalidValueError(
         f"Unknown data source {source!r}; expected 'fashion_mnist', 'folder:PATH', "
         "'tfds:NAME[:SPLIT]' or a tuple (x, y) of numpy arrays. `zoo datasets` lists them."
     )
@@ -337,7 +338,7 @@ def load(source: str | tuple[np.ndarray, np.ndarray], **options: Any) -> DataSou
 def _check_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(options) - _OPTIONS[kind])
     if unknown:
-        raise ValueError(
+        raise InvalidValueError(
             f"Unknown option(s) for a {kind} source: {', '.join(unknown)}; "
             f"expected some of {', '.join(sorted(_OPTIONS[kind]))}."
         )
@@ -395,7 +396,7 @@ def _build(
     content_key: Callable[[str], str] | None = None,
 ) -> DataSource:
     if plans["train"].size() == 0:
-        raise ValueError(
+        raise InvalidValueError(
             f"{source}: the training split is empty; lower validation_fraction/test_fraction "
             "or add data."
         )
@@ -445,7 +446,7 @@ def _check_arrays(
                 f"(expected 0 <= label < {num_classes or 'num_classes'}; check class_names)"
             )
     if problems:
-        raise ValueError("Bad arrays: " + "; ".join(problems) + ".")
+        raise InvalidValueError("Bad arrays: " + "; ".join(problems) + ".")
     return np.ascontiguousarray(x.astype(np.uint8, copy=False)), y.astype(np.int64)
 
 
@@ -460,11 +461,11 @@ def _load_arrays(data: Sequence[Any], options: dict[str, Any]) -> DataSource:
         top = max(int(y.max()) if len(y) else 0, int(y_test.max()) if test is not None else 0)
         class_names = [str(i) for i in range(top + 1)]
     if len(class_names) < 2:
-        raise ValueError(
+        raise InvalidValueError(
             f"The arrays have {len(class_names)} class(es); classification needs at least 2."
         )
     if len(x) == 0:
-        raise ValueError("The arrays are empty (0 examples).")
+        raise InvalidValueError("The arrays are empty (0 examples).")
     identities = [str(i) for i in range(len(x))]
     n_cls = len(class_names)
 
@@ -476,7 +477,7 @@ def _load_arrays(data: Sequence[Any], options: dict[str, Any]) -> DataSource:
     fixed_test = None
     if test is not None:
         if options.get("test_fraction"):
-            raise ValueError("Give either test=(x, y) or test_fraction, not both.")
+            raise InvalidValueError("Give either test=(x, y) or test_fraction, not both.")
         fixed_test = SplitPlan(
             "memory", n_cls, [f"test:{i}" for i in range(len(x_test))], y_test, x_test
         )
@@ -538,9 +539,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as error:
-        raise ValueError(f"Cannot read IDX file {path}: {error}") from error
+        raise InvalidValueError(f"Cannot read IDX file {path}: {error}") from error
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08 or data[3] == 0:
-        raise ValueError(
+        raise InvalidValueError(
             f"{path} is not an IDX file of unsigned bytes: magic {data[:4].hex() or 'missing'} "
             "(expected 000008NN). Re-install the files (`apt-get install "
             "--reinstall dataset-fashion-mnist`) or delete them from Keras' cache."
@@ -550,7 +551,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", data[4:header]) if len(data) >= header else ()
     expected = header + int(np.prod(dims, dtype=np.int64)) if dims else None
     if expected is None or len(data) != expected:
-        raise ValueError(
+        raise InvalidValueError(
             f"{path} holds {len(data)} bytes but its header {dims} needs {expected}; "
             "the file is truncated or corrupt. Re-install or re-download it."
         )
@@ -571,7 +572,9 @@ def _read_fashion_mnist(paths: tuple[tuple[str, str], ...], _stamp: tuple) -> di
             problems.append(f"{part} labels reach {y.max()} (expected 0..9)")
     if problems:
         where = os.path.dirname(paths[0][1])
-        raise ValueError(f"Fashion-MNIST files in {where} are inconsistent: {'; '.join(problems)}.")
+        raise InvalidValueError(
+            f"Fashion-MNIST files in {where} are inconsistent: {'; '.join(problems)}."
+        )
     for array in arrays.values():
         array.flags.writeable = False  # shared between loads: keep it immutable
     return arrays
@@ -644,20 +647,20 @@ def _load_fashion_mnist(options: dict[str, Any]) -> DataSource:
 def _load_folder(path: str, options: dict[str, Any]) -> DataSource:
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Image folder {root} does not exist or is not a folder; expected a folder with "
             "one sub-folder of images per class."
         )
     root = root.resolve()
     class_names, files = _images.list_class_files(root)
     if len(class_names) < 2:
-        raise ValueError(
+        raise InvalidValueError(
             f"{root} has {len(class_names)} class folder(s) ({', '.join(class_names) or 'none'});"
             " expected one sub-folder per class and at least 2 classes."
         )
     no_files = [name for name in class_names if not files[name]]
     if no_files:
-        raise ValueError(
+        raise InvalidValueError(
             f"Empty class folder(s) in {root}: {', '.join(no_files)} (no "
             f"{'/'.join(_images.IMAGE_EXTENSIONS)} files); add images or remove the folder(s)."
         )
@@ -675,7 +678,7 @@ def _load_folder(path: str, options: dict[str, Any]) -> DataSource:
     counts = np.bincount([label for _, label in good], minlength=len(class_names))
     emptied = [name for name, k in zip(class_names, counts, strict=True) if k == 0]
     if emptied:
-        raise ValueError(
+        raise InvalidValueError(
             f"Class folder(s) {', '.join(emptied)} in {root} have no decodable image "
             f"({len(skipped)} file(s) skipped, see the list): "
             + "; ".join(f"{p}: {r}" for p, r in skipped[:10])
@@ -722,7 +725,7 @@ def _load_tfds(spec: str, options: dict[str, Any]) -> DataSource:
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises its own DatasetNotFoundError
-        raise ValueError(f"Unknown tfds dataset {name!r}: {error}") from error
+        raise InvalidValueError(f"Unknown tfds dataset {name!r}: {error}") from error
     info = builder.info
     image_key, label_key = info.supervised_keys or ("image", "label")
     features = info.features
@@ -732,7 +735,7 @@ def _load_tfds(spec: str, options: dict[str, Any]) -> DataSource:
     if label_key not in features or not isinstance(features[label_key], tfds.features.ClassLabel):
         problems.append(f"no class-label feature {label_key!r}")
     if problems:
-        raise ValueError(
+        raise InvalidValueError(
             f"tfds dataset {name!r} is not an image-classification dataset ({'; '.join(problems)}); "
             "expected supervised keys (image, label) with an Image and a ClassLabel feature."
         )

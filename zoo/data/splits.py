@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from zoo.errors import InvalidValueError
+
 
 def unit_hash(identity: str, seed: int, salt: str = "split") -> float:
     """Maps ``(identity, seed, salt)`` to a number in ``[0, 1)``, the same on every machine.
@@ -78,7 +80,7 @@ def check_fractions(validation_fraction: float, test_fraction: float = 0.0) -> N
             "leaves no training data (expected < 1)"
         )
     if problems:
-        raise ValueError("Bad split options: " + "; ".join(problems) + ".")
+        raise InvalidValueError("Bad split options: " + "; ".join(problems) + ".")
 
 
 def stratified_subsample(
@@ -118,12 +120,12 @@ def stratified_subsample(
     quota = {int(c): int(k) for c, k in zip(classes, counts, strict=True)}
     if per_class is not None:
         if int(per_class) < 1:
-            raise ValueError(f"per_class={per_class!r}; expected a positive integer.")
+            raise InvalidValueError(f"per_class={per_class!r}; expected a positive integer.")
         quota = {c: min(k, int(per_class)) for c, k in quota.items()}
     if size is not None:
         available = sum(quota.values())
         if not len(quota) <= int(size) <= available:
-            raise ValueError(
+            raise InvalidValueError(
                 f"train_size/size={size!r} but the split has {available} examples in "
                 f"{len(quota)} classes; expected {len(quota)} <= size <= {available}."
             )
