@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import struct
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,6 +23,8 @@ import tensorflow as tf
 
 from zoo.data import images as _images
 from zoo.data import splits as _splits
+from zoo.data.pipeline import pipeline as _batches
+from zoo.data.plans import SplitPlan, dataset_from_plan, to_rgb
 from zoo.errors import InvalidValueError, MissingFileError, UnknownNameError, ZooError
 
 SPLITS = ("train", "validation", "test")
@@ -56,107 +57,6 @@ class DatasetUnavailableError(ZooError, FileNotFoundError):
 
 class CorruptImagesError(ZooError, ValueError):
     """``strict=True`` and some files of an image folder cannot be decoded."""
-
-
-# -- how a split's tf.data dataset was made; pipeline() uses it to shuffle before decoding --
-
-
-@dataclass(eq=False)
-class SplitPlan:
-    """What a split of a :class:`DataSource` holds, so pipelines can be built efficiently.
-
-    Attributes:
-        kind: "memory" (``images`` in RAM), "files" (``paths`` decoded with Pillow) or
-            "tfds" (a tfds dataset, ``make`` builds it).
-        identities: identity of each example (None for tfds: not enumerated).
-        labels: int64 ``(n,)`` (None for tfds).
-        images: uint8 ``(n, h, w)`` or ``(n, h, w, c)`` for "memory".
-        paths: absolute file paths for "files".
-        exif_transpose: for "files", whether the EXIF orientation is applied.
-        make: for "tfds", builds the unbatched dataset ``(image, label)``.
-        num_classes: number of classes of the source.
-    """
-
-    kind: str
-    num_classes: int
-    identities: list[str] | None = None
-    labels: np.ndarray | None = None
-    images: np.ndarray | None = None
-    paths: list[str] | None = None
-    exif_transpose: bool = True
-    make: Callable[[], tf.data.Dataset] | None = None
-
-    def size(self) -> int | None:
-        """Number of examples, or ``None`` when not enumerated (tfds)."""
-        return None if self.identities is None else len(self.identities)
-
-
-_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def plan_of(dataset: tf.data.Dataset) -> SplitPlan | None:
-    """The :class:`SplitPlan` behind a split returned by :func:`load`, else ``None``."""
-    try:
-        return _PLANS.get(dataset)
-    except TypeError:
-        return None
-
-
-def _dataset_from_plan(plan: SplitPlan) -> tf.data.Dataset:
-    if plan.kind == "memory":
-        dataset = tf.data.Dataset.from_tensor_slices((plan.images, plan.labels))
-        dataset = dataset.map(lambda x, y: (to_rgb(x), y))
-    elif plan.kind == "files":
-        exif = plan.exif_transpose
-        dataset = tf.data.Dataset.from_tensor_slices((plan.paths, plan.labels))
-        dataset = dataset.map(
-            lambda p, y: (decode_file(p, exif), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-    else:
-        dataset = plan.make()
-    _PLANS[dataset] = plan
-    return dataset
-
-
-def to_rgb(images: tf.Tensor, batched: bool = False) -> tf.Tensor:
-    """Greyscale, RGB or RGBA uint8 images -> RGB (alpha dropped, as TensorFlow's decoders do).
-
-    Args:
-        images: ``(h, w)`` or ``(h, w, 1|3|4)``; with ``batched``, a leading batch axis.
-        batched: whether the first axis is the batch.
-
-    Returns:
-        ``(h, w, 3)`` (or ``(batch, h, w, 3)``), same dtype.
-    """
-    if images.shape.rank == (3 if batched else 2):
-        images = images[..., None]
-    channels = images.shape[-1]
-    if channels == 1:
-        return tf.repeat(images, 3, axis=-1)
-    if channels == 4:
-        return images[..., :3]
-    return images
-
-
-def decode_file(path: tf.Tensor, exif_transpose: bool = True) -> tf.Tensor:
-    """Decodes one validated image file with Pillow inside tf.data.
-
-    Args:
-        path: scalar string tensor.
-        exif_transpose: apply the EXIF orientation tag.
-
-    Returns:
-        uint8 tensor ``(height, width, 3)``.
-    """
-
-    def _decode(p: bytes) -> np.ndarray:
-        return _images.decode_rgb(os.fsdecode(p), exif_transpose)
-
-    image = tf.numpy_function(_decode, [path], tf.uint8, stateful=False)
-    image.set_shape([None, None, 3])
-    return image
 
 
 # -- the object load() returns ------------------------------------------------------------
@@ -207,6 +107,46 @@ class DataSource:
         if name not in SPLITS:
             raise UnknownNameError(f"Unknown split {name!r}; expected one of {', '.join(SPLITS)}.")
         return getattr(self, name)
+
+    def plan(self, split: str) -> SplitPlan | None:
+        """What ``split`` holds (``None`` if absent), for :func:`zoo.data.pipeline`.
+
+        Raises:
+            KeyError: for an unknown split name.
+        """
+        self.split(split)
+        return self._plans.get(split)
+
+    def pipeline(
+        self,
+        split: str,
+        image_size: tuple[int, int],
+        batch_size: int = 32,
+        training: bool = False,
+        augment: Any = None,
+        **options: Any,
+    ) -> tf.data.Dataset:
+        """Batches of ``split`` for a model: :func:`zoo.data.pipeline` of its plan.
+
+        Args:
+            split: "train", "validation" or "test".
+            image_size, batch_size, training, augment, options: as for
+                :func:`zoo.data.pipeline` (``num_classes`` is this source's).
+
+        Returns:
+            Batched ``(float32 (batch, height, width, 3) pixels 0..255, labels)``.
+
+        Raises:
+            KeyError: for an unknown split name; ValueError: for an absent split or bad
+                arguments.
+        """
+        plan = self.plan(split)
+        if plan is None:
+            raise InvalidValueError(
+                f"{self.source} has no {split} split; ask for validation_fraction / "
+                "test_fraction when loading it."
+            )
+        return _batches(plan, image_size, batch_size, training, augment, **options)
 
     def num_examples(self, split: str) -> int | None:
         """Examples in ``split`` (0 if absent; ``None`` if unknown, e.g. tfds unsubsampled)."""
@@ -400,7 +340,7 @@ def _build(
             f"{source}: the training split is empty; lower validation_fraction/test_fraction "
             "or add data."
         )
-    datasets = {name: _dataset_from_plan(plan) for name, plan in plans.items()}
+    datasets = {name: dataset_from_plan(plan) for name, plan in plans.items()}
     return DataSource(
         source=source,
         class_names=list(class_names),
