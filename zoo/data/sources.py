@@ -212,9 +212,9 @@ class DataSource:
 
 _COMMON = {"validation_fraction", "seed", "train_size", "per_class"}
 _OPTIONS = {
-    "fashion_mnist": _COMMON | {"data_dir", "download"},
+    "fashion_mnist": _COMMON | {"test_fraction", "data_dir", "download"},
     "folder": _COMMON | {"test_fraction", "strict", "exif_transpose"},
-    "tfds": _COMMON | {"data_dir", "download", "test_split"},
+    "tfds": _COMMON | {"test_fraction", "data_dir", "download", "test_split"},
     "arrays": _COMMON | {"test_fraction", "class_names", "test"},
 }
 
@@ -236,7 +236,10 @@ def load(source: str | tuple[np.ndarray, np.ndarray], **options: Any) -> DataSou
     Options (all keyword):
         validation_fraction: share of the training data held out for validation, chosen by
             a stable hash of each example's identity and ``seed`` (default 0.1).
-        test_fraction: (folder, arrays) share held out as the test split the same way.
+        test_fraction: share of the training data held out as the test split the same way
+            (disjoint from validation, stable across runs). Folders and arrays have no
+            other test split; for fashion_mnist and tfds it replaces the dataset's own test
+            split, so give it only to hold out a test set from the training data.
         seed: split and subsampling seed (default 0).
         train_size / per_class: stratified, deterministic subsample of the training split.
         strict: (folder) refuse the dataset if any file cannot be decoded.
@@ -244,7 +247,8 @@ def load(source: str | tuple[np.ndarray, np.ndarray], **options: Any) -> DataSou
         class_names / test: (arrays) class names; ``(x_test, y_test)``.
         data_dir / download: (fashion_mnist, tfds) where to look; whether to download
             (default: yes unless ``ZOO_OFFLINE`` is set).
-        test_split: (tfds) the tfds split used as test (default "test" if it exists).
+        test_split: (tfds) the tfds split used as test (default "test" if it exists and
+            no ``test_fraction`` is given).
 
     Returns:
         A :class:`DataSource`.
@@ -566,12 +570,14 @@ def _load_fashion_mnist(options: dict[str, Any]) -> DataSource:
             "memory", n_cls, [identities[i] for i in positions], y[positions], x[positions]
         )
 
-    test = SplitPlan("memory", n_cls, [f"test:{i}" for i in range(len(xt))], yt, xt)
+    test = None
+    if not options.get("test_fraction"):  # the official test set, unless told to hold one out
+        test = SplitPlan("memory", n_cls, [f"test:{i}" for i in range(len(xt))], yt, xt)
     plans = _make_splits(identities, y, options, make_plan, fixed_test=test)
     digests: dict[str, str] = {}
 
     def content_key(split: str) -> str:
-        part = "test" if split == "test" else "train"
+        part = "test" if split == "test" and test is not None else "train"
         if part not in digests:
             digests[part] = _array_digest(arrays[f"{part}_images"], arrays[f"{part}_labels"])
         return digests[part]
@@ -681,10 +687,9 @@ def _load_tfds(spec: str, options: dict[str, Any]) -> DataSource:
         )
     class_names = list(features[label_key].names)
     _ensure_prepared(builder, name, options.get("download"))
-    test_split = options.get("test_split")
-    if test_split is None and "test" in info.splits and not split.startswith("test"):
-        test_split = "test"
-    seed, fraction = int(options["seed"]), float(options["validation_fraction"])
+    test_split = _tfds_test_split(info, split, options)
+    seed = int(options["seed"])
+    fractions = (float(options["validation_fraction"]), float(options.get("test_fraction") or 0))
     n_cls = len(class_names)
 
     def reader(tfds_split: str, part: int | None) -> Callable[[], tf.data.Dataset]:
@@ -694,10 +699,8 @@ def _load_tfds(spec: str, options: dict[str, Any]) -> DataSource:
                 shuffle_files=False,
                 read_config=tfds.ReadConfig(add_tfds_id=True),
             )
-            if part is not None and fraction > 0:
-                ds = ds.filter(
-                    lambda ex: _in_validation(ex["tfds_id"], seed, fraction) == (part == 1)
-                )
+            if part is not None and sum(fractions) > 0:
+                ds = ds.filter(lambda ex: _part_of(ex["tfds_id"], seed, *fractions) == part)
             return ds.map(
                 lambda ex: (to_rgb(ex[image_key]), tf.cast(ex[label_key], tf.int64)),
                 num_parallel_calls=tf.data.AUTOTUNE,
@@ -707,9 +710,11 @@ def _load_tfds(spec: str, options: dict[str, Any]) -> DataSource:
         return make
 
     plans = {"train": SplitPlan("tfds", n_cls, make=reader(split, 0))}
-    if fraction > 0:
+    if fractions[0] > 0:
         plans["validation"] = SplitPlan("tfds", n_cls, make=reader(split, 1))
-    if test_split:
+    if fractions[1] > 0:
+        plans["test"] = SplitPlan("tfds", n_cls, make=reader(split, 2))
+    elif test_split:
         plans["test"] = SplitPlan("tfds", n_cls, make=reader(test_split, None))
     if options["train_size"] is not None or options["per_class"] is not None:
         plans["train"] = _subsample_tfds(
@@ -722,15 +727,37 @@ def _load_tfds(spec: str, options: dict[str, Any]) -> DataSource:
     return data
 
 
-def _in_validation(tfds_id: tf.Tensor, seed: int, fraction: float) -> tf.Tensor:
-    """In-graph :func:`zoo.data.splits.unit_hash` of a tfds id ``< fraction``."""
+def _tfds_test_split(info: Any, split: str, options: dict[str, Any]) -> str | None:
+    """The tfds split used as test: ``test_split``, else "test" if it exists; none when
+    ``test_fraction`` holds the test set out of ``split``."""
+    test_split = options.get("test_split")
+    if options.get("test_fraction"):
+        if test_split is not None:
+            raise InvalidValueError(
+                f"Give either test_split={test_split!r} or test_fraction="
+                f"{options['test_fraction']!r}, not both."
+            )
+        return None
+    if test_split is None and "test" in info.splits and not split.startswith("test"):
+        test_split = "test"
+    return test_split
 
-    def _is_val(identity: bytes) -> np.bool_:
-        return np.bool_(_splits.unit_hash(identity.decode(), seed) < fraction)
 
-    flag = tf.numpy_function(_is_val, [tfds_id], tf.bool, stateful=False)
-    flag.set_shape([])
-    return flag
+def _part(identity: str, seed: int, validation: float, test: float) -> int:
+    """0 train, 1 validation, 2 test: as :func:`zoo.data.splits.assign_splits` decides."""
+    h = _splits.unit_hash(identity, seed)
+    return 1 if h < validation else 2 if h < validation + test else 0
+
+
+def _part_of(tfds_id: tf.Tensor, seed: int, validation: float, test: float) -> tf.Tensor:
+    """In-graph :func:`_part` of a tfds id (int32 scalar)."""
+
+    def _code(identity: bytes) -> np.int32:
+        return np.int32(_part(identity.decode(), seed, validation, test))
+
+    code = tf.numpy_function(_code, [tfds_id], tf.int32, stateful=False)
+    code.set_shape([])
+    return code
 
 
 def _subsample_tfds(
@@ -740,7 +767,8 @@ def _subsample_tfds(
     import tensorflow_datasets as tfds
 
     image_key, label_key = keys
-    seed, fraction = int(options["seed"]), float(options["validation_fraction"])
+    seed = int(options["seed"])
+    fractions = (float(options["validation_fraction"]), float(options.get("test_fraction") or 0))
     ds = builder.as_dataset(
         split=split,
         shuffle_files=False,
@@ -750,7 +778,7 @@ def _subsample_tfds(
     ids, labels = [], []
     for ex in ds.map(lambda ex: (ex["tfds_id"], ex[label_key])).as_numpy_iterator():
         identity = ex[0].decode()
-        if fraction == 0 or _splits.unit_hash(identity, seed) >= fraction:
+        if _part(identity, seed, *fractions) == 0:
             ids.append(identity)
             labels.append(int(ex[1]))
     labels = np.array(labels, dtype=np.int64)
