@@ -22,7 +22,7 @@ from zoo.data.augment import (
     one_hot_labels,
 )
 from zoo.data.catalog import available_sources
-from zoo.data.images import IMAGE_EXTENSIONS, check_image, decode_rgb
+from zoo.data.images import IMAGE_EXTENSIONS, check_image, decode_image_bytes, decode_rgb
 from zoo.data.pipeline import pipeline, resize
 from zoo.data.plans import SplitPlan, dataset_from_plan
 from zoo.data.sources import (
@@ -50,6 +50,7 @@ __all__ = [
     "available_sources",
     "check_image",
     "dataset_from_plan",
+    "decode_image_bytes",
     "decode_rgb",
     "fashion_mnist_search_dirs",
     "load",

@@ -27,7 +27,8 @@ class SplitPlan:
         labels: int64 ``(n,)`` (None for tfds).
         images: uint8 ``(n, h, w)`` or ``(n, h, w, c)`` for "memory".
         paths: absolute file paths for "files".
-        exif_transpose: for "files", whether the EXIF orientation is applied.
+        exif_transpose: for "files", whether the EXIF orientation is applied (default
+            not, as in serving: :mod:`zoo.data.images`).
         make: for "tfds", builds the unbatched dataset ``(image, label)``.
         num_classes: number of classes of the source.
     """
@@ -38,7 +39,7 @@ class SplitPlan:
     labels: np.ndarray | None = None
     images: np.ndarray | None = None
     paths: list[str] | None = None
-    exif_transpose: bool = True
+    exif_transpose: bool = False
     make: Callable[[], tf.data.Dataset] | None = None
 
     def size(self) -> int | None:
@@ -84,12 +85,12 @@ def to_rgb(images: tf.Tensor, batched: bool = False) -> tf.Tensor:
     return images
 
 
-def decode_file(path: tf.Tensor, exif_transpose: bool = True) -> tf.Tensor:
+def decode_file(path: tf.Tensor, exif_transpose: bool = False) -> tf.Tensor:
     """Decodes one validated image file with Pillow inside tf.data.
 
     Args:
         path: scalar string tensor.
-        exif_transpose: apply the EXIF orientation tag.
+        exif_transpose: apply the EXIF orientation tag (default not, as in serving).
 
     Returns:
         uint8 tensor ``(height, width, 3)``.

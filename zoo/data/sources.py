@@ -243,7 +243,8 @@ def load(source: str | tuple[np.ndarray, np.ndarray], **options: Any) -> DataSou
         seed: split and subsampling seed (default 0).
         train_size / per_class: stratified, deterministic subsample of the training split.
         strict: (folder) refuse the dataset if any file cannot be decoded.
-        exif_transpose: (folder) apply EXIF orientation (default True).
+        exif_transpose: (folder) apply the EXIF orientation tag (default False: images are
+            seen as stored, exactly as `serve_bytes` decodes them; see zoo.data.images).
         class_names / test: (arrays) class names; ``(x_test, y_test)``.
         data_dir / download: (fashion_mnist, tfds) where to look; whether to download
             (default: yes unless ``ZOO_OFFLINE`` is set).
@@ -610,7 +611,7 @@ def _load_folder(path: str, options: dict[str, Any]) -> DataSource:
             f"Empty class folder(s) in {root}: {', '.join(no_files)} (no "
             f"{'/'.join(_images.IMAGE_EXTENSIONS)} files); add images or remove the folder(s)."
         )
-    exif = bool(options.get("exif_transpose", True))
+    exif = bool(options.get("exif_transpose", False))
     all_files = [(p, label) for label, name in enumerate(class_names) for p in files[name]]
     reasons = _images.check_images([p for p, _ in all_files], exif_transpose=exif)
     skipped = [(str(p), r) for (p, _), r in zip(all_files, reasons, strict=True) if r is not None]
