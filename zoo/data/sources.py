@@ -7,6 +7,7 @@ turns a split into batches for a model.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
@@ -67,7 +68,8 @@ class DataSource:
     """Splits of one dataset as unbatched ``tf.data.Dataset`` of ``(image, label)``.
 
     Images are uint8 ``(height, width, 3)`` (sizes may differ between examples), labels
-    int64 scalars in ``[0, len(class_names))``.
+    int64 scalars in ``[0, len(class_names))`` (multi-hot float32 ``(num_classes,)`` for a
+    folder with a labels CSV: :attr:`multi_label`).
 
     Attributes:
         source: the canonical source string, e.g. ``"fashion_mnist"`` or ``"folder:/data"``.
@@ -97,6 +99,12 @@ class DataSource:
     def num_classes(self) -> int:
         """Number of classes."""
         return len(self.class_names)
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether labels are multi-hot float32 ``(num_classes,)`` (a folder's labels CSV)."""
+        labels = self._plans["train"].labels
+        return labels is not None and labels.ndim == 2
 
     def split(self, name: str) -> tf.data.Dataset | None:
         """The split called ``name`` ("train", "validation" or "test").
@@ -164,7 +172,7 @@ class DataSource:
             return {name: 0 for name in self.class_names}
         if plan.labels is None:
             return None
-        counts = np.bincount(plan.labels, minlength=self.num_classes)
+        counts = _count_labels(plan.labels, self.num_classes)
         return {name: int(k) for name, k in zip(self.class_names, counts, strict=True)}
 
     def identities(self, split: str) -> list[str] | None:
@@ -191,7 +199,7 @@ class DataSource:
             h.update(json.dumps(self.class_names).encode())
             if plan is not None and plan.identities is not None:
                 for identity, label in zip(plan.identities, plan.labels, strict=True):
-                    h.update(f"{identity}\0{int(label)}\n".encode())
+                    h.update(f"{identity}\0{_label_key(label)}\n".encode())
             if plan is not None and self._content_key is not None:
                 h.update(self._content_key(split).encode())
             self._fingerprints[split] = h.hexdigest()
@@ -213,7 +221,7 @@ class DataSource:
 _COMMON = {"validation_fraction", "seed", "train_size", "per_class"}
 _OPTIONS = {
     "fashion_mnist": _COMMON | {"test_fraction", "data_dir", "download"},
-    "folder": _COMMON | {"test_fraction", "strict", "exif_transpose"},
+    "folder": _COMMON | {"test_fraction", "strict", "exif_transpose", "labels_csv"},
     "tfds": _COMMON | {"test_fraction", "data_dir", "download", "test_split"},
     "arrays": _COMMON | {"test_fraction", "class_names", "test"},
 }
@@ -243,6 +251,9 @@ def load(source: str | tuple[np.ndarray, np.ndarray], **options: Any) -> DataSou
         seed: split and subsampling seed (default 0).
         train_size / per_class: stratified, deterministic subsample of the training split.
         strict: (folder) refuse the dataset if any file cannot be decoded.
+        labels_csv: (folder) a CSV of ``path,label1;label2`` rows (paths relative to the
+            folder, optional header ``path,labels``) instead of class sub-folders: labels
+            are then multi-hot float32 ``(num_classes,)``, class names the sorted labels.
         exif_transpose: (folder) apply the EXIF orientation tag (default False: images are
             seen as stored, exactly as `serve_bytes` decodes them; see zoo.data.images).
         class_names / test: (arrays) class names; ``(x_test, y_test)``.
@@ -599,20 +610,16 @@ def _load_folder(path: str, options: dict[str, Any]) -> DataSource:
             "one sub-folder of images per class."
         )
     root = root.resolve()
-    class_names, files = _images.list_class_files(root)
-    if len(class_names) < 2:
-        raise InvalidValueError(
-            f"{root} has {len(class_names)} class folder(s) ({', '.join(class_names) or 'none'});"
-            " expected one sub-folder per class and at least 2 classes."
-        )
-    no_files = [name for name in class_names if not files[name]]
-    if no_files:
-        raise InvalidValueError(
-            f"Empty class folder(s) in {root}: {', '.join(no_files)} (no "
-            f"{'/'.join(_images.IMAGE_EXTENSIONS)} files); add images or remove the folder(s)."
-        )
+    if options.get("labels_csv"):
+        if options["train_size"] is not None or options["per_class"] is not None:
+            raise InvalidValueError(
+                "train_size / per_class subsample by class, which a multi-label labels_csv "
+                "does not have; leave them out or list fewer files in the CSV."
+            )
+        class_names, all_files = _labels_csv(root, options["labels_csv"])
+    else:
+        class_names, all_files = _class_folders(root)
     exif = bool(options.get("exif_transpose", False))
-    all_files = [(p, label) for label, name in enumerate(class_names) for p in files[name]]
     reasons = _images.check_images([p for p, _ in all_files], exif_transpose=exif)
     skipped = [(str(p), r) for (p, _), r in zip(all_files, reasons, strict=True) if r is not None]
     if skipped and options.get("strict"):
@@ -622,17 +629,17 @@ def _load_folder(path: str, options: dict[str, Any]) -> DataSource:
             "Fix or remove them, or load with strict=False to skip them."
         )
     good = [(p, label) for (p, label), r in zip(all_files, reasons, strict=True) if r is None]
-    counts = np.bincount([label for _, label in good], minlength=len(class_names))
+    labels = np.array([label for _, label in good], dtype=all_files[0][1].dtype)
+    counts = _count_labels(labels, len(class_names))
     emptied = [name for name, k in zip(class_names, counts, strict=True) if k == 0]
     if emptied:
         raise InvalidValueError(
-            f"Class folder(s) {', '.join(emptied)} in {root} have no decodable image "
+            f"Class(es) {', '.join(emptied)} in {root} have no decodable image "
             f"({len(skipped)} file(s) skipped, see the list): "
             + "; ".join(f"{p}: {r}" for p, r in skipped[:10])
         )
     paths = [str(p) for p, _ in good]
     identities = [Path(p).relative_to(root).as_posix() for p in paths]
-    labels = np.array([label for _, label in good], dtype=np.int64)
     n_cls = len(class_names)
 
     def make_plan(positions: np.ndarray) -> SplitPlan:
@@ -656,8 +663,86 @@ def _load_folder(path: str, options: dict[str, Any]) -> DataSource:
 
     data = _build(f"folder:{root}", class_names, plans, options, skipped, content_key)
     data.options["exif_transpose"] = exif
+    if options.get("labels_csv"):
+        data.options["labels_csv"] = str(options["labels_csv"])
     data.origin = str(root)
     return data
+
+
+def _class_folders(root: Path) -> tuple[list[str], list[tuple[Path, np.int64]]]:
+    """Class names (sub-folders) and ``(file, int label)`` of every image under them."""
+    class_names, files = _images.list_class_files(root)
+    if len(class_names) < 2:
+        raise InvalidValueError(
+            f"{root} has {len(class_names)} class folder(s) ({', '.join(class_names) or 'none'});"
+            " expected one sub-folder per class and at least 2 classes."
+        )
+    no_files = [name for name in class_names if not files[name]]
+    if no_files:
+        raise InvalidValueError(
+            f"Empty class folder(s) in {root}: {', '.join(no_files)} (no "
+            f"{'/'.join(_images.IMAGE_EXTENSIONS)} files); add images or remove the folder(s)."
+        )
+    return class_names, [
+        (p, np.int64(label)) for label, name in enumerate(class_names) for p in files[name]
+    ]
+
+
+def _labels_csv(root: Path, csv_path: str | os.PathLike) -> tuple[list[str], list[tuple]]:
+    """Class names and ``(file, multi-hot float32 label)`` from ``path,label1;label2`` rows.
+
+    Paths are relative to ``root``; an optional first row ``path,labels`` is a header.
+    Every problem (missing file, row without labels, duplicate path) is listed at once.
+    """
+    table = Path(csv_path) if Path(csv_path).is_absolute() else root / csv_path
+    if not table.is_file():
+        raise MissingFileError(
+            f"Labels CSV {table} does not exist; expected rows 'path,label1;label2' with "
+            f"paths relative to {root}."
+        )
+    with open(table, newline="", encoding="utf-8") as f:
+        rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+    if rows and [c.strip().lower() for c in rows[0]] == ["path", "labels"]:
+        rows = rows[1:]
+    problems, entries, seen = [], [], set()
+    for number, row in enumerate(rows, start=1):
+        names = sorted({n.strip() for n in (row[1] if len(row) > 1 else "").split(";")} - {""})
+        rel = row[0].strip()
+        if len(row) != 2 or not names:
+            problems.append(f"row {number} {row!r}: expected 'path,label1;label2'")
+        elif not (root / rel).is_file():
+            problems.append(f"row {number}: no file {root / rel}")
+        elif rel in seen:
+            problems.append(f"row {number}: {rel} listed twice")
+        else:
+            seen.add(rel)
+            entries.append((root / rel, names))
+    class_names = sorted({n for _, names in entries for n in names})
+    if not problems and len(class_names) < 2:
+        problems.append(f"{len(class_names)} label(s) in all rows; expected at least 2")
+    if problems:
+        raise InvalidValueError(f"Bad labels CSV {table}: " + "; ".join(problems) + ".")
+    index = {name: i for i, name in enumerate(class_names)}
+    files = []
+    for path, names in entries:
+        multi_hot = np.zeros(len(class_names), dtype=np.float32)
+        multi_hot[[index[n] for n in names]] = 1.0
+        files.append((path, multi_hot))
+    return class_names, files
+
+
+def _label_key(label: np.ndarray) -> str:
+    """An int label as itself, a multi-hot row as its class indices ("0;3")."""
+    if np.ndim(label):
+        return ";".join(str(i) for i in np.flatnonzero(label))
+    return str(int(label))
+
+
+def _count_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Examples per class: int labels ``(n,)`` or multi-hot ``(n, num_classes)``."""
+    if labels.ndim == 2:
+        return labels.sum(axis=0).astype(np.int64)
+    return np.bincount(labels, minlength=num_classes)
 
 
 # -- tfds ---------------------------------------------------------------------------------
