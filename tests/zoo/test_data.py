@@ -105,7 +105,7 @@ def test_fashion_mnist_real_counts_shapes_and_labels(fashion):
 
 
 def test_fashion_mnist_pipeline_resizes_in_batches(fashion):
-    batches = data.pipeline(fashion.validation, (64, 48), batch_size=16, training=False)
+    batches = fashion.pipeline("validation", (64, 48), batch_size=16, training=False)
     images, labels = next(iter(batches))
     assert images.shape == (16, 64, 48, 3) and images.dtype == tf.float32
     assert labels.shape == (16,) and labels.dtype == tf.int64
@@ -168,7 +168,7 @@ def test_folder_skips_exactly_the_broken_files_and_trains(broken_folder):
     loaded = ds.identities("train") + ds.identities("validation")
     assert sorted(loaded) == sorted(good)
 
-    train = data.pipeline(ds.train, (32, 32), batch_size=4, training=True, augment=["flip"])
+    train = ds.pipeline("train", (32, 32), batch_size=4, training=True, augment=["flip"])
     model = keras.Sequential(
         [
             keras.Input((32, 32, 3)),
@@ -250,7 +250,7 @@ def test_modes_through_folder_and_pipeline(tmp_path):
     assert ds.skipped == []
     for image, _ in ds.train:
         assert image.shape == (16, 24, 3) and image.dtype == tf.uint8
-    batches = data.pipeline(ds.train, (20, 10), batch_size=8, crop_to_aspect_ratio=True)
+    batches = ds.pipeline("train", (20, 10), batch_size=8, crop_to_aspect_ratio=True)
     x, y = next(iter(batches))
     assert x.shape == (5, 20, 10, 3) and x.dtype == tf.float32 and y.shape == (5,)
 
@@ -276,7 +276,7 @@ def test_tfds_flowers_under_mock_data():
         train = [int(y) for _, y in ds.train]
         val = [int(y) for _, y in ds.validation]
         assert len(train) + len(val) == 30 and 0 < len(val) < 30
-        x, y = next(iter(data.pipeline(ds.train, (32, 32), batch_size=4, training=True)))
+        x, y = next(iter(ds.pipeline("train", (32, 32), batch_size=4, training=True)))
         assert x.shape == (4, 32, 32, 3) and y.dtype == tf.int64
         small = data.load("tfds:tf_flowers", validation_fraction=0.0, per_class=1)
         assert len(list(small.train)) == small.num_examples("train") <= 5
@@ -399,26 +399,24 @@ def test_training_order_is_seeded_and_eval_is_in_order():
         return np.concatenate([y.numpy() for _, y in pipe])
 
     def ids(seed):
-        return labels(data.pipeline(ds.train, (8, 8), 8, training=True, seed=seed))
+        return labels(ds.pipeline("train", (8, 8), 8, training=True, seed=seed))
 
     assert np.array_equal(ids(0), ids(0))
     assert not np.array_equal(ids(0), ids(1))
-    plain = labels(data.pipeline(ds.train, (8, 8), 8, training=False))
+    plain = labels(ds.pipeline("train", (8, 8), 8, training=False))
     in_order = np.array([int(y) for _, y in ds.train])
     assert np.array_equal(plain, in_order) and not np.array_equal(ids(0), in_order)
 
 
 def test_mixup_makes_one_hot_labels_and_eval_is_not_augmented():
     ds = _toy()
-    train = data.pipeline(
-        ds.train, (12, 12), 8, training=True, augment={"mixup": 0.4, "flip": True}
-    )
+    train = ds.pipeline("train", (12, 12), 8, training=True, augment={"mixup": 0.4, "flip": True})
     x, y = next(iter(train))
     assert y.shape == (8, 4) and y.dtype == tf.float32
     np.testing.assert_allclose(y.numpy().sum(axis=1), 1.0, rtol=1e-5)
     assert np.any((y.numpy() > 0.01) & (y.numpy() < 0.99))  # some labels were mixed
 
-    val = data.pipeline(ds.validation, (12, 12), 8, training=False, augment=["mixup", "rotation"])
+    val = ds.pipeline("validation", (12, 12), 8, training=False, augment=["mixup", "rotation"])
     xv, yv = next(iter(val))
     assert yv.shape == (8, 4) and set(np.unique(yv.numpy())) <= {0.0, 1.0}
     first = np.stack([x.numpy() for x, _ in ds.validation.take(8)]).astype(np.float32)
@@ -429,7 +427,7 @@ def test_augmentation_stack_order_config_and_errors():
     stack = data.augmentation(
         {"cutmix": True, "rand_augment": {"num_ops": 1}, "zoom": 0.2, "flip": "vertical"}
     )
-    kinds = [type(layer).__name__ for layer in stack.layers]
+    kinds = [type(layer).__name__ for layer in (*stack.layers, *stack.mixes)]
     assert kinds == ["RandomFlip", "RandomZoom", "RandAugment", "CutMix"]
     assert stack.layers[0].mode == "vertical" and data.mixes_labels(stack)
     assert not data.mixes_labels(data.augmentation("flip,rotation"))
@@ -442,7 +440,7 @@ def test_augmentation_stack_order_config_and_errors():
 
     ds = _toy()
     # RandAugment is only built above: tracing it in tf.data takes ~15 s on 2 cores.
-    crop = data.pipeline(ds.train, (10, 10), 8, training=True, augment=["crop", "zoom"])
+    crop = ds.pipeline("train", (10, 10), 8, training=True, augment=["crop", "zoom"])
     x, y = next(iter(crop))
     assert x.shape == (8, 10, 10, 3) and y.dtype == tf.int64
     assert float(tf.reduce_min(x)) >= 0.0 and float(tf.reduce_max(x)) <= 255.0

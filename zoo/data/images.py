@@ -1,7 +1,16 @@
-"""Decoding image files to RGB uint8 with Pillow, and the validation pass over a folder.
+"""Decoding images to RGB uint8, the same way in training and in serving.
 
-One function, :func:`decode_rgb`, both validates the files before training and decodes
-them during training, so a file that passed validation cannot fail mid-epoch.
+One function, :func:`decode_rgb` (Pillow), both validates the files before training and
+decodes them during training, so a file that passed validation cannot fail mid-epoch.
+:func:`decode_image_bytes` (TensorFlow) decodes encoded bytes inside a graph, for the
+SavedModel's ``serve_bytes`` and the Predictor, and gives the same pixels.
+
+The one behaviour: pixels as stored, EXIF orientation ignored, as TensorFlow's decoders
+and ``keras.utils.image_dataset_from_directory`` do. A phone photo whose EXIF tag says
+"rotate" is seen unrotated in training and in serving alike; rotate such files once
+(``PIL.ImageOps.exif_transpose``) if they should be upright. JPEGs are decoded with
+libjpeg's accurate integer DCT on both paths (TensorFlow's default, the fast DCT, differs
+by a few levels).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zoo.errors import InvalidValueError
@@ -25,16 +35,17 @@ IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "DIB", "GIF", "WEBP"})
 _WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
-def decode_rgb(path: str | os.PathLike, exif_transpose: bool = True) -> np.ndarray:
+def decode_rgb(path: str | os.PathLike, exif_transpose: bool = False) -> np.ndarray:
     """Reads an image file as RGB pixels.
 
     Greyscale, palette, RGBA (alpha dropped, as TensorFlow's decoders do), CMYK, YCbCr and
-    16-bit images are all converted; animated GIF/WebP give their first frame. With
-    ``exif_transpose`` the EXIF orientation tag is applied, so phone photos come out upright.
+    16-bit images are all converted; animated GIF/WebP give their first frame. The EXIF
+    orientation tag is ignored, as in serving (see the module docstring).
 
     Args:
         path: the image file.
-        exif_transpose: apply the EXIF orientation tag.
+        exif_transpose: apply the EXIF orientation tag instead (then served images must be
+            rotated the same way before they reach the model).
 
     Returns:
         uint8 array of shape ``(height, width, 3)``.
@@ -57,6 +68,35 @@ def decode_rgb(path: str | os.PathLike, exif_transpose: bool = True) -> np.ndarr
             return _to_rgb(image)
 
 
+def decode_image_bytes(data: tf.Tensor) -> tf.Tensor:
+    """Decodes one encoded image (JPEG, PNG, GIF, BMP) in a TensorFlow graph.
+
+    The serving twin of :func:`decode_rgb`: same pixels for the same file (EXIF
+    orientation ignored, JPEG with the accurate integer DCT, first frame of a GIF,
+    greyscale repeated to RGB, alpha dropped). Call it in ``serve_bytes`` and wherever
+    a model is fed encoded bytes.
+
+    Args:
+        data: scalar string tensor, the file's bytes.
+
+    Returns:
+        uint8 tensor ``(height, width, 3)``.
+
+    Raises:
+        tf.errors.InvalidArgumentError: at run time, for bytes that are not such an image.
+    """
+
+    def jpeg() -> tf.Tensor:
+        return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+
+    def other() -> tf.Tensor:
+        return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+
+    image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    image.set_shape([None, None, 3])
+    return image
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
     if image.mode in _WIDE_MODES:
         # Pillow's convert("RGB") clips 16-bit values at 255; scale 0..65535 -> 0..255.
@@ -71,7 +111,7 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def check_image(path: str | os.PathLike, exif_transpose: bool = True) -> str | None:
+def check_image(path: str | os.PathLike, exif_transpose: bool = False) -> str | None:
     """Decodes ``path`` once; returns ``None`` if it is usable, else the reason it is not."""
     try:
         if os.path.getsize(path) == 0:
@@ -94,7 +134,7 @@ def check_image(path: str | os.PathLike, exif_transpose: bool = True) -> str | N
 
 
 def check_images(
-    paths: Sequence[str | os.PathLike], exif_transpose: bool = True, threads: int | None = None
+    paths: Sequence[str | os.PathLike], exif_transpose: bool = False, threads: int | None = None
 ) -> list[str | None]:
     """:func:`check_image` for each path, in parallel threads (Pillow releases the GIL)."""
     threads = threads or min(8, os.cpu_count() or 1)

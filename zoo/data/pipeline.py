@@ -1,14 +1,12 @@
-"""Batched tf.data input pipelines and Keras augmentation stacks.
+"""Batched tf.data input pipelines.
 
 :func:`pipeline` turns an unbatched split of ``(uint8 image, int64 label)`` into batches of
-float32 pixels 0..255 sized for a backbone; :func:`augmentation` builds the stack of Keras
-preprocessing layers applied to training batches.
+float32 pixels 0..255 sized for a backbone, augmenting training batches with an
+:class:`zoo.data.augment.Augmentation`.
 """
 
 from __future__ import annotations
 
-import math
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.data.sources import SplitPlan, decode_file, plan_of, to_rgb
+from zoo.data.augment import Augmentation, augmentation, one_hot_labels
+from zoo.data.plans import SplitPlan, dataset_from_plan, decode_file, to_rgb
 from zoo.errors import InvalidValueError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -30,150 +29,6 @@ RESIZE_METHODS = (
     "gaussian",
     "mitchellcubic",
 )
-
-# Canonical order: geometry first, colour next, label mixing last (it needs final images).
-AUGMENTATIONS = ("crop", "flip", "rotation", "zoom", "rand_augment", "mixup", "cutmix")
-_ALIASES = {
-    "random_crop": "crop",
-    "random_flip": "flip",
-    "random_rotation": "rotation",
-    "random_zoom": "zoom",
-    "randaugment": "rand_augment",
-    "mix_up": "mixup",
-    "cut_mix": "cutmix",
-}
-DEFAULT_CROP_FRACTION = 0.875  # the crop covers 87.5% of each side, as in Inception training
-_CROP_FRACTION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def augmentation(
-    names_or_config: str | Sequence[str] | Mapping[str, Any],
-    image_size: tuple[int, int] | None = None,
-    seed: int | None = None,
-) -> keras.layers.Layer:
-    """Builds a stack of Keras preprocessing layers for training batches.
-
-    Names (in the order applied): ``crop`` (RandomCrop to ``image_size`` from images the
-    pipeline resizes ``1 / fraction`` larger), ``flip`` (RandomFlip, horizontal),
-    ``rotation`` (RandomRotation, factor 0.1 of a full turn), ``zoom`` (RandomZoom 0.1),
-    ``rand_augment`` (RandAugment, Cubuk et al. 2019, value range 0..255), ``mixup``
-    (MixUp, Zhang et al. 2018, alpha 0.2) and ``cutmix`` (CutMix, Yun et al. 2019).
-
-    A config dict maps names to a value: ``True`` for the defaults, a number for the main
-    parameter (crop fraction, flip is a mode string, rotation/zoom factor, RandAugment
-    factor, MixUp alpha, CutMix factor), or a dict of the Keras layer's keyword arguments.
-    ``False`` / ``None`` leaves the name out.
-
-    MixUp and CutMix mix labels, so they need one-hot float labels: :func:`pipeline`
-    switches to one-hot labels whenever the stack contains one of them (on every split it
-    is given that ``augment``, training or not, so the loss sees one format).
-
-    Args:
-        names_or_config: e.g. ``["flip", "rotation"]``, ``"flip,zoom"`` or
-            ``{"flip": True, "rand_augment": {"num_ops": 2}, "mixup": 0.4}``.
-        image_size: ``(height, width)``; required for ``crop``.
-        seed: base seed of the layers' random draws.
-
-    Returns:
-        A ``keras.layers.Pipeline`` taking ``{"images": (batch, h, w, 3) float32 0..255,
-        "labels": ...}`` (or just images) with ``training=True``.
-
-    Raises:
-        ValueError: unknown names or bad values (all listed at once).
-    """
-    config = _normalize(names_or_config)
-    layers = []
-    problems = []
-    crop_fraction = None
-    for index, name in enumerate(n for n in AUGMENTATIONS if n in config):
-        value = config[name]
-        layer_seed = None if seed is None else int(seed) + index
-        try:
-            if name == "crop":
-                layer, crop_fraction = _crop_layer(value, image_size, layer_seed)
-            else:
-                layer = _make_layer(name, value, layer_seed)
-        except (TypeError, ValueError) as error:
-            problems.append(f"{name}={value!r}: {error}")
-            continue
-        layers.append(layer)
-    if problems:
-        raise InvalidValueError("Bad augmentation config: " + "; ".join(problems) + ".")
-    stack = keras.layers.Pipeline(layers, name="augmentation")
-    if crop_fraction is not None:
-        _CROP_FRACTION[stack] = crop_fraction
-    return stack
-
-
-def _normalize(names_or_config: Any) -> dict[str, Any]:
-    if isinstance(names_or_config, str):
-        items = {n.strip(): True for n in names_or_config.split(",") if n.strip()}
-    elif isinstance(names_or_config, Mapping):
-        items = dict(names_or_config)
-    elif isinstance(names_or_config, Sequence):
-        items = {str(n): True for n in names_or_config}
-    else:
-        raise InvalidValueError(
-            f"augmentation got {type(names_or_config).__name__}; expected a list of names, "
-            f"a comma-separated string or a dict (names: {', '.join(AUGMENTATIONS)})."
-        )
-    config = {}
-    unknown = []
-    for raw, value in items.items():
-        name = _ALIASES.get(str(raw).lower(), str(raw).lower())
-        if name not in AUGMENTATIONS:
-            unknown.append(str(raw))
-        elif value is not None and value is not False:
-            config[name] = value
-    if unknown:
-        raise InvalidValueError(
-            f"Unknown augmentation(s): {', '.join(unknown)}; expected some of "
-            f"{', '.join(AUGMENTATIONS)}."
-        )
-    return config
-
-
-def _crop_layer(value: Any, image_size: Any, seed: int | None) -> tuple[keras.layers.Layer, float]:
-    if image_size is None:
-        raise InvalidValueError("crop needs image_size=(height, width)")
-    fraction = DEFAULT_CROP_FRACTION if value is True else float(value)
-    if not 0.0 < fraction <= 1.0:
-        raise InvalidValueError(f"the crop fraction must be in (0, 1], got {fraction}")
-    height, width = (int(v) for v in image_size)
-    return keras.layers.RandomCrop(height, width, seed=seed), fraction
-
-
-def _make_layer(name: str, value: Any, seed: int | None) -> keras.layers.Layer:
-    kwargs: dict[str, Any] = dict(value) if isinstance(value, Mapping) else {}
-    main = None if value is True or isinstance(value, Mapping) else value
-    kwargs.setdefault("seed", seed)
-    if name == "flip":
-        kwargs.setdefault("mode", main or "horizontal")
-        return keras.layers.RandomFlip(**kwargs)
-    if name == "rotation":
-        kwargs.setdefault("factor", 0.1 if main is None else float(main))
-        return keras.layers.RandomRotation(**kwargs)
-    if name == "zoom":
-        kwargs.setdefault("height_factor", 0.1 if main is None else float(main))
-        return keras.layers.RandomZoom(**kwargs)
-    if name == "rand_augment":
-        kwargs.setdefault("value_range", (0, 255))
-        if main is not None:
-            kwargs.setdefault("factor", float(main))
-        return keras.layers.RandAugment(**kwargs)
-    if name == "mixup":
-        kwargs.setdefault("alpha", 0.2 if main is None else float(main))
-        return keras.layers.MixUp(**kwargs)
-    kwargs.setdefault("factor", 1.0 if main is None else float(main))
-    return keras.layers.CutMix(**kwargs)
-
-
-def mixes_labels(layer: keras.layers.Layer | None) -> bool:
-    """Whether ``layer`` (or a layer inside it) is MixUp or CutMix, which need one-hot labels."""
-    if layer is None:
-        return False
-    inner = getattr(layer, "layers", None) or [layer]
-    return any(isinstance(x, keras.layers.MixUp | keras.layers.CutMix) for x in inner)
 
 
 def resize(
@@ -212,11 +67,16 @@ def resize(
 
 
 def pipeline(
-    dataset: tf.data.Dataset,
+    split: tf.data.Dataset | SplitPlan,
     image_size: tuple[int, int],
     batch_size: int = 32,
     training: bool = False,
-    augment: str | Sequence[str] | Mapping[str, Any] | keras.layers.Layer | None = None,
+    augment: str
+    | Sequence[str]
+    | Mapping[str, Any]
+    | Augmentation
+    | keras.layers.Layer
+    | None = None,
     *,
     seed: int = 0,
     method: str = "bilinear",
@@ -224,6 +84,7 @@ def pipeline(
     antialias: bool = False,
     label_mode: str = "auto",
     num_classes: int | None = None,
+    label_smoothing: float = 0.0,
     shuffle_buffer: int | None = None,
     cache: bool = False,
     drop_remainder: bool = False,
@@ -231,26 +92,32 @@ def pipeline(
     """Batches a split for a model: decode, RGB, resize, (shuffle, augment), batch, prefetch.
 
     Order is deterministic for a ``seed``; only training pipelines shuffle (reshuffled each
-    epoch, seeded) and augment. Splits from :func:`zoo.data.load` are shuffled before
-    decoding (only indices or paths sit in the shuffle buffer) and in-memory data such as
-    Fashion-MNIST is gathered and resized a whole batch at a time.
+    epoch, seeded) and augment. Given a :class:`SplitPlan` (``DataSource.plan(name)``, or
+    simply ``DataSource.pipeline(name, ...)``), files and indices are shuffled completely
+    before decoding and in-memory data such as Fashion-MNIST is gathered and resized a
+    whole batch at a time; a plain ``tf.data.Dataset`` goes through a shuffle buffer.
 
     Args:
-        dataset: unbatched ``(uint8 image (h, w, 3), int label)``, e.g. ``data.train``.
+        split: a :class:`SplitPlan`, or an unbatched ``tf.data.Dataset`` of
+            ``(uint8 image (h, w, 3), int label)``.
         image_size: ``(height, width)`` of the backbone input, e.g. ``spec.input_size``.
         batch_size: examples per batch.
         training: shuffle and augment.
-        augment: names / config for :func:`augmentation`, or a Keras layer; applied only
-            when ``training``, but MixUp / CutMix in it make the labels one-hot either way.
-        seed: shuffle seed (and augmentation seed when ``augment`` is not a layer).
+        augment: names / config for :func:`zoo.data.augmentation`, an
+            :class:`Augmentation` or a Keras layer; applied only when ``training``. When
+            it gives soft labels (mixup, cutmix, label smoothing), every split built with
+            it gets ``(batch, num_classes)`` float32 labels, so the loss sees one format:
+            mixed on training batches, plain one-hot elsewhere.
+        seed: shuffle seed (and augmentation seed when ``augment`` is not built yet).
         method: resize method (``tf.image.resize``).
         crop_to_aspect_ratio: centre-crop to the target aspect ratio before resizing.
         antialias: antialiased downsampling.
         label_mode: "int" (int64 ``(batch,)``), "one_hot" (float32 ``(batch, classes)``)
-            or "auto" (one-hot when ``augment`` mixes labels, else int).
-        num_classes: needed for one-hot labels of a dataset not made by :func:`load`.
-        shuffle_buffer: buffer for datasets not made by :func:`load` (default 1024);
-            splits from :func:`load` are shuffled completely.
+            or "auto" (soft when ``augment`` gives soft labels, else int).
+        num_classes: classes for one-hot / soft labels; known for a :class:`SplitPlan`.
+        label_smoothing: smoothing of training labels when ``augment`` is built here.
+        shuffle_buffer: buffer for a plain ``tf.data.Dataset`` (default 1024); a
+            :class:`SplitPlan` is shuffled completely.
         cache: keep resized uint8 images in memory after the first epoch (small datasets).
         drop_remainder: drop the last incomplete batch.
 
@@ -258,59 +125,50 @@ def pipeline(
         Batched dataset of ``(float32 (batch, height, width, 3) pixels 0..255, labels)``.
 
     Raises:
-        ValueError: bad sizes, method, label mode, or one-hot labels with unknown classes.
+        ValueError: bad sizes, method, label mode, augmentation, or one-hot labels with
+            unknown classes.
     """
     image_size = _check_args(image_size, batch_size, method, label_mode)
-    plan = plan_of(dataset)
-    stack = None
+    plan = split if isinstance(split, SplitPlan) else None
+    num_classes = num_classes or (plan.num_classes if plan is not None else None)
+    aug = None
     if augment is not None:
-        stack = (
-            augment
-            if isinstance(augment, keras.layers.Layer)
-            else augmentation(augment, image_size=image_size, seed=seed)
+        aug = augmentation(
+            augment,
+            image_size=image_size,
+            seed=seed,
+            num_classes=num_classes,
+            label_smoothing=label_smoothing,
         )
-    one_hot = label_mode == "one_hot" or (label_mode == "auto" and mixes_labels(stack))
-    if one_hot:
-        num_classes = num_classes or (plan.num_classes if plan is not None else None)
-        if not num_classes:
-            raise InvalidValueError(
-                "One-hot labels (label_mode='one_hot', or MixUp/CutMix in augment) need "
-                "num_classes= for a dataset not made by zoo.data.load."
-            )
-    size = image_size
-    if training and stack is not None and stack in _CROP_FRACTION:
-        fraction = _CROP_FRACTION[stack]
-        size = (math.ceil(image_size[0] / fraction), math.ceil(image_size[1] / fraction))
+    one_hot = label_mode == "one_hot" or (
+        label_mode == "auto" and aug is not None and aug.soft_labels
+    )
+    if one_hot and not num_classes:
+        raise InvalidValueError(
+            "One-hot labels (label_mode='one_hot', or mixup / cutmix / label smoothing in "
+            "augment) need num_classes= for a plain tf.data.Dataset."
+        )
+    size = aug.resize_to(image_size) if training and aug is not None else image_size
     resize_kw = {
         "method": method,
         "crop_to_aspect_ratio": crop_to_aspect_ratio,
         "antialias": antialias,
     }
-
+    batching = (size, batch_size, training, seed, drop_remainder, resize_kw)
     if plan is not None and plan.kind == "memory":
-        batches = _memory_batches(plan, size, batch_size, training, seed, drop_remainder, resize_kw)
+        batches = _memory_batches(plan, *batching)
     elif plan is not None and plan.kind == "files" and not cache:
-        batches = _file_batches(plan, size, batch_size, training, seed, drop_remainder, resize_kw)
+        batches = _file_batches(plan, *batching)
     else:
-        batches = _generic_batches(
-            dataset,
-            plan,
-            size,
-            batch_size,
-            training,
-            seed,
-            drop_remainder,
-            resize_kw,
-            shuffle_buffer,
-            cache,
-        )
-    if one_hot:
+        dataset = split if plan is None else dataset_from_plan(plan)
+        batches = _generic_batches(dataset, plan, *batching, shuffle_buffer, cache)
+    augmented = training and aug is not None
+    if augmented:
+        # Soft labels come from the augmentation itself (smoothed, then mixed).
+        batches = batches.map(aug, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if one_hot and not (augmented and aug.soft_labels):
         depth = int(num_classes)
-        batches = batches.map(lambda x, y: (x, tf.one_hot(y, depth, dtype=tf.float32)))
-    if training and stack is not None:
-        batches = batches.map(
-            lambda x, y: _apply_stack(stack, x, y), num_parallel_calls=AUTOTUNE, deterministic=True
-        )
+        batches = batches.map(lambda x, y: (x, one_hot_labels(y, depth)))
     return batches.prefetch(AUTOTUNE)
 
 
@@ -332,12 +190,6 @@ def _check_args(image_size: Any, batch_size: Any, method: str, label_mode: str) 
     if problems:
         raise InvalidValueError("Bad pipeline arguments: " + "; ".join(problems) + ".")
     return size
-
-
-def _apply_stack(stack: keras.layers.Layer, images: tf.Tensor, labels: tf.Tensor):
-    out = stack({"images": images, "labels": labels}, training=True)
-    # Keras' layers hand labels back as floats; keep int labels int for sparse losses.
-    return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], labels.dtype)
 
 
 def _memory_batches(

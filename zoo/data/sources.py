@@ -7,12 +7,12 @@ turns a split into batches for a model.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
 import os
 import struct
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,6 +24,8 @@ import tensorflow as tf
 
 from zoo.data import images as _images
 from zoo.data import splits as _splits
+from zoo.data.pipeline import pipeline as _batches
+from zoo.data.plans import SplitPlan, dataset_from_plan, to_rgb
 from zoo.errors import InvalidValueError, MissingFileError, UnknownNameError, ZooError
 
 SPLITS = ("train", "validation", "test")
@@ -58,107 +60,6 @@ class CorruptImagesError(ZooError, ValueError):
     """``strict=True`` and some files of an image folder cannot be decoded."""
 
 
-# -- how a split's tf.data dataset was made; pipeline() uses it to shuffle before decoding --
-
-
-@dataclass(eq=False)
-class SplitPlan:
-    """What a split of a :class:`DataSource` holds, so pipelines can be built efficiently.
-
-    Attributes:
-        kind: "memory" (``images`` in RAM), "files" (``paths`` decoded with Pillow) or
-            "tfds" (a tfds dataset, ``make`` builds it).
-        identities: identity of each example (None for tfds: not enumerated).
-        labels: int64 ``(n,)`` (None for tfds).
-        images: uint8 ``(n, h, w)`` or ``(n, h, w, c)`` for "memory".
-        paths: absolute file paths for "files".
-        exif_transpose: for "files", whether the EXIF orientation is applied.
-        make: for "tfds", builds the unbatched dataset ``(image, label)``.
-        num_classes: number of classes of the source.
-    """
-
-    kind: str
-    num_classes: int
-    identities: list[str] | None = None
-    labels: np.ndarray | None = None
-    images: np.ndarray | None = None
-    paths: list[str] | None = None
-    exif_transpose: bool = True
-    make: Callable[[], tf.data.Dataset] | None = None
-
-    def size(self) -> int | None:
-        """Number of examples, or ``None`` when not enumerated (tfds)."""
-        return None if self.identities is None else len(self.identities)
-
-
-_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def plan_of(dataset: tf.data.Dataset) -> SplitPlan | None:
-    """The :class:`SplitPlan` behind a split returned by :func:`load`, else ``None``."""
-    try:
-        return _PLANS.get(dataset)
-    except TypeError:
-        return None
-
-
-def _dataset_from_plan(plan: SplitPlan) -> tf.data.Dataset:
-    if plan.kind == "memory":
-        dataset = tf.data.Dataset.from_tensor_slices((plan.images, plan.labels))
-        dataset = dataset.map(lambda x, y: (to_rgb(x), y))
-    elif plan.kind == "files":
-        exif = plan.exif_transpose
-        dataset = tf.data.Dataset.from_tensor_slices((plan.paths, plan.labels))
-        dataset = dataset.map(
-            lambda p, y: (decode_file(p, exif), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-    else:
-        dataset = plan.make()
-    _PLANS[dataset] = plan
-    return dataset
-
-
-def to_rgb(images: tf.Tensor, batched: bool = False) -> tf.Tensor:
-    """Greyscale, RGB or RGBA uint8 images -> RGB (alpha dropped, as TensorFlow's decoders do).
-
-    Args:
-        images: ``(h, w)`` or ``(h, w, 1|3|4)``; with ``batched``, a leading batch axis.
-        batched: whether the first axis is the batch.
-
-    Returns:
-        ``(h, w, 3)`` (or ``(batch, h, w, 3)``), same dtype.
-    """
-    if images.shape.rank == (3 if batched else 2):
-        images = images[..., None]
-    channels = images.shape[-1]
-    if channels == 1:
-        return tf.repeat(images, 3, axis=-1)
-    if channels == 4:
-        return images[..., :3]
-    return images
-
-
-def decode_file(path: tf.Tensor, exif_transpose: bool = True) -> tf.Tensor:
-    """Decodes one validated image file with Pillow inside tf.data.
-
-    Args:
-        path: scalar string tensor.
-        exif_transpose: apply the EXIF orientation tag.
-
-    Returns:
-        uint8 tensor ``(height, width, 3)``.
-    """
-
-    def _decode(p: bytes) -> np.ndarray:
-        return _images.decode_rgb(os.fsdecode(p), exif_transpose)
-
-    image = tf.numpy_function(_decode, [path], tf.uint8, stateful=False)
-    image.set_shape([None, None, 3])
-    return image
-
-
 # -- the object load() returns ------------------------------------------------------------
 
 
@@ -167,7 +68,8 @@ class DataSource:
     """Splits of one dataset as unbatched ``tf.data.Dataset`` of ``(image, label)``.
 
     Images are uint8 ``(height, width, 3)`` (sizes may differ between examples), labels
-    int64 scalars in ``[0, len(class_names))``.
+    int64 scalars in ``[0, len(class_names))`` (multi-hot float32 ``(num_classes,)`` for a
+    folder with a labels CSV: :attr:`multi_label`).
 
     Attributes:
         source: the canonical source string, e.g. ``"fashion_mnist"`` or ``"folder:/data"``.
@@ -198,6 +100,12 @@ class DataSource:
         """Number of classes."""
         return len(self.class_names)
 
+    @property
+    def multi_label(self) -> bool:
+        """Whether labels are multi-hot float32 ``(num_classes,)`` (a folder's labels CSV)."""
+        labels = self._plans["train"].labels
+        return labels is not None and labels.ndim == 2
+
     def split(self, name: str) -> tf.data.Dataset | None:
         """The split called ``name`` ("train", "validation" or "test").
 
@@ -207,6 +115,46 @@ class DataSource:
         if name not in SPLITS:
             raise UnknownNameError(f"Unknown split {name!r}; expected one of {', '.join(SPLITS)}.")
         return getattr(self, name)
+
+    def plan(self, split: str) -> SplitPlan | None:
+        """What ``split`` holds (``None`` if absent), for :func:`zoo.data.pipeline`.
+
+        Raises:
+            KeyError: for an unknown split name.
+        """
+        self.split(split)
+        return self._plans.get(split)
+
+    def pipeline(
+        self,
+        split: str,
+        image_size: tuple[int, int],
+        batch_size: int = 32,
+        training: bool = False,
+        augment: Any = None,
+        **options: Any,
+    ) -> tf.data.Dataset:
+        """Batches of ``split`` for a model: :func:`zoo.data.pipeline` of its plan.
+
+        Args:
+            split: "train", "validation" or "test".
+            image_size, batch_size, training, augment, options: as for
+                :func:`zoo.data.pipeline` (``num_classes`` is this source's).
+
+        Returns:
+            Batched ``(float32 (batch, height, width, 3) pixels 0..255, labels)``.
+
+        Raises:
+            KeyError: for an unknown split name; ValueError: for an absent split or bad
+                arguments.
+        """
+        plan = self.plan(split)
+        if plan is None:
+            raise InvalidValueError(
+                f"{self.source} has no {split} split; ask for validation_fraction / "
+                "test_fraction when loading it."
+            )
+        return _batches(plan, image_size, batch_size, training, augment, **options)
 
     def num_examples(self, split: str) -> int | None:
         """Examples in ``split`` (0 if absent; ``None`` if unknown, e.g. tfds unsubsampled)."""
@@ -224,7 +172,7 @@ class DataSource:
             return {name: 0 for name in self.class_names}
         if plan.labels is None:
             return None
-        counts = np.bincount(plan.labels, minlength=self.num_classes)
+        counts = _count_labels(plan.labels, self.num_classes)
         return {name: int(k) for name, k in zip(self.class_names, counts, strict=True)}
 
     def identities(self, split: str) -> list[str] | None:
@@ -251,7 +199,7 @@ class DataSource:
             h.update(json.dumps(self.class_names).encode())
             if plan is not None and plan.identities is not None:
                 for identity, label in zip(plan.identities, plan.labels, strict=True):
-                    h.update(f"{identity}\0{int(label)}\n".encode())
+                    h.update(f"{identity}\0{_label_key(label)}\n".encode())
             if plan is not None and self._content_key is not None:
                 h.update(self._content_key(split).encode())
             self._fingerprints[split] = h.hexdigest()
@@ -272,9 +220,9 @@ class DataSource:
 
 _COMMON = {"validation_fraction", "seed", "train_size", "per_class"}
 _OPTIONS = {
-    "fashion_mnist": _COMMON | {"data_dir", "download"},
-    "folder": _COMMON | {"test_fraction", "strict", "exif_transpose"},
-    "tfds": _COMMON | {"data_dir", "download", "test_split"},
+    "fashion_mnist": _COMMON | {"test_fraction", "data_dir", "download"},
+    "folder": _COMMON | {"test_fraction", "strict", "exif_transpose", "labels_csv"},
+    "tfds": _COMMON | {"test_fraction", "data_dir", "download", "test_split"},
     "arrays": _COMMON | {"test_fraction", "class_names", "test"},
 }
 
@@ -296,15 +244,23 @@ def load(source: str | tuple[np.ndarray, np.ndarray], **options: Any) -> DataSou
     Options (all keyword):
         validation_fraction: share of the training data held out for validation, chosen by
             a stable hash of each example's identity and ``seed`` (default 0.1).
-        test_fraction: (folder, arrays) share held out as the test split the same way.
+        test_fraction: share of the training data held out as the test split the same way
+            (disjoint from validation, stable across runs). Folders and arrays have no
+            other test split; for fashion_mnist and tfds it replaces the dataset's own test
+            split, so give it only to hold out a test set from the training data.
         seed: split and subsampling seed (default 0).
         train_size / per_class: stratified, deterministic subsample of the training split.
         strict: (folder) refuse the dataset if any file cannot be decoded.
-        exif_transpose: (folder) apply EXIF orientation (default True).
+        labels_csv: (folder) a CSV of ``path,label1;label2`` rows (paths relative to the
+            folder, optional header ``path,labels``) instead of class sub-folders: labels
+            are then multi-hot float32 ``(num_classes,)``, class names the sorted labels.
+        exif_transpose: (folder) apply the EXIF orientation tag (default False: images are
+            seen as stored, exactly as `serve_bytes` decodes them; see zoo.data.images).
         class_names / test: (arrays) class names; ``(x_test, y_test)``.
         data_dir / download: (fashion_mnist, tfds) where to look; whether to download
             (default: yes unless ``ZOO_OFFLINE`` is set).
-        test_split: (tfds) the tfds split used as test (default "test" if it exists).
+        test_split: (tfds) the tfds split used as test (default "test" if it exists and
+            no ``test_fraction`` is given).
 
     Returns:
         A :class:`DataSource`.
@@ -400,7 +356,7 @@ def _build(
             f"{source}: the training split is empty; lower validation_fraction/test_fraction "
             "or add data."
         )
-    datasets = {name: _dataset_from_plan(plan) for name, plan in plans.items()}
+    datasets = {name: dataset_from_plan(plan) for name, plan in plans.items()}
     return DataSource(
         source=source,
         class_names=list(class_names),
@@ -626,12 +582,14 @@ def _load_fashion_mnist(options: dict[str, Any]) -> DataSource:
             "memory", n_cls, [identities[i] for i in positions], y[positions], x[positions]
         )
 
-    test = SplitPlan("memory", n_cls, [f"test:{i}" for i in range(len(xt))], yt, xt)
+    test = None
+    if not options.get("test_fraction"):  # the official test set, unless told to hold one out
+        test = SplitPlan("memory", n_cls, [f"test:{i}" for i in range(len(xt))], yt, xt)
     plans = _make_splits(identities, y, options, make_plan, fixed_test=test)
     digests: dict[str, str] = {}
 
     def content_key(split: str) -> str:
-        part = "test" if split == "test" else "train"
+        part = "test" if split == "test" and test is not None else "train"
         if part not in digests:
             digests[part] = _array_digest(arrays[f"{part}_images"], arrays[f"{part}_labels"])
         return digests[part]
@@ -652,20 +610,16 @@ def _load_folder(path: str, options: dict[str, Any]) -> DataSource:
             "one sub-folder of images per class."
         )
     root = root.resolve()
-    class_names, files = _images.list_class_files(root)
-    if len(class_names) < 2:
-        raise InvalidValueError(
-            f"{root} has {len(class_names)} class folder(s) ({', '.join(class_names) or 'none'});"
-            " expected one sub-folder per class and at least 2 classes."
-        )
-    no_files = [name for name in class_names if not files[name]]
-    if no_files:
-        raise InvalidValueError(
-            f"Empty class folder(s) in {root}: {', '.join(no_files)} (no "
-            f"{'/'.join(_images.IMAGE_EXTENSIONS)} files); add images or remove the folder(s)."
-        )
-    exif = bool(options.get("exif_transpose", True))
-    all_files = [(p, label) for label, name in enumerate(class_names) for p in files[name]]
+    if options.get("labels_csv"):
+        if options["train_size"] is not None or options["per_class"] is not None:
+            raise InvalidValueError(
+                "train_size / per_class subsample by class, which a multi-label labels_csv "
+                "does not have; leave them out or list fewer files in the CSV."
+            )
+        class_names, all_files = _labels_csv(root, options["labels_csv"])
+    else:
+        class_names, all_files = _class_folders(root)
+    exif = bool(options.get("exif_transpose", False))
     reasons = _images.check_images([p for p, _ in all_files], exif_transpose=exif)
     skipped = [(str(p), r) for (p, _), r in zip(all_files, reasons, strict=True) if r is not None]
     if skipped and options.get("strict"):
@@ -675,17 +629,17 @@ def _load_folder(path: str, options: dict[str, Any]) -> DataSource:
             "Fix or remove them, or load with strict=False to skip them."
         )
     good = [(p, label) for (p, label), r in zip(all_files, reasons, strict=True) if r is None]
-    counts = np.bincount([label for _, label in good], minlength=len(class_names))
+    labels = np.array([label for _, label in good], dtype=all_files[0][1].dtype)
+    counts = _count_labels(labels, len(class_names))
     emptied = [name for name, k in zip(class_names, counts, strict=True) if k == 0]
     if emptied:
         raise InvalidValueError(
-            f"Class folder(s) {', '.join(emptied)} in {root} have no decodable image "
+            f"Class(es) {', '.join(emptied)} in {root} have no decodable image "
             f"({len(skipped)} file(s) skipped, see the list): "
             + "; ".join(f"{p}: {r}" for p, r in skipped[:10])
         )
     paths = [str(p) for p, _ in good]
     identities = [Path(p).relative_to(root).as_posix() for p in paths]
-    labels = np.array([label for _, label in good], dtype=np.int64)
     n_cls = len(class_names)
 
     def make_plan(positions: np.ndarray) -> SplitPlan:
@@ -709,8 +663,86 @@ def _load_folder(path: str, options: dict[str, Any]) -> DataSource:
 
     data = _build(f"folder:{root}", class_names, plans, options, skipped, content_key)
     data.options["exif_transpose"] = exif
+    if options.get("labels_csv"):
+        data.options["labels_csv"] = str(options["labels_csv"])
     data.origin = str(root)
     return data
+
+
+def _class_folders(root: Path) -> tuple[list[str], list[tuple[Path, np.int64]]]:
+    """Class names (sub-folders) and ``(file, int label)`` of every image under them."""
+    class_names, files = _images.list_class_files(root)
+    if len(class_names) < 2:
+        raise InvalidValueError(
+            f"{root} has {len(class_names)} class folder(s) ({', '.join(class_names) or 'none'});"
+            " expected one sub-folder per class and at least 2 classes."
+        )
+    no_files = [name for name in class_names if not files[name]]
+    if no_files:
+        raise InvalidValueError(
+            f"Empty class folder(s) in {root}: {', '.join(no_files)} (no "
+            f"{'/'.join(_images.IMAGE_EXTENSIONS)} files); add images or remove the folder(s)."
+        )
+    return class_names, [
+        (p, np.int64(label)) for label, name in enumerate(class_names) for p in files[name]
+    ]
+
+
+def _labels_csv(root: Path, csv_path: str | os.PathLike) -> tuple[list[str], list[tuple]]:
+    """Class names and ``(file, multi-hot float32 label)`` from ``path,label1;label2`` rows.
+
+    Paths are relative to ``root``; an optional first row ``path,labels`` is a header.
+    Every problem (missing file, row without labels, duplicate path) is listed at once.
+    """
+    table = Path(csv_path) if Path(csv_path).is_absolute() else root / csv_path
+    if not table.is_file():
+        raise MissingFileError(
+            f"Labels CSV {table} does not exist; expected rows 'path,label1;label2' with "
+            f"paths relative to {root}."
+        )
+    with open(table, newline="", encoding="utf-8") as f:
+        rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+    if rows and [c.strip().lower() for c in rows[0]] == ["path", "labels"]:
+        rows = rows[1:]
+    problems, entries, seen = [], [], set()
+    for number, row in enumerate(rows, start=1):
+        names = sorted({n.strip() for n in (row[1] if len(row) > 1 else "").split(";")} - {""})
+        rel = row[0].strip()
+        if len(row) != 2 or not names:
+            problems.append(f"row {number} {row!r}: expected 'path,label1;label2'")
+        elif not (root / rel).is_file():
+            problems.append(f"row {number}: no file {root / rel}")
+        elif rel in seen:
+            problems.append(f"row {number}: {rel} listed twice")
+        else:
+            seen.add(rel)
+            entries.append((root / rel, names))
+    class_names = sorted({n for _, names in entries for n in names})
+    if not problems and len(class_names) < 2:
+        problems.append(f"{len(class_names)} label(s) in all rows; expected at least 2")
+    if problems:
+        raise InvalidValueError(f"Bad labels CSV {table}: " + "; ".join(problems) + ".")
+    index = {name: i for i, name in enumerate(class_names)}
+    files = []
+    for path, names in entries:
+        multi_hot = np.zeros(len(class_names), dtype=np.float32)
+        multi_hot[[index[n] for n in names]] = 1.0
+        files.append((path, multi_hot))
+    return class_names, files
+
+
+def _label_key(label: np.ndarray) -> str:
+    """An int label as itself, a multi-hot row as its class indices ("0;3")."""
+    if np.ndim(label):
+        return ";".join(str(i) for i in np.flatnonzero(label))
+    return str(int(label))
+
+
+def _count_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Examples per class: int labels ``(n,)`` or multi-hot ``(n, num_classes)``."""
+    if labels.ndim == 2:
+        return labels.sum(axis=0).astype(np.int64)
+    return np.bincount(labels, minlength=num_classes)
 
 
 # -- tfds ---------------------------------------------------------------------------------
@@ -741,10 +773,9 @@ def _load_tfds(spec: str, options: dict[str, Any]) -> DataSource:
         )
     class_names = list(features[label_key].names)
     _ensure_prepared(builder, name, options.get("download"))
-    test_split = options.get("test_split")
-    if test_split is None and "test" in info.splits and not split.startswith("test"):
-        test_split = "test"
-    seed, fraction = int(options["seed"]), float(options["validation_fraction"])
+    test_split = _tfds_test_split(info, split, options)
+    seed = int(options["seed"])
+    fractions = (float(options["validation_fraction"]), float(options.get("test_fraction") or 0))
     n_cls = len(class_names)
 
     def reader(tfds_split: str, part: int | None) -> Callable[[], tf.data.Dataset]:
@@ -754,10 +785,8 @@ def _load_tfds(spec: str, options: dict[str, Any]) -> DataSource:
                 shuffle_files=False,
                 read_config=tfds.ReadConfig(add_tfds_id=True),
             )
-            if part is not None and fraction > 0:
-                ds = ds.filter(
-                    lambda ex: _in_validation(ex["tfds_id"], seed, fraction) == (part == 1)
-                )
+            if part is not None and sum(fractions) > 0:
+                ds = ds.filter(lambda ex: _part_of(ex["tfds_id"], seed, *fractions) == part)
             return ds.map(
                 lambda ex: (to_rgb(ex[image_key]), tf.cast(ex[label_key], tf.int64)),
                 num_parallel_calls=tf.data.AUTOTUNE,
@@ -767,9 +796,11 @@ def _load_tfds(spec: str, options: dict[str, Any]) -> DataSource:
         return make
 
     plans = {"train": SplitPlan("tfds", n_cls, make=reader(split, 0))}
-    if fraction > 0:
+    if fractions[0] > 0:
         plans["validation"] = SplitPlan("tfds", n_cls, make=reader(split, 1))
-    if test_split:
+    if fractions[1] > 0:
+        plans["test"] = SplitPlan("tfds", n_cls, make=reader(split, 2))
+    elif test_split:
         plans["test"] = SplitPlan("tfds", n_cls, make=reader(test_split, None))
     if options["train_size"] is not None or options["per_class"] is not None:
         plans["train"] = _subsample_tfds(
@@ -782,15 +813,37 @@ def _load_tfds(spec: str, options: dict[str, Any]) -> DataSource:
     return data
 
 
-def _in_validation(tfds_id: tf.Tensor, seed: int, fraction: float) -> tf.Tensor:
-    """In-graph :func:`zoo.data.splits.unit_hash` of a tfds id ``< fraction``."""
+def _tfds_test_split(info: Any, split: str, options: dict[str, Any]) -> str | None:
+    """The tfds split used as test: ``test_split``, else "test" if it exists; none when
+    ``test_fraction`` holds the test set out of ``split``."""
+    test_split = options.get("test_split")
+    if options.get("test_fraction"):
+        if test_split is not None:
+            raise InvalidValueError(
+                f"Give either test_split={test_split!r} or test_fraction="
+                f"{options['test_fraction']!r}, not both."
+            )
+        return None
+    if test_split is None and "test" in info.splits and not split.startswith("test"):
+        test_split = "test"
+    return test_split
 
-    def _is_val(identity: bytes) -> np.bool_:
-        return np.bool_(_splits.unit_hash(identity.decode(), seed) < fraction)
 
-    flag = tf.numpy_function(_is_val, [tfds_id], tf.bool, stateful=False)
-    flag.set_shape([])
-    return flag
+def _part(identity: str, seed: int, validation: float, test: float) -> int:
+    """0 train, 1 validation, 2 test: as :func:`zoo.data.splits.assign_splits` decides."""
+    h = _splits.unit_hash(identity, seed)
+    return 1 if h < validation else 2 if h < validation + test else 0
+
+
+def _part_of(tfds_id: tf.Tensor, seed: int, validation: float, test: float) -> tf.Tensor:
+    """In-graph :func:`_part` of a tfds id (int32 scalar)."""
+
+    def _code(identity: bytes) -> np.int32:
+        return np.int32(_part(identity.decode(), seed, validation, test))
+
+    code = tf.numpy_function(_code, [tfds_id], tf.int32, stateful=False)
+    code.set_shape([])
+    return code
 
 
 def _subsample_tfds(
@@ -800,7 +853,8 @@ def _subsample_tfds(
     import tensorflow_datasets as tfds
 
     image_key, label_key = keys
-    seed, fraction = int(options["seed"]), float(options["validation_fraction"])
+    seed = int(options["seed"])
+    fractions = (float(options["validation_fraction"]), float(options.get("test_fraction") or 0))
     ds = builder.as_dataset(
         split=split,
         shuffle_files=False,
@@ -810,7 +864,7 @@ def _subsample_tfds(
     ids, labels = [], []
     for ex in ds.map(lambda ex: (ex["tfds_id"], ex[label_key])).as_numpy_iterator():
         identity = ex[0].decode()
-        if fraction == 0 or _splits.unit_hash(identity, seed) >= fraction:
+        if _part(identity, seed, *fractions) == 0:
             ids.append(identity)
             labels.append(int(ex[1]))
     labels = np.array(labels, dtype=np.int64)
