@@ -235,6 +235,20 @@ def check(manifest_: Any) -> dict[str, Any]:
     return manifest_
 
 
+def prefixed(manifest_: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The same manifest with ``prefix`` put before every path (digest recomputed).
+
+    Maps a bare model's manifest into the vocabulary of a model that nests it, e.g. a
+    backbone's ``"stem_conv/kernel"`` to a classifier's ``"backbone/stem_conv/kernel"``.
+
+    Raises:
+        ManifestError: ``manifest_`` is not a manifest.
+    """
+    entries_ = [dict(e, path=prefix + e["path"]) for e in check(manifest_)["variables"]]
+    entries_.sort(key=lambda e: e["path"])
+    return {"format": MANIFEST_FORMAT, "digest": _digest(entries_), "variables": entries_}
+
+
 def to_json(manifest_: dict[str, Any]) -> str:
     """Canonical JSON text: sorted keys, two-space indent, newline at the end."""
     return json.dumps(check(manifest_), sort_keys=True, indent=2) + "\n"

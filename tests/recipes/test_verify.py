@@ -42,7 +42,7 @@ def exported(tmp_path_factory):
     _fit(model)
     root = tmp_path_factory.mktemp("verify")
     source_file = fingerprint.save(source, root / "source.json")
-    path = export_saved_model(model, root / "export", source_manifest=source)
+    path = export_saved_model(model, root / "export", source_manifest=source).path
     return model, source, source_file, path
 
 
@@ -128,7 +128,7 @@ def test_one_flipped_byte_in_the_variables_file_is_named(copy, capsys):
 
 def test_changed_moving_variance_is_named_even_when_the_checkpoint_is_valid(copy, exported):
     _rewrite_variable(copy, MOVING_VARIANCE, _bump_first)
-    result = verify_export(copy, model=exported[0])
+    result = verify_export(copy, source_manifest=exported[1], model=exported[0])
     assert not result.passed
     text = "\n".join(result.failures)
     assert f"variable {MOVING_VARIANCE}: in the SavedModel variables, sha256" in text
@@ -195,7 +195,7 @@ def test_batchnorm_left_training_in_a_frozen_backbone_is_caught(exported, tmp_pa
     assert all(p.startswith("backbone/stem_bn/") for p in drifted)
     assert not (tmp_path / "x").exists()
 
-    path = export_saved_model(model, tmp_path / "y", frozen=intended)  # no source: exports
+    path = export_saved_model(model, tmp_path / "y", frozen=intended).path  # no source: exports
     source_file = fingerprint.save(source, tmp_path / "source.json")
     assert cli.main(["verify", str(path), "--source-manifest", str(source_file)]) == 1
     out = capsys.readouterr().out
