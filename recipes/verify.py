@@ -105,7 +105,9 @@ class VerifyResult:
         mark = {True: "ok  ", False: "FAIL", None: "skip"}
         lines = [f"verify {self.export_dir}"]
         lines += [f"  {mark[c.passed]} {c.name}: {c.detail}" for c in self.checks]
-        if self.passed:
+        if self.passed and self.frozen_proven is None and self.num_frozen:
+            lines.append("passed, but the frozen weights are not proven unchanged")
+        elif self.passed:
             lines.append("passed")
         else:
             lines.append(f"FAILED: {len(self.failures)} failures")
