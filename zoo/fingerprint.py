@@ -6,7 +6,9 @@ variance. Each entry holds the sha256 of the variable's bytes (C order, in its o
 dtype), so "unchanged" can be checked bitwise. Take one right after the pretrained
 weights load (the *source* manifest), one after fine-tuning, and :func:`diff` names what
 moved; :mod:`recipes.export` ships the final one inside the SavedModel and
-:mod:`recipes.verify` re-checks it.
+:mod:`recipes.verify` re-checks it against a source outside the export (the registry's
+pinned pretrained file, fingerprinted anew by :mod:`zoo.proof`, or a manifest the user
+hands in).
 
 Paths are structural, made of layer names below the root model and the variable's own
 name, e.g. ``"backbone/block_1_project_BN/moving_variance"`` or ``"head/logits/kernel"``.
