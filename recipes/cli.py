@@ -197,11 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     def _cmd_verify(args: argparse.Namespace) -> int:
         from recipes.verify import main_verify
 
-        return main_verify(args.export_dir, args.source_manifest)
+        return main_verify(args.export_dir, args.source_manifest, args.require_proof)
 
     p = sub.add_parser("verify", help="check an export: manifest, frozen weights, parity")
     p.add_argument("export_dir", help="a directory written by the export step")
-    p.add_argument("--source-manifest", help="the pretrained source's manifest (JSON)")
+    p.add_argument(
+        "--source-manifest",
+        help="a manifest of the pretrained weights you trust (JSON), checked besides the "
+        "registry's pinned file",
+    )
+    p.add_argument(
+        "--require-proof",
+        action="store_true",
+        help="exit 1 when no anchor proves the frozen weights unchanged (not proven)",
+    )
     p.set_defaults(func=_cmd_verify)
 
     def _cmd_predict(args: argparse.Namespace) -> int:

@@ -1,28 +1,18 @@
 """Export a classifier as a SavedModel a plain TensorFlow user can serve.
 
-The export directory holds::
-
-    saved_model.pb, variables/        the SavedModel (preprocessing baked in)
-    assets/labels.txt                 one class name per line, in class-id order
-    assets/zoo_manifest.json          weight manifest, frozen set, pretrained source
-    assets/metadata.json              backbone, input size, preprocessing, versions, recipe
-    model.keras                       the same model as a Keras file
-
-Signatures (all return ``logits`` float32 ``(batch, num_classes)``, ``probabilities``
-float32 (softmax, or sigmoid for multi-label), ``class_id`` int64 ``(batch,)`` (argmax of
-the logits) and ``class_name`` string ``(batch,)``):
-
-- ``serving_default``: ``images`` float32 ``(batch, height, width, 3)``, RGB pixels
-  0..255; any batch size and image size (resized bilinearly to the model's input size).
-- ``serving_uint8``: the same with ``images`` uint8. One SavedModel signature has one
-  dtype per input, so uint8 pixels get their own signature.
-- ``serve_bytes``: ``image_bytes`` string ``(batch,)`` of encoded JPEG, PNG, GIF or BMP
-  files, decoded to RGB and resized inside.
+The layout, signatures and outputs are :mod:`recipes.export_format`'s. Besides the
+SavedModel, the export carries the labels, the weight manifest (with the frozen set),
+``metadata.json`` with the backbone's pretrained origin (registry name, weight source,
+input shape: what :mod:`recipes.verify` rebuilds the frozen weights' anchor from) and
+the same model as a ``.keras`` file.
 
 The export is written atomically: into a temporary directory next to the target,
 verified with :func:`recipes.verify.verify_export`, then renamed into place. An earlier
 export at the target is renamed away first and deleted only once the new one is in
 place, so an interrupted or failed export never leaves a half-written directory there.
+The verification checks the frozen variables against the registry's pinned pretrained
+file whenever the backbone's weights came from it, so a frozen variable that drifted
+before the export is refused even when no source manifest is passed.
 
 Built with ``keras.export.ExportArchive`` (Keras 3's SavedModel writer). The variables
 the signatures use are also registered as the collection ``zoo_variables``, in manifest
@@ -37,23 +27,40 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 
-from zoo import fingerprint
+from recipes.export_format import (
+    EXPORT_FORMAT,
+    KERAS_FILE,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    METADATA_FILE,
+    OUTPUTS,
+    PRETRAINED_KEY,
+    RESIZE_METHOD,
+    SIGNATURES,
+    TOLERANCE,
+    VARIABLE_COLLECTION,
+    is_export,
+)
+from recipes.verify import VerifyResult, verify_export
+from zoo import fingerprint, proof
+from zoo.classifier import classifier_info
 from zoo.errors import InvalidValueError, ZooError
 
-SIGNATURES = ("serving_default", "serving_uint8", "serve_bytes")
-OUTPUTS = ("logits", "probabilities", "class_id", "class_name")
-VARIABLE_COLLECTION = "zoo_variables"
-EXPORT_FORMAT = "zoo.export/1"
-LABELS_FILE = "labels.txt"
-MANIFEST_FILE = "zoo_manifest.json"
-METADATA_FILE = "metadata.json"
-KERAS_FILE = "model.keras"
-RESIZE_METHOD = "bilinear"
+__all__ = [
+    "OUTPUTS",
+    "SIGNATURES",
+    "ExportError",
+    "ExportResult",
+    "export_saved_model",
+    "is_export",
+    "model_info",
+]
 
 
 class ExportError(ZooError, RuntimeError):
@@ -68,14 +75,36 @@ class ExportError(ZooError, RuntimeError):
         self.result = result
 
 
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_saved_model` wrote, and the verification it ran on it.
+
+    Path-like (``os.fspath(result)`` is the directory), so it can be handed to
+    ``verify_export`` or ``Predictor`` as is.
+
+    Attributes:
+        path: the export directory.
+        verification: the :class:`recipes.verify.VerifyResult` of the export as
+            written (it passed, or the export would have raised); its ``export_dir`` is
+            ``path``.
+    """
+
+    path: Path
+    verification: VerifyResult
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+
 def export_saved_model(
     model: keras.Model,
     export_dir: str | os.PathLike,
     source_manifest: dict[str, Any] | str | os.PathLike | None = None,
     frozen: Iterable[str] | None = None,
     metadata: dict[str, Any] | None = None,
-    tolerance: float = 1e-5,
-) -> Path:
+    tolerance: float = TOLERANCE,
+    require_proof: bool = False,
+) -> ExportResult:
     """Exports a classifier as a verified SavedModel directory (see the module doc).
 
     Args:
@@ -88,6 +117,9 @@ def export_saved_model(
         source_manifest: the manifest of the pretrained source taken right after the
             weights loaded (``zoo.fingerprint.manifest``), or a path to its JSON. When
             given, every frozen variable must equal it bitwise or the export fails.
+            Either way, when the backbone's weights came from the registry, every
+            frozen backbone variable must equal the registry's pinned file, loaded
+            anew (:func:`zoo.proof.pretrained_manifest`).
         frozen: manifest paths frozen in every training stage (e.g.
             ``FineTuneResult.frozen_in_all_stages``); default
             ``zoo.fingerprint.frozen_paths(model)``, i.e. frozen as the model is now.
@@ -96,9 +128,11 @@ def export_saved_model(
             the model says, the rest goes under ``"extra"``.
         tolerance: the parity tolerance of the verification (max absolute difference
             of logits and probabilities, float32).
+        require_proof: fail unless an anchor proves the frozen variables (the
+            registry's pretrained file or ``source_manifest``).
 
     Returns:
-        The export directory.
+        An :class:`ExportResult`: the export directory and the verification it passed.
 
     Raises:
         ValueError: the model's input or output does not fit a classifier, class names
@@ -106,7 +140,8 @@ def export_saved_model(
             not JSON-able, or the Keras backend is not TensorFlow.
         FileExistsError: ``export_dir`` exists and is not a zoo export.
         ExportError: the written export failed verification (``error.result`` lists
-            every failure); nothing was written at ``export_dir``.
+            every failure, e.g. each frozen variable that differs from the pretrained
+            file); nothing was written at ``export_dir``.
     """
     _check_backend()
     target = Path(export_dir)
@@ -125,12 +160,13 @@ def export_saved_model(
         _write_saved_model(model, info, staging)
         _write_assets(staging, info, zoo_manifest, meta)
         model.save(staging / KERAS_FILE)
-        _verify_staged(staging, source, model, tolerance)
+        verification = _verify_staged(staging, source, model, tolerance, require_proof)
         _swap_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return target
+    verification.export_dir = target
+    return ExportResult(target, verification)
 
 
 def _is_path(value: Any) -> bool:
@@ -156,12 +192,6 @@ def _check_target(target: Path) -> None:
 
 def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
-
-
-def is_export(path: str | os.PathLike) -> bool:
-    """Whether ``path`` looks like a zoo export (SavedModel plus zoo_manifest.json)."""
-    path = Path(path)
-    return (path / "saved_model.pb").is_file() and (path / "assets" / MANIFEST_FILE).is_file()
 
 
 def model_info(model: keras.Model, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -207,15 +237,13 @@ def model_info(model: keras.Model, metadata: dict[str, Any] | None = None) -> di
 
 def _classifier_info(model: keras.Model) -> dict[str, Any]:
     try:
-        from zoo.classifier import classifier_info
-    except ImportError:  # zoo without the classifier module: fall back to the shapes
-        return {}
-    try:
         info = dict(classifier_info(model))
     except ValueError:  # not built by zoo.build_classifier
         return {}
     info.pop("num_classes", None)
     info["preprocessing"] = dict(info.get("preprocessing") or {})
+    origin = proof.origin_of(model)
+    info["origin"] = None if origin is None else origin.to_dict()
     return info
 
 
@@ -285,6 +313,7 @@ def _metadata(info: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str
         "preprocessing": info["preprocessing"],
         "head": info.get("head"),
         "pretrained_weights": info.get("weights"),
+        PRETRAINED_KEY: info.get("origin"),
         "input": "RGB pixels 0..255; float32 or uint8 (batch, height, width, 3), or "
         "encoded image bytes; resized inside with " + RESIZE_METHOD,
         "resize": RESIZE_METHOD,
@@ -381,17 +410,26 @@ def _write_assets(
 
 
 def _verify_staged(
-    staging: Path, source: dict[str, Any] | None, model: keras.Model, tolerance: float
-) -> None:
-    from recipes.verify import verify_export
-
-    result = verify_export(staging, source_manifest=source, model=model, tolerance=tolerance)
+    staging: Path,
+    source: dict[str, Any] | None,
+    model: keras.Model,
+    tolerance: float,
+    require_proof: bool,
+) -> VerifyResult:
+    result = verify_export(
+        staging,
+        source_manifest=source,
+        model=model,
+        tolerance=tolerance,
+        require_proof=require_proof,
+    )
     if not result.passed:
         raise ExportError(
             f"The export failed verification ({len(result.failures)} failures), so nothing "
             "was written:\n  " + "\n  ".join(result.failures),
             result,
         )
+    return result
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from recipes import export as export_lib
+from recipes import export_format as fmt
 from zoo.errors import InvalidValueError, MissingFileError
 
 # What tf.io.decode_image (inside serve_bytes) can decode, as Pillow names the formats.
@@ -79,19 +79,19 @@ class Predictor:
         import tensorflow as tf
 
         directory = Path(export_dir)
-        if not export_lib.is_export(directory):
+        if not fmt.is_export(directory):
             raise MissingFileError(
                 f"{directory} is not a zoo export (needs saved_model.pb and "
-                f"assets/{export_lib.MANIFEST_FILE}); write one with export_saved_model."
+                f"assets/{fmt.MANIFEST_FILE}); write one with export_saved_model."
             )
         self.top_k = _check_top_k(top_k)
         self.export_dir = directory
-        meta = json.loads((directory / "assets" / export_lib.METADATA_FILE).read_text("utf-8"))
+        meta = json.loads((directory / "assets" / fmt.METADATA_FILE).read_text("utf-8"))
         self.metadata: dict[str, Any] = meta
         self.class_names: tuple[str, ...] = tuple(meta["class_names"])
         self.input_size: tuple[int, int] = tuple(meta["input_size"])
         self._loaded = tf.saved_model.load(str(directory))
-        self._signatures = {name: self._loaded.signatures[name] for name in export_lib.SIGNATURES}
+        self._signatures = {name: self._loaded.signatures[name] for name in fmt.SIGNATURES}
 
     def outputs(self, images: Any) -> dict[str, np.ndarray]:
         """The export's raw outputs for ``images`` (see :class:`Predictor` for inputs).
@@ -144,10 +144,10 @@ class Predictor:
         from zoo import fingerprint
 
         zoo_manifest = json.loads(
-            (self.export_dir / "assets" / export_lib.MANIFEST_FILE).read_text("utf-8")
+            (self.export_dir / "assets" / fmt.MANIFEST_FILE).read_text("utf-8")
         )
         paths = [e["path"] for e in zoo_manifest["manifest"]["variables"]]
-        served = getattr(self._loaded, export_lib.VARIABLE_COLLECTION)
+        served = getattr(self._loaded, fmt.VARIABLE_COLLECTION)
         return {
             path: fingerprint.array_sha256(v.numpy()) for path, v in zip(paths, served, strict=True)
         }

@@ -380,28 +380,30 @@ def _export_and_verify(
     timings: dict[str, float],
     log: _Log,
 ) -> tuple[Path | None, dict[str, Any]]:
-    """Exports to ``run_dir/export`` and verifies it from scratch.
+    """Exports to ``run_dir/export``; the export's own verification is the run's.
 
-    ``export_saved_model`` writes into a staging folder, verifies it and only then moves
-    it into place; a failure leaves nothing there. An older export (from an earlier
-    attempt in this directory) is removed first, so after a failed verification no
-    export is left at the target at all. The export is then verified once more, the way
-    ``zoo verify`` does, for the report.
+    ``export_saved_model`` writes into a staging folder, verifies it with the recipe's
+    tolerance and only then moves it into place; a failure leaves nothing there. An
+    older export (from an earlier attempt in this directory) is removed first, so after
+    a failed verification no export is left at the target at all. Weights from the
+    registry must be proven unchanged (against the registry's pinned file and the
+    run's source manifest); "not proven" fails the run.
     """
     from recipes.export import ExportError, export_saved_model
-    from recipes.verify import verify_export
 
     target = run_dir / EXPORT_DIR
     shutil.rmtree(target, ignore_errors=True)
     tolerance = {} if recipe.verify.tolerance is None else {"tolerance": recipe.verify.tolerance}
     try:
         with _timed(timings, "export"):
-            export_saved_model(
+            exported = export_saved_model(
                 model,
                 target,
                 source_manifest=source_manifest,
                 frozen=set(result.frozen_in_all_stages),
                 metadata={"recipe": recipe.model_dump(mode="json")},
+                require_proof=recipe.model.weights_arg == "imagenet",
+                **tolerance,
             )
     except ExportError as error:
         shutil.rmtree(target, ignore_errors=True)
@@ -415,13 +417,7 @@ def _export_and_verify(
         )
         log(f"verification FAILED, no export kept: {'; '.join(verify['failures'])}")
         return None, verify
-    with _timed(timings, "verify"):
-        outcome = verify_export(target, source_manifest=source_manifest, model=model, **tolerance)
-    verify = _verify_dict(outcome)
-    if not verify["passed"]:
-        shutil.rmtree(target, ignore_errors=True)
-        log(f"verification FAILED, no export kept: {'; '.join(verify['failures'])}")
-        return None, verify
+    verify = _verify_dict(exported.verification)
     log(f"exported to {target}; verification passed ({len(verify['checks'])} checks)")
     return target, verify
 

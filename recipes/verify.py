@@ -1,4 +1,4 @@
-"""Verify an export: weights match the manifest, frozen weights match the source, parity.
+"""Verify an export: weights match the manifest, frozen weights match the pretrained ones.
 
 :func:`verify_export` re-checks a directory written by
 :func:`recipes.export.export_saved_model` from scratch, trusting nothing it did not
@@ -10,8 +10,12 @@ recompute:
    with its manifest entry; the checkpoint holds nothing the manifest does not cover;
 3. the SavedModel loads with ``tf.saved_model.load``, has the three signatures with
    the four outputs, and the variables it serves with hash the same;
-4. frozen: every variable frozen in all stages is bitwise the pretrained source's
-   (the ``--source-manifest`` file when given, else the copy embedded in the export);
+4. frozen: every variable frozen in all stages is bitwise equal to an anchor outside
+   the export: the registry's pinned pretrained file, loaded into a fresh backbone
+   (:mod:`zoo.proof`; the backbone and weight source are read from ``metadata.json``),
+   and the ``--source-manifest`` file when one is given; both when both are there. The
+   source manifest embedded in the export is never evidence. With no anchor the check
+   says "not proven" (a failure when a proof is required);
 5. labels: ``labels.txt`` matches the class names in ``metadata.json``;
 6. parity: the signatures' outputs on a fixed probe batch match the Keras model (the
    one in memory, else the ``model.keras`` file in the export), max absolute difference
@@ -32,13 +36,22 @@ from typing import Any
 import keras
 import numpy as np
 
-from recipes import export as export_lib
-from zoo import fingerprint
-from zoo.errors import InvalidValueError, MissingFileError
+from recipes import export_format as fmt
+from recipes.export_format import PROBE_BATCH, PROBE_SEED, TOLERANCE, probe_batch
+from zoo import fingerprint, proof
+from zoo.errors import InvalidValueError, MissingFileError, ZooError
 
-TOLERANCE = 1e-5
-PROBE_BATCH = 4
-PROBE_SEED = 0
+__all__ = [
+    "PROBE_BATCH",
+    "PROBE_SEED",
+    "TOLERANCE",
+    "Check",
+    "VerifyResult",
+    "collection_keys",
+    "main_verify",
+    "probe_batch",
+    "verify_export",
+]
 
 
 @dataclass(frozen=True)
@@ -82,12 +95,19 @@ class VerifyResult:
     def _skip(self, name: str, detail: str) -> None:
         self.checks.append(Check(name, None, detail))
 
+    @property
+    def frozen_proven(self) -> bool | None:
+        """The frozen check's outcome: True proven, False disproven, None not proven."""
+        return next((c.passed for c in self.checks if c.name == "frozen"), None)
+
     def report(self) -> str:
         """A short human-readable report: one line per check, then every failure."""
         mark = {True: "ok  ", False: "FAIL", None: "skip"}
         lines = [f"verify {self.export_dir}"]
         lines += [f"  {mark[c.passed]} {c.name}: {c.detail}" for c in self.checks]
-        if self.passed:
+        if self.passed and self.frozen_proven is None and self.num_frozen:
+            lines.append("passed, but the frozen weights are not proven unchanged")
+        elif self.passed:
             lines.append("passed")
         else:
             lines.append(f"FAILED: {len(self.failures)} failures")
@@ -100,21 +120,25 @@ def verify_export(
     source_manifest: dict[str, Any] | str | os.PathLike | None = None,
     model: keras.Model | None = None,
     tolerance: float = TOLERANCE,
+    require_proof: bool = False,
 ) -> VerifyResult:
     """Checks an export (see the module doc) and returns every failure found.
 
     Args:
         export_dir: a directory written by ``recipes.export.export_saved_model``.
-        source_manifest: the pretrained source's manifest (dict or JSON path); default
-            the copy embedded in the export. Frozen variables are compared with it.
+        source_manifest: a manifest of the pretrained weights you trust (dict or JSON
+            path), a second anchor for the frozen check besides the registry's file.
         model: the Keras model the export came from, for the parity check and a
             manifest comparison; default the export's ``model.keras``.
         tolerance: the largest absolute difference allowed between the signatures'
             logits or probabilities and the Keras model's (float32).
+        require_proof: when no anchor proves the frozen variables (check 4 says "not
+            proven"), record that as a failure.
 
     Returns:
         A :class:`VerifyResult`; ``result.passed`` is False with ``result.failures``
-        naming each variable, signature or file that is wrong.
+        naming each variable, signature or file that is wrong;
+        ``result.frozen_proven`` tells proven (True) from not proven (None).
 
     Raises:
         FileNotFoundError: ``export_dir`` (or ``source_manifest``) does not exist, or
@@ -139,7 +163,7 @@ def verify_export(
     entries = _manifest_entries(zoo_manifest, result)
     actual = _checkpoint_hashes(directory, entries, result) if entries is not None else None
     loaded = _load(directory, entries, actual, result)
-    _check_frozen(zoo_manifest, entries, actual, source_manifest, result)
+    _check_frozen(zoo_manifest, meta, entries, actual, source_manifest, require_proof, result)
     _check_labels(meta, labels, result)
     _check_parity(directory, loaded, meta, entries, model, result, tolerance)
     return result
@@ -152,7 +176,7 @@ def _read_assets(directory: Path, result: VerifyResult) -> tuple[Any, Any, Any]:
     failures = []
     values = []
     assets = directory / "assets"
-    for name in (export_lib.MANIFEST_FILE, export_lib.METADATA_FILE, export_lib.LABELS_FILE):
+    for name in (fmt.MANIFEST_FILE, fmt.METADATA_FILE, fmt.LABELS_FILE):
         path = assets / name
         try:
             text = path.read_text(encoding="utf-8")
@@ -217,10 +241,10 @@ def collection_keys(directory: str | os.PathLike) -> list[str]:
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
     graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
     root = graph.nodes[0]
-    node_ids = [c.node_id for c in root.children if c.local_name == export_lib.VARIABLE_COLLECTION]
+    node_ids = [c.node_id for c in root.children if c.local_name == fmt.VARIABLE_COLLECTION]
     if not node_ids:
         raise InvalidValueError(
-            f"The SavedModel has no {export_lib.VARIABLE_COLLECTION!r} collection; it was not "
+            f"The SavedModel has no {fmt.VARIABLE_COLLECTION!r} collection; it was not "
             "written by recipes.export."
         )
     children = sorted(graph.nodes[node_ids[0]].children, key=lambda c: int(c.local_name))
@@ -304,16 +328,16 @@ def _load(
         result._record("load", [f"tf.saved_model.load fails: {_line(error)}"], "")
         return None
     failures = []
-    for name in export_lib.SIGNATURES:
+    for name in fmt.SIGNATURES:
         if name not in loaded.signatures:
             failures.append(f"signature {name} is missing")
             continue
         outputs = set(loaded.signatures[name].structured_outputs)
-        if outputs != set(export_lib.OUTPUTS):
+        if outputs != set(fmt.OUTPUTS):
             failures.append(
-                f"signature {name} outputs {sorted(outputs)}, expected {list(export_lib.OUTPUTS)}"
+                f"signature {name} outputs {sorted(outputs)}, expected {list(fmt.OUTPUTS)}"
             )
-    served = list(getattr(loaded, export_lib.VARIABLE_COLLECTION, []))
+    served = list(getattr(loaded, fmt.VARIABLE_COLLECTION, []))
     if entries is not None:
         if len(served) != len(entries):
             failures.append(
@@ -325,50 +349,116 @@ def _load(
             if actual is not None and actual.get(entry["path"]) == sha == entry["sha256"]:
                 continue
             failures += _entry_mismatches(entry["path"], value, sha, entry, "the loaded SavedModel")
-    result._record("load", failures, f"loads; signatures {', '.join(export_lib.SIGNATURES)}")
+    result._record("load", failures, f"loads; signatures {', '.join(fmt.SIGNATURES)}")
     return loaded
 
 
-# -- 4. frozen == pretrained source ---------------------------------------------------------------
+# -- 4. frozen == the pretrained weights, from an anchor outside the export ----------------
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    """A reference for frozen variables: ``entries`` cover the paths under ``prefix``."""
+
+    label: str
+    entries: dict[str, dict[str, Any]]
+    prefix: str = ""
+
+    def mismatch(self, path: str, sha: str, shape: list[int]) -> list[str]:
+        before = self.entries.get(path)
+        if before is None:
+            return [f"frozen variable {path} is not in {self.label}"]
+        if sha != before["sha256"] or list(shape) != list(before["shape"]):
+            return [
+                f"frozen variable {path} changed since the pretrained source: sha256 "
+                f"{before['sha256'][:12]}... -> {sha[:12]}... ({self.label})"
+            ]
+        return []
+
+
+def _registry_anchor(meta: Any) -> tuple[_Anchor | None, str]:
+    """The registry's pinned file as an anchor, or why there is none."""
+    record = meta.get(fmt.PRETRAINED_KEY) if isinstance(meta, dict) else None
+    if record is None:
+        return None, "metadata.json names no pretrained origin (not a zoo classifier?)"
+    try:
+        origin = proof.PretrainedOrigin.from_dict(record)
+        reference = proof.pretrained_manifest(origin)
+    except ZooError as error:  # unavailable offline, unknown backbone, bad hash: no anchor
+        return None, _message(error)
+    label = f"the registry's {origin.weights} weights of {origin.backbone}"
+    return _Anchor(label, fingerprint.entries(reference), f"{origin.layer}/"), ""
+
+
+def _message(error: BaseException) -> str:
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 def _check_frozen(
     zoo_manifest: Any,
+    meta: Any,
     entries: list[dict[str, Any]] | None,
     actual: dict[str, str] | None,
-    source: dict[str, Any] | None,
+    given: dict[str, Any] | None,
+    require_proof: bool,
     result: VerifyResult,
 ) -> None:
     if entries is None:
         result._skip("frozen", "no manifest")
         return
-    embedded = (zoo_manifest or {}).get("source")
-    failures = []
-    origin = "--source-manifest"
-    if source is None and embedded is not None:
-        source, origin = embedded.get("manifest"), "the source manifest embedded in the export"
-    elif embedded is not None and fingerprint.digest(source) != embedded.get("digest"):
-        failures.append(
-            "the source manifest embedded in the export is not the one given "
-            "(digests differ); checking against the one given"
-        )
     frozen = [e for e in entries if e["frozen"]]
-    if source is None:
-        result._skip("frozen", f"{len(frozen)} frozen variables; no pretrained source manifest")
+    if not frozen:
+        result._record("frozen", [], "no variable is frozen in all stages; nothing to prove")
         return
-    source_entries = fingerprint.entries(source)
+    registry, why = _registry_anchor(meta)
+    anchors = [registry] if registry is not None else []
+    if given is not None:
+        anchors.append(_Anchor("--source-manifest", fingerprint.entries(given)))
+    failures = _embedded_disagrees(zoo_manifest, given)
+    unproven = []
     for entry in frozen:
         path = entry["path"]
         sha = (actual or {}).get(path, entry["sha256"])
-        before = source_entries.get(path)
-        if before is None:
-            failures.append(f"frozen variable {path} is not in the pretrained source manifest")
-        elif sha != before["sha256"] or entry["shape"] != before["shape"]:
-            failures.append(
-                f"frozen variable {path} changed since the pretrained source: sha256 "
-                f"{before['sha256'][:12]}... -> {sha[:12]}..."
-            )
-    result._record("frozen", failures, f"{len(frozen)} frozen variables bitwise equal to {origin}")
+        covering = [a for a in anchors if path.startswith(a.prefix)]
+        unproven += [] if covering else [path]
+        for anchor in covering:
+            failures += anchor.mismatch(path, sha, entry["shape"])
+    if failures or not unproven:
+        labels = " and ".join(a.label for a in anchors)
+        result._record(
+            "frozen", failures, f"{len(frozen)} frozen variables bitwise equal to {labels}"
+        )
+        return
+    _not_proven(_why_not(frozen, unproven, anchors, why), require_proof, result)
+
+
+def _embedded_disagrees(zoo_manifest: Any, given: dict[str, Any] | None) -> list[str]:
+    embedded = (zoo_manifest or {}).get("source")
+    if given is None or embedded is None or fingerprint.digest(given) == embedded.get("digest"):
+        return []
+    return [
+        "the source manifest embedded in the export is not the one given (digests differ); "
+        "checking against the one given"
+    ]
+
+
+def _why_not(
+    frozen: list[dict[str, Any]], unproven: list[str], anchors: list[_Anchor], why: str
+) -> str:
+    if not anchors:
+        return f"{why}; pass --source-manifest FILE to prove the {len(frozen)} frozen variables"
+    return (
+        f"{len(unproven)} of {len(frozen)} frozen variables (e.g. {unproven[0]}) are outside "
+        f"{' and '.join(a.label for a in anchors)}; pass --source-manifest FILE covering them"
+    )
+
+
+def _not_proven(why: str, require_proof: bool, result: VerifyResult) -> None:
+    if require_proof:
+        result._record("frozen", [f"frozen: not proven, and a proof is required: {why}"], "")
+    else:
+        result._skip("frozen", f"not proven: {why}")
 
 
 # -- 5. labels ----------------------------------------------------------------------------
@@ -388,30 +478,19 @@ def _check_labels(meta: Any, labels: list[str] | None, result: VerifyResult) -> 
 # -- 6. parity ------------------------------------------------------------------------------
 
 
-def probe_batch(input_size: tuple[int, int] | list[int], batch: int = PROBE_BATCH) -> np.ndarray:
-    """The fixed probe: integer-valued float32 pixels ``(batch, height, width, 3)``.
-
-    Integer values so the float32, uint8 and PNG paths see the same pixels.
-    """
-    rng = np.random.default_rng(PROBE_SEED)
-    return rng.integers(0, 256, (batch, *input_size, 3)).astype(np.float32)
-
-
 def _reference_model(directory: Path, model: keras.Model | None, result: VerifyResult) -> Any:
     if model is not None:
         return model, "the in-memory model"
     with contextlib.suppress(ImportError):  # registers zoo's Classifier for loading
         import zoo.classifier  # noqa: F401
-    path = directory / export_lib.KERAS_FILE
+    path = directory / fmt.KERAS_FILE
     if not path.is_file():
-        result._record(
-            "parity", [f"{export_lib.KERAS_FILE} is missing; no model to compare with"], ""
-        )
+        result._record("parity", [f"{fmt.KERAS_FILE} is missing; no model to compare with"], "")
         return None, ""
     try:
-        return keras.saving.load_model(path, safe_mode=True), export_lib.KERAS_FILE
+        return keras.saving.load_model(path, safe_mode=True), fmt.KERAS_FILE
     except Exception as error:  # a .keras that does not load is a failure to report
-        result._record("parity", [f"{export_lib.KERAS_FILE} does not load: {_line(error)}"], "")
+        result._record("parity", [f"{fmt.KERAS_FILE} does not load: {_line(error)}"], "")
         return None, ""
 
 
@@ -518,13 +597,17 @@ def _compare(
     return problems, worst
 
 
-def main_verify(export_dir: str, source_manifest: str | None = None) -> int:
+def main_verify(
+    export_dir: str, source_manifest: str | None = None, require_proof: bool = False
+) -> int:
     """``zoo verify``: prints the report; 0 when every check holds, 1 otherwise.
+
+    With ``require_proof``, frozen variables that no anchor proves also exit 1.
 
     Raises:
         FileNotFoundError: no export (or source manifest) at the given path; the CLI
             turns it into a one-line error and exit code 2.
     """
-    result = verify_export(export_dir, source_manifest=source_manifest)
+    result = verify_export(export_dir, source_manifest=source_manifest, require_proof=require_proof)
     print(result.report())
     return 0 if result.passed else 1

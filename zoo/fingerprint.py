@@ -6,7 +6,9 @@ variance. Each entry holds the sha256 of the variable's bytes (C order, in its o
 dtype), so "unchanged" can be checked bitwise. Take one right after the pretrained
 weights load (the *source* manifest), one after fine-tuning, and :func:`diff` names what
 moved; :mod:`recipes.export` ships the final one inside the SavedModel and
-:mod:`recipes.verify` re-checks it.
+:mod:`recipes.verify` re-checks it against a source outside the export (the registry's
+pinned pretrained file, fingerprinted anew by :mod:`zoo.proof`, or a manifest the user
+hands in).
 
 Paths are structural, made of layer names below the root model and the variable's own
 name, e.g. ``"backbone/block_1_project_BN/moving_variance"`` or ``"head/logits/kernel"``.
@@ -233,6 +235,20 @@ def check(manifest_: Any) -> dict[str, Any]:
     if problems:
         raise ManifestError("Malformed weight manifest: " + "; ".join(problems) + ".")
     return manifest_
+
+
+def prefixed(manifest_: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The same manifest with ``prefix`` put before every path (digest recomputed).
+
+    Maps a bare model's manifest into the vocabulary of a model that nests it, e.g. a
+    backbone's ``"stem_conv/kernel"`` to a classifier's ``"backbone/stem_conv/kernel"``.
+
+    Raises:
+        ManifestError: ``manifest_`` is not a manifest.
+    """
+    entries_ = [dict(e, path=prefix + e["path"]) for e in check(manifest_)["variables"]]
+    entries_.sort(key=lambda e: e["path"])
+    return {"format": MANIFEST_FORMAT, "digest": _digest(entries_), "variables": entries_}
 
 
 def to_json(manifest_: dict[str, Any]) -> str:

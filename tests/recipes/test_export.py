@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
         tmp_path_factory.mktemp("export") / "classifier",
         source_manifest=source,
         metadata={"recipe": {"name": "tiny", "epochs": 1}, "run": "r1"},
-    )
+    ).path
     return model, source, path
 
 

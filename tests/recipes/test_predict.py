@@ -18,7 +18,7 @@ from recipes.predict import Predictor
 def exported(tmp_path_factory):
     model = lib.build_model()
     lib.freeze_backbone(model)
-    path = export_saved_model(model, tmp_path_factory.mktemp("predict") / "export")
+    path = export_saved_model(model, tmp_path_factory.mktemp("predict") / "export").path
     return model, path, Predictor(path, top_k=2)
 
 

