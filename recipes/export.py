@@ -50,6 +50,7 @@ from recipes.export_format import (
 from recipes.verify import VerifyResult, verify_export
 from zoo import fingerprint, proof
 from zoo.classifier import classifier_info
+from zoo.data.images import decode_image_bytes
 from zoo.errors import InvalidValueError, ZooError
 
 __all__ = [
@@ -340,6 +341,8 @@ def _write_saved_model(model: keras.Model, info: dict[str, Any], directory: Path
     """Writes the SavedModel (signatures and the ``zoo_variables`` collection)."""
     import tensorflow as tf
 
+    from zoo.data.images import decode_image_bytes
+
     height, width = info["input_size"]
     labels = tf.constant(info["class_names"], dtype=tf.string)
     multi_label = bool(info["multi_label"])
@@ -370,7 +373,7 @@ def _write_saved_model(model: keras.Model, info: dict[str, Any], directory: Path
         return classify(tf.cast(images, tf.float32))
 
     def decode(data: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        image = decode_image_bytes(data)  # the same pixels training decoded (zoo.data.images)
         return fit(tf.cast(image, tf.float32)[tf.newaxis])[0]
 
     def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
