@@ -50,7 +50,6 @@ from recipes.export_format import (
 from recipes.verify import VerifyResult, verify_export
 from zoo import fingerprint, proof
 from zoo.classifier import classifier_info
-from zoo.data.images import decode_image_bytes
 from zoo.errors import InvalidValueError, ZooError
 
 __all__ = [
