@@ -6,6 +6,8 @@ import pytest
 import tensorflow as tf
 
 from zoo import caching
+from zoo.caching import compute as caching_compute
+from zoo.caching import plan as caching_plan
 from zoo.classifier import build_classifier
 from zoo.fingerprint import manifest
 from zoo.policies import FreezeBackbone, FullFineTune, UnfreezeTop
@@ -181,12 +183,12 @@ def test_fine_tune_probes_unvetted_layers_and_falls_back(monkeypatch):
     def refuse(prefix, images):
         raise AssertionError("a prefix of Keras' own layers must not be probed")
 
-    monkeypatch.setattr(caching, "probe_prefix", refuse)
+    monkeypatch.setattr(caching_plan, "probe_prefix", refuse)
     stage = Stage("head", FreezeBackbone(), 1, 1e-2)
     assert fine_tune(_model(), _data(16), None, [stage], verbose=0).stages[0].cache.used
 
-    monkeypatch.setattr(caching, "layers_to_probe", lambda plan: ["odd_layer"])
-    monkeypatch.setattr(caching, "probe_prefix", lambda prefix, images: "it differs")
+    monkeypatch.setattr(caching_plan, "layers_to_probe", lambda plan: ["odd_layer"])
+    monkeypatch.setattr(caching_plan, "probe_prefix", lambda prefix, images: "it differs")
     info = fine_tune(_model(), _data(16), None, [stage], verbose=0).stages[0].cache
     assert not info.used
     assert info.reason == "it differs; probed because of ['odd_layer']"
@@ -237,7 +239,7 @@ def test_next_stage_cache_is_computed_once_and_this_stage_derives_from_it(monkey
     passes = []
     compute = caching.compute_activations
     monkeypatch.setattr(
-        caching,
+        caching_compute,
         "compute_activations",
         lambda prefix, *a, **k: passes.append(prefix.output.shape) or compute(prefix, *a, **k),
     )

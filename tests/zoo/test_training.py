@@ -8,8 +8,10 @@ import pytest
 import tensorflow as tf
 
 from zoo.classifier import build_classifier
+from zoo.errors import ZooError
 from zoo.policies import FreezeBackbone, UnfreezeTop
 from zoo.training import Stage, fine_tune
+from zoo.training.settings import LOSS_RTOL, accelerator
 
 SIZE = 32
 
@@ -118,7 +120,9 @@ def test_early_stopping_ends_a_stage():
 def test_stage_and_arguments_are_validated_all_at_once():
     with pytest.raises(ValueError, match=r"epochs must be.*learning_rate must be > 0.*optimizer"):
         Stage("bad", FreezeBackbone(), 0, -1.0, optimizer="rmsprop")
-    with pytest.raises(ValueError, match="mixed_precision must.*resume=True needs the run_dir"):
+    with pytest.raises(
+        ZooError, match="mixed_precision must.*'auto', got 'int8'.*jit_compile must.*resume=True"
+    ):
         fine_tune(
             None,
             None,
@@ -126,6 +130,7 @@ def test_stage_and_arguments_are_validated_all_at_once():
             [Stage("s", FreezeBackbone(), 1, 1e-3)],
             resume=True,
             mixed_precision="int8",
+            jit_compile="yes",
         )
 
 
@@ -204,3 +209,46 @@ def test_resume_mid_stage_on_reshuffled_data_is_bitwise_exact(tmp_path, second):
         if not np.array_equal(np.asarray(v), np.asarray(w))
     ]
     assert changed == []
+
+
+@pytest.mark.slow
+def test_auto_settings_are_probed_and_train_like_the_chosen_ones_given_explicitly():
+    data = _data()
+    auto = _model()
+    explicit = _model(like=auto)
+    # A stage that trains blocks the plain way: the probe cannot be skipped.
+    stages = [Stage("top", UnfreezeTop(blocks=1, batchnorm="frozen"), 1, 1e-2, cache="off")]
+
+    result = fine_tune(
+        auto, data, None, stages, mixed_precision="auto", jit_compile="auto", verbose=0
+    )
+
+    probe = result.settings_probe
+    assert probe["probed"] and probe["stage"] == "top" and probe["loss_rtol"] == LOSS_RTOL
+    tried = [(c["mixed_precision"], c["jit_compile"]) for c in probe["candidates"]]
+    if accelerator() is None:  # a CPU: XLA is not tried
+        assert tried == [(None, False), ("bfloat16", False)]
+    assert all(c["seconds_per_step"] > 0 and np.isfinite(c["loss"]) for c in probe["candidates"])
+    chosen = (result.mixed_precision, result.jit_compile)
+    assert chosen == (probe["mixed_precision"], probe["jit_compile"]) and chosen in tried
+    assert result.to_dict()["settings_probe"] == probe
+    # The probe restored every variable: training from here equals the explicit run.
+    fine_tune(
+        explicit, data, None, stages, mixed_precision=chosen[0], jit_compile=chosen[1], verbose=0
+    )
+    changed = [
+        v.path
+        for v, w in zip(auto.variables, explicit.variables, strict=True)
+        if not np.array_equal(np.asarray(v), np.asarray(w))
+    ]
+    assert changed == []
+
+
+def test_auto_settings_skip_the_probe_when_every_stage_trains_a_head_on_features():
+    stage = Stage("head", FreezeBackbone(), 1, 1e-2)
+    result = fine_tune(_model(), _data(), None, [stage], mixed_precision="auto", verbose=0)
+    probe = result.settings_probe
+    assert not probe["probed"] and "skipped" in probe["reason"] and probe["candidates"] == []
+    assert result.mixed_precision is None and result.jit_compile is False
+    explicit = fine_tune(_model(), _data(), None, [stage], verbose=0)
+    assert explicit.settings_probe is None

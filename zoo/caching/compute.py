@@ -1,0 +1,159 @@
+"""Computing activations: the prefix run once, in inference mode, over a dataset.
+
+:func:`compute_activations` runs the frozen prefix (``zoo.caching.plan.split_model``)
+over batches of pixels; :func:`derive_activations` computes the activations at a higher
+cut from those at a lower one (``zoo.caching.plan.middle_model``), so one pass over the
+images serves two stages. Results are stored by :class:`zoo.caching.store.ActivationWriter`.
+
+The forward pass is a ``tf.function`` (optionally XLA-compiled) and the input a
+``tf.data`` dataset, so TensorFlow is imported inside functions here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from zoo.caching.dataset import without_autotune
+from zoo.caching.store import (
+    CACHE_DTYPES,
+    DEFAULT_CACHE_BUDGET_BYTES,
+    Activations,
+    ActivationWriter,
+    example_keys,
+    numpy_dtype,
+)
+from zoo.errors import InvalidValueError
+
+
+def _forward_fn(prefix: keras.Model, tf_dtype: Any, jit_compile: bool) -> Any:
+    """A ``tf.function`` running ``prefix`` in inference mode, traced once per prefix."""
+    import tensorflow as tf
+
+    cache = prefix.__dict__.setdefault("_zoo_forward", {})
+    key = (tf_dtype.name, jit_compile)
+    if key not in cache:
+
+        @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+        def forward(x: Any) -> Any:
+            return tf.cast(prefix(x, training=False), tf_dtype)
+
+        cache[key] = forward
+    return cache[key]
+
+
+def compute_activations(
+    prefix: keras.Model,
+    dataset: Any,
+    *,
+    dtype: str = "float32",
+    budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES,
+    disk_dir: Path | None = None,
+    jit_compile: bool = False,
+    verbose: int = 1,
+    label: str = "train",
+) -> Activations:
+    """Runs ``prefix`` once in inference mode over ``dataset`` and stores its outputs.
+
+    Args:
+        prefix: pixels -> activations model.
+        dataset: batched ``tf.data.Dataset`` of ``(pixels, labels)``; extra elements
+            (sample weights) are not supported.
+        dtype: storage dtype, one of ``CACHE_DTYPES``.
+        budget_bytes: activations above this size go to ``disk_dir`` as a memmap.
+        disk_dir: where an over-budget cache is written (created). Required to spill.
+        jit_compile: compile the forward pass with XLA.
+        verbose: 1 shows a progress bar.
+        label: split name for the progress bar and file names.
+
+    Returns:
+        The :class:`Activations`; labels are kept in memory, ``canonical`` is set.
+
+    Raises:
+        ValueError: the dataset does not yield ``(pixels, labels)`` pairs or the dtype is
+            unknown.
+        CacheUnavailable: over budget without a ``disk_dir``.
+    """
+    forward = _forward_fn(prefix, _tf_dtype(dtype), jit_compile)
+    np_dtype = numpy_dtype(dtype)
+    keys: list[np.ndarray] = []
+
+    def outputs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for element in without_autotune(dataset):
+            if not isinstance(element, tuple) or len(element) != 2:
+                raise InvalidValueError(
+                    "Caching needs a dataset of (pixels, labels) pairs; got elements of "
+                    f"{dataset.element_spec}. Drop sample weights or set cache='off'."
+                )
+            y = np.asarray(element[1])
+            keys.append(example_keys(np.asarray(element[0]), y))
+            yield np.asarray(forward(element[0])).astype(np_dtype, copy=False), y
+
+    def canonical() -> np.ndarray:
+        return np.argsort(
+            np.concatenate(keys) if keys else np.zeros((0,), np.uint64), kind="stable"
+        )
+
+    store = ActivationWriter(dtype, budget_bytes, disk_dir, label)
+    batches = int(dataset.cardinality())
+    return store.run(outputs(), canonical, batches if batches > 0 else None, verbose)
+
+
+def derive_activations(
+    middle: keras.Model,
+    base: Activations,
+    *,
+    dtype: str = "float32",
+    budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES,
+    disk_dir: Path | None = None,
+    jit_compile: bool = False,
+    verbose: int = 1,
+    label: str = "train",
+) -> Activations:
+    """Activations at a higher cut, computed from ``base`` (those at a lower one).
+
+    Runs ``middle`` (:func:`middle_model`) in inference mode over ``base.x`` in its
+    stored order and batch size, so the result holds what :func:`compute_activations`
+    would for the higher cut (same rows, labels and canonical order) without running the
+    layers below the lower cut again.
+
+    Args:
+        middle: activations at the lower cut -> activations at the higher cut.
+        base: the activations at the lower cut.
+        dtype, budget_bytes, disk_dir, jit_compile, verbose, label: as for
+            :func:`compute_activations`.
+
+    Returns:
+        The :class:`Activations`; ``seconds`` counts ``base.seconds`` too (a pass from
+        pixels to the higher cut).
+
+    Raises:
+        CacheUnavailable: over budget without a ``disk_dir``.
+    """
+    forward = _forward_fn(middle, _tf_dtype(dtype), jit_compile)
+    np_dtype = numpy_dtype(dtype)
+    step = base.batch_size or 32
+
+    def outputs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(base.x), step):
+            x = np.asarray(base.x[start : start + step], np.float32)
+            out = np.asarray(forward(x)).astype(np_dtype, copy=False)
+            yield out, base.y[start : start + step]
+
+    def canonical() -> np.ndarray:
+        return base.canonical if base.canonical is not None else np.arange(len(base.x))
+
+    store = ActivationWriter(dtype, budget_bytes, disk_dir, label, earlier_seconds=base.seconds)
+    return store.run(outputs(), canonical, -(-len(base.x) // step), verbose)
+
+
+def _tf_dtype(name: str) -> Any:
+    import tensorflow as tf
+
+    if name not in CACHE_DTYPES:
+        raise InvalidValueError(f"cache_dtype must be one of {CACHE_DTYPES}, got {name!r}.")
+    return tf.as_dtype(name)

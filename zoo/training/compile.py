@@ -1,0 +1,69 @@
+"""What a stage compiles with: its loss and metrics, optimizer and learning-rate schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from zoo.errors import ZooError
+from zoo.policies import make_optimizer
+from zoo.training.stages import Stage
+
+
+def loss_and_metrics(model: keras.Model, stage: Stage) -> tuple[Any, list[Any], Any]:
+    """Loss from logits, accuracy metric, and a label transform (one-hot) if needed."""
+    import tensorflow as tf
+
+    num_classes = int(model.outputs[0].shape[-1])
+    multi = _multi_label(model)
+    if multi:
+        loss = keras.losses.BinaryCrossentropy(
+            from_logits=True, label_smoothing=stage.label_smoothing
+        )
+        return loss, [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)], None
+    if stage.label_smoothing > 0:
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=stage.label_smoothing
+        )
+
+        def one_hot(x: Any, y: Any) -> Any:
+            return x, tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), num_classes)
+
+        return loss, [keras.metrics.CategoricalAccuracy(name="accuracy")], one_hot
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return loss, [keras.metrics.SparseCategoricalAccuracy(name="accuracy")], None
+
+
+def _multi_label(model: keras.Model) -> bool:
+    from zoo.classifier import classifier_info
+
+    try:
+        return bool(classifier_info(model).get("multi_label", False))
+    except ZooError:  # not made by zoo.build_classifier: a bare model is single-label
+        return False
+
+
+def stage_optimizer(stage: Stage, model: keras.Model, steps: int, mixed: str | None) -> Any:
+    """The stage's optimizer (``zoo.policies.make_optimizer``); loss-scaled under float16."""
+    lr = _learning_rate(stage, steps)
+    kwargs = {} if stage.weight_decay is None else {"weight_decay": stage.weight_decay}
+    opt = make_optimizer(stage.optimizer, lr, model, stage.policy, **kwargs)
+    if mixed == "float16" and not isinstance(opt, keras.optimizers.LossScaleOptimizer):
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
+
+
+def _learning_rate(stage: Stage, steps_per_epoch: int) -> Any:
+    """A float, or Keras' CosineDecay (with linear warmup; alpha=1 keeps it constant)."""
+    warmup = int(round(stage.warmup_epochs * steps_per_epoch))
+    if stage.schedule == "constant" and warmup == 0:
+        return float(stage.learning_rate)
+    total = max(stage.epochs * steps_per_epoch - warmup, 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else float(stage.learning_rate),
+        decay_steps=total,
+        alpha=1.0 if stage.schedule == "constant" else 0.0,
+        warmup_target=float(stage.learning_rate) if warmup else None,
+        warmup_steps=warmup,
+    )
