@@ -252,3 +252,46 @@ def test_auto_settings_skip_the_probe_when_every_stage_trains_a_head_on_features
     assert result.mixed_precision is None and result.jit_compile is False
     explicit = fine_tune(_model(), _data(), None, [stage], verbose=0)
     assert explicit.settings_probe is None
+
+
+def _learnable_data(n=64):
+    """Three classes a linear head can separate: mean brightness low, middle, high."""
+    rng = np.random.default_rng(3)
+    y = np.arange(n) % 3
+    x = rng.uniform(0, 80, (n, SIZE, SIZE, 3)) + 85.0 * y[:, None, None, None]
+    return x.astype("float32"), y
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone():
+    """zoo.testing's tiny conv backbone (32x32), registered for this module's tests."""
+    from zoo.testing import temporary_backbone
+
+    with temporary_backbone() as spec:
+        yield spec.name
+
+
+@pytest.mark.parametrize("name", ["mixup", "cutmix", "random_crop"])
+def test_fine_tune_with_each_augmentation_trains_on_its_labels_and_lowers_the_loss(
+    name, tiny_backbone
+):
+    from zoo.data import augmentation
+
+    x, y = _learnable_data()
+    keras.utils.set_random_seed(0)
+    model = build_classifier(tiny_backbone, 3, weights=None)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    before = float(loss(y, model.predict(x, verbose=0)))
+    aug = augmentation([name], image_size=(SIZE, SIZE), seed=0)
+    stage = Stage("head", FreezeBackbone(), 6, 3e-2, augment=aug, label_smoothing=0.1)
+    train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(64, seed=0).batch(16)
+    result = fine_tune(model, train, train, [stage], verbose=0)
+
+    assert not result.stages[0].cache.used  # augmentation rules out the cache
+    assert "augmentation" in result.stages[0].cache.reason
+    after = float(loss(y, model.predict(x, verbose=0)))
+    assert after < before - 0.05, (before, after)
+    # Trained on (batch, classes) probabilities smoothed (then mixed) by the augmentation:
+    # the loss must not smooth them a second time.
+    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
+    assert model.loss.get_config()["label_smoothing"] == 0

@@ -80,7 +80,8 @@ class PlainData:
     Attributes:
         train: batched ``tf.data.Dataset`` of ``(pixels, labels)``.
         validation: the same for validation, or None.
-        augment: a Keras layer applied to training batches (``training=True``), or None.
+        augment: a Keras layer applied to training batches (``training=True``), a
+            ``zoo.data.Augmentation`` (mapped over ``(images, labels)``), or None.
         steps: batches per epoch.
         examples: images per epoch (``steps`` times the first batch's size).
     """
@@ -111,7 +112,9 @@ class PlainData:
         import tensorflow as tf
 
         ds, augment = self.train, self.augment
-        if augment is not None:
+        if getattr(augment, "soft_labels", False):  # zoo.data.Augmentation: mixes labels too
+            ds = ds.map(augment, tf.data.AUTOTUNE)
+        elif augment is not None:
             ds = ds.map(lambda x, y: (augment(x, training=True), y), tf.data.AUTOTUNE)
         ds = ds.map(to_labels) if to_labels is not None else ds
         stream = tf.data.Dataset.range(first_epoch, epochs).flat_map(lambda epoch: ds)

@@ -137,7 +137,7 @@ class Augmentation:
             )
         if not training:
             return images if labels is None else (images, labels)
-        images = tf.cast(images, tf.float32)
+        images = self._enlarge_for_crop(tf.cast(images, tf.float32))
         for layer in self.layers:
             images = tf.cast(layer(images, training=True), tf.float32)
         if labels is None:
@@ -148,6 +148,15 @@ class Augmentation:
         for layer in self.mixes:
             images, labels = _mix(layer, images, labels)
         return images, labels
+
+    def _enlarge_for_crop(self, images: tf.Tensor) -> tf.Tensor:
+        """Images already at the crop's size (``fine_tune`` batches at the model's input
+        size) are first resized ``1 / crop_fraction`` larger, so the crop keeps
+        ``crop_fraction`` of each side as it does on a pipeline's larger images."""
+        crop = next((c for c in self.layers if isinstance(c, keras.layers.RandomCrop)), None)
+        if crop is None or tuple(images.shape[1:3]) != (crop.height, crop.width):
+            return images
+        return tf.image.resize(images, self.resize_to((crop.height, crop.width)))
 
     def evaluation_labels(
         self, images: tf.Tensor, labels: tf.Tensor

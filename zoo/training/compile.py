@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import keras
@@ -11,12 +12,43 @@ from zoo.policies import make_optimizer
 from zoo.training.stages import Stage
 
 
+def with_label_augmentation(model: keras.Model, stage: Stage) -> Stage:
+    """``stage`` with its ``zoo.data.Augmentation`` told the classes and label smoothing.
+
+    MixUp / CutMix mix one-hot labels with the images' weights, and label smoothing
+    happens before the mixing (``zoo.data.augment``), so such a stage trains on soft
+    labels; see :func:`loss_and_metrics`. Other stages come back unchanged.
+    """
+    from zoo.data.augment import Augmentation
+
+    if not isinstance(stage.augment, Augmentation):
+        return stage
+    augment = stage.augment.replace(
+        num_classes=int(model.outputs[0].shape[-1]), label_smoothing=stage.label_smoothing
+    )
+    return dataclasses.replace(stage, augment=augment)
+
+
+def soft_label_augmentation(stage: Stage) -> Any:
+    """The stage's augmentation when it turns labels into ``(batch, classes)`` probabilities."""
+    return stage.augment if getattr(stage.augment, "soft_labels", False) else None
+
+
 def loss_and_metrics(model: keras.Model, stage: Stage) -> tuple[Any, list[Any], Any]:
-    """Loss from logits, accuracy metric, and a label transform (one-hot) if needed."""
+    """Loss from logits, accuracy metric, and a label transform (one-hot) if needed.
+
+    With a label-mixing augmentation (:func:`with_label_augmentation`) the training labels
+    arrive as smoothed, mixed probabilities: categorical cross-entropy with no smoothing
+    of its own, and validation labels one-hot (unsmoothed) by the augmentation.
+    """
     import tensorflow as tf
 
     num_classes = int(model.outputs[0].shape[-1])
     multi = _multi_label(model)
+    mixing = soft_label_augmentation(stage)
+    if mixing is not None and not multi:
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+        return loss, [keras.metrics.CategoricalAccuracy(name="accuracy")], mixing.evaluation_labels
     if multi:
         loss = keras.losses.BinaryCrossentropy(
             from_logits=True, label_smoothing=stage.label_smoothing

@@ -45,7 +45,7 @@ from zoo.training.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from zoo.training.compile import loss_and_metrics, stage_optimizer
+from zoo.training.compile import loss_and_metrics, stage_optimizer, with_label_augmentation
 from zoo.training.settings import (
     AUTO,
     MIXED_PRECISION,
@@ -149,6 +149,7 @@ def fine_tune(
             or another model.
     """
     _check_args(stages, mixed_precision, jit_compile, resume, run_dir)
+    stages = [with_label_augmentation(model, stage) for stage in stages]
     start = time.perf_counter()
     run_path = Path(run_dir) if run_dir is not None else None
     resumed = load_checkpoint(run_path, model) if resume else None

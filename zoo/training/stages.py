@@ -35,8 +35,10 @@ class Stage:
         early_stopping_patience: stop after this many epochs without a better validation
             loss (training loss without validation data); None disables it.
         class_weight: ``{class index: weight}`` for the loss, or None.
-        augment: a Keras layer applied to training batches only (``training=True``), or
-            None. Augmentation rules out caching.
+        augment: a ``zoo.data.Augmentation`` (``zoo.data.augmentation([...])``: MixUp and
+            CutMix mix the labels with the images' weights, label smoothing composes), a
+            Keras layer applied to training images only (``training=True``), or None.
+            Augmentation rules out caching; evaluation never sees it.
         cache: ``"auto"`` (cache when valid) or ``"off"``.
         cache_dtype: ``"float32"`` (exact), ``"bfloat16"`` or ``"float16"`` (half the
             memory, approximate; the result says so).
