@@ -10,12 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 from PIL import Image
 
 from recipes import runner
 from recipes.cli import main
 from recipes.config import load_recipe, parse_recipe
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (pyproject: tomli; python_version < '3.11')
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 FINE_TUNE_EPOCHS = 12  # long enough to be killed in the middle of the stage
@@ -128,6 +132,18 @@ def test_run_writes_run_directory_report_and_verified_export(finished_run, recip
 
     head, top = report["stages"]
     assert (head["name"], top["name"]) == ("head", "top")
+    # The report keeps each stage's whole policy, in the recipe's words.
+    assert head["policy"] == {"policy": "freeze_backbone"}
+    assert top["policy"] == {
+        "policy": "unfreeze_top",
+        "blocks": 2,
+        "fraction": None,
+        "batchnorm": "frozen",
+        "lr_decay": None,
+    }
+    assert report["evaluated_on"] == "test" and report["data"]["test_fraction"] == 0.25
+    assert report["settings"]["mixed_precision"] is None
+    assert report["settings"]["jit_compile"] is False
     assert len(head["history"]["loss"]) == 2 and len(top["history"]["val_loss"]) == 12
     assert head["images_per_second"] > 0 and top["seconds"] > 0
     # Both stages train from cached activations: the backbone's output, then block6d's.
@@ -212,7 +228,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     run_dir, _ = killed_and_resumed
     whole = finished_run.run_dir
     resumed = json.loads((run_dir / "report.json").read_text())["stages"][1]["history"]
-    assert resumed["loss"] == finished_run.report["stages"][1]["history"]["loss"]
+    assert resumed["loss"] == finished_run.report.stages[1].history["loss"]
     assert _variables(run_dir) == _variables(whole)
 
 
