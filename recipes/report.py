@@ -28,6 +28,7 @@ import numpy as np
 
 from recipes.text import format_cell, jsonable, markdown_table
 from zoo.errors import InvalidValueError
+from zoo.files import write_text_atomic
 
 __all__ = [
     "CacheReport",
@@ -744,7 +745,7 @@ def write_report(report: RunReport, run_dir: str | os.PathLike) -> dict[str, Pat
         )
     relative = {k: p.relative_to(run_dir).as_posix() for k, p in written.items()}
     written["json"] = run_dir / "report.json"
-    written["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    write_text_atomic(written["json"], json.dumps(report.to_dict(), indent=2) + "\n")
     written["markdown"] = run_dir / "report.md"
-    written["markdown"].write_text(render_markdown(report, relative))
+    write_text_atomic(written["markdown"], render_markdown(report, relative))
     return written

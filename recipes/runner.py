@@ -264,14 +264,15 @@ def _load_data(recipe: Recipe, log: _Log) -> tuple[Any, float | None, str]:
         if getattr(cfg, key) is not None:
             options[key] = getattr(cfg, key)
     options.update(cfg.options)
-    wants_test = cfg.evaluate_on == "test" and "test_fraction" not in options
+    asked = options.get("test_fraction")
+    wants_test = cfg.evaluate_on == "test" and asked is None
     if wants_test and source.startswith("folder:"):  # a folder never has a test split
         options["test_fraction"] = DEFAULT_TEST_FRACTION
     data = zoo_data.load(source, **options)
     if wants_test and data.test is None:  # e.g. tfds:tf_flowers, which has only "train"
         options["test_fraction"] = DEFAULT_TEST_FRACTION
         data = zoo_data.load(source, **options)
-    test_split = _test_split_text(cfg.test_fraction, options.get("test_fraction"), data, source)
+    test_split = _test_split_text(asked, options.get("test_fraction"), data, source)
     if data.split(cfg.evaluate_on) is None:
         raise RunError(
             f"[data] evaluate_on = {cfg.evaluate_on!r}, but {source} has no {cfg.evaluate_on} "

@@ -12,11 +12,11 @@ import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
-__all__ = ["format_cell", "jsonable", "markdown_table", "plain_table"]
+__all__ = ["format_cell", "jsonable", "markdown_table", "plain_table", "print_table"]
 
 
 def format_cell(value: Any, digits: int = 3) -> str:
@@ -55,6 +55,12 @@ def plain_table(rows: Sequence[Sequence[Any]]) -> list[str]:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in cells
     ]
+
+
+def print_table(rows: Sequence[Sequence[Any]], file: TextIO | None = None) -> None:
+    """Prints :func:`plain_table` of ``rows`` (header first) to ``file`` (default stdout)."""
+    for line in plain_table(rows):
+        print(line, file=file)
 
 
 def jsonable(value: Any) -> Any:

@@ -18,7 +18,7 @@ from recipes.report import (
     classification_metrics,
     write_report,
 )
-from recipes.text import jsonable, markdown_table, plain_table
+from recipes.text import jsonable, markdown_table, plain_table, print_table
 from zoo.caching import CacheInfo
 
 
@@ -253,7 +253,7 @@ def test_cache_report_from_cache_info_estimates_the_saving():
     assert unused.text() == "not used: augmentation is on"
 
 
-def test_text_tables_and_jsonable():
+def test_text_tables_and_jsonable(capsys):
     assert markdown_table(["a", "b"], [[1.23456, None], ["x", float("nan")]]) == [
         "| a | b |",
         "|---|---|",
@@ -265,6 +265,8 @@ def test_text_tables_and_jsonable():
         "resnet50  4.09",
         "vit       -",
     ]
+    print_table([["a", "bb"], ["ccc", "d"]])
+    assert capsys.readouterr().out == "a    bb\nccc  d\n"
     value = {"n": np.int64(3), "a": np.arange(2), "s": {"b", "a"}, "t": (1, 2), "p": Path("x")}
     assert jsonable(value) == {"n": 3, "a": [0, 1], "s": ["a", "b"], "t": [1, 2], "p": "x"}
     assert jsonable(VerifyReport(passed=True))["passed"] is True
