@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -376,3 +377,32 @@ def test_evaluate_on_validation_measures_the_validation_split(photos):
     assert metrics["split"] == "validation"
     assert metrics["images"] == runner._count(data, "validation")
     assert lines[0].startswith("validation top-1 ")
+
+
+def test_auto_settings_reach_fine_tune_and_the_choice_reaches_the_report(photos, monkeypatch):
+    from zoo import training
+
+    recipe = _tiny(photos.as_posix(), **{"run.mixed_precision": "auto", "run.jit_compile": "auto"})
+    data, _, _ = runner._load_data(recipe, log=lambda message: None)
+    probe = {"candidates": [{"mixed_precision": "bfloat16", "seconds_per_step": 0.1}]}
+    seen = {}
+
+    def fine_tune(model, train, validation, stages, **kwargs):
+        seen.update(kwargs, stages=stages)
+        return SimpleNamespace(mixed_precision="bfloat16", jit_compile=False, settings_probe=probe)
+
+    monkeypatch.setattr(training, "fine_tune", fine_tune)
+    result = runner._fine_tune(recipe, None, data, photos, False, log=lambda message: None)
+    assert (seen["mixed_precision"], seen["jit_compile"]) == ("auto", "auto")
+    assert [s.name for s in seen["stages"]] == ["head", "top"]
+    assert [type(s.policy).__name__ for s in seen["stages"]] == ["FreezeBackbone", "UnfreezeTop"]
+    settings = runner._settings_report(recipe, result)
+    assert settings.mixed_precision_asked == "auto" and settings.jit_compile_asked == "auto"
+    assert (settings.mixed_precision, settings.jit_compile, settings.probe) == (
+        "bfloat16",
+        False,
+        probe,
+    )
+    # Before fine_tune reports a probe (or with fixed settings) there is none to show.
+    fixed = SimpleNamespace(mixed_precision=None, jit_compile=False)
+    assert runner._settings_report(_tiny(), fixed).probe is None
