@@ -88,6 +88,7 @@ _STRICT = ConfigDict(frozen=True, extra="forbid", strict=True)
 # split of its own and the recipe sets no [data].test_fraction: a "test" number must come
 # from images no training decision (early stopping, checkpoint choice) saw.
 DEFAULT_TEST_FRACTION = 0.1
+
 # TOML arrays arrive as lists; let tuple fields accept them (strict mode would not).
 _Size = Annotated[tuple[int, int], Field(strict=False)]
 _Shape = Annotated[tuple[int, int, int], Field(strict=False)]
