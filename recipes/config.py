@@ -26,17 +26,20 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from zoo import FreezeBackbone, FullFineTune, Stage, UnfreezeTop, get_spec
 from zoo.errors import MissingFileError, ZooError
+from zoo.policies import OPTIMIZERS
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+else:  # Python 3.10: the same parser from PyPI (pyproject: tomli; python_version < '3.11')
     import tomli as tomllib
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "RunConfig",
     "StageConfig",
     "VerifyConfig",
+    "DEFAULT_TEST_FRACTION",
     "apply_overrides",
     "catalog_names",
     "load_recipe",
@@ -79,6 +83,12 @@ class RecipeError(ZooError, ValueError):
 
 
 _STRICT = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+# The share of the training images held out as the test split when a source has no test
+# split of its own and the recipe sets no [data].test_fraction: a "test" number must come
+# from images no training decision (early stopping, checkpoint choice) saw.
+DEFAULT_TEST_FRACTION = 0.1
+
 # TOML arrays arrive as lists; let tuple fields accept them (strict mode would not).
 _Size = Annotated[tuple[int, int], Field(strict=False)]
 _Shape = Annotated[tuple[int, int, int], Field(strict=False)]
@@ -92,8 +102,14 @@ class DataConfig(BaseModel):
             or ``"folder:PATH"`` (one sub-folder per class; a bare path to a folder works
             too).
         validation_fraction: share of the training images held out for validation.
-        test_fraction: (folders) share held out as the test split, when there is no
-            separate test set.
+        test_fraction: share of the training images held out as the test split (hash
+            split, stable like the validation split). Unset: sources without a test split
+            of their own (folders, tfds datasets such as tf_flowers) hold out
+            :data:`DEFAULT_TEST_FRACTION`; sources with one (fashion_mnist, tfds datasets
+            with a ``test`` split) use it.
+        evaluate_on: the split of the final evaluation, the report's headline:
+            ``"test"`` (default) or ``"validation"`` (no held-out test; the report then
+            says "validation top-1", never "test").
         seed: seed of the split and of the subset (independent of ``[run].seed``).
         train_size: keep this many training images (a stratified subset); all if unset.
         per_class: keep this many training images per class (instead of ``train_size``).
@@ -111,6 +127,7 @@ class DataConfig(BaseModel):
     source: str
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float | None = Field(None, gt=0.0, lt=1.0)
+    evaluate_on: Literal["test", "validation"] = "test"
     seed: int = 0
     train_size: int | None = Field(None, gt=0)
     per_class: int | None = Field(None, gt=0)
@@ -183,7 +200,10 @@ class ModelConfig(BaseModel):
 
 
 class StageConfig(BaseModel):
-    """``[[stages]]``: one stage of fine-tuning.
+    """``[[stages]]``: one stage of fine-tuning; :meth:`to_stage` makes the ``zoo.Stage``.
+
+    ``to_stage`` is the one mapping from a recipe stage to ``zoo.Stage``; recipe
+    validation calls it too, so a stage that validates here is one ``zoo.Stage`` accepts.
 
     Attributes:
         name: shown in logs, checkpoints and the report; unique within the recipe.
@@ -194,14 +214,16 @@ class StageConfig(BaseModel):
         batchnorm: ``"frozen"`` (inference mode, statistics fixed) or ``"trainable"``.
         epochs: passes over the training split.
         learning_rate: peak learning rate, > 0.
-        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        optimizer: a name in ``zoo.policies.OPTIMIZERS`` (``"adam"``, ``"adamw"``,
+            ``"sgd"``).
         weight_decay: the optimizer's weight decay, >= 0; unset: its default.
         schedule: ``"constant"`` or ``"cosine"`` (cosine decay after the warm-up).
-        warmup_epochs: linear warm-up length in epochs.
+        warmup_epochs: linear warm-up length in epochs (may be fractional), at most
+            ``epochs``.
         label_smoothing: in [0, 1).
         early_stopping_patience: epochs without validation improvement before stopping.
-        lr_decay: per-block learning-rate decay, top block 1.0, each lower block times
-            this, in (0, 1].
+        lr_decay: for ``unfreeze_top`` and ``full``: per-block learning-rate decay, top
+            block 1.0, each lower block times this, in (0, 1].
         augment: apply ``[data].augment`` in this stage (augmentation disables caching).
         cache: ``"auto"`` (cache activations below the trainable part when valid) or
             ``"off"``.
@@ -217,16 +239,78 @@ class StageConfig(BaseModel):
     batchnorm: Literal["frozen", "trainable"] = "frozen"
     epochs: int = Field(gt=0)
     learning_rate: float = Field(gt=0.0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimizer: str = "adam"
     weight_decay: float | None = Field(None, ge=0.0)
     schedule: Literal["constant", "cosine"] = "constant"
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0.0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     early_stopping_patience: int | None = Field(None, gt=0)
     lr_decay: float | None = Field(None, gt=0.0, le=1.0)
     augment: bool = True
     cache: Literal["auto", "off"] = "auto"
     cache_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, name: str) -> str:
+        if name not in OPTIMIZERS:
+            raise ValueError(f"one of {', '.join(map(repr, OPTIMIZERS))}")
+        return name
+
+    def policy_config(self) -> dict[str, Any]:
+        """The freezing policy in recipe words: ``policy`` plus the fields it uses.
+
+        ``{"policy": "unfreeze_top", "blocks": 2, "fraction": None, "batchnorm":
+        "frozen", "lr_decay": 0.8}``; ``freeze_backbone`` has no fields, ``full`` has
+        ``batchnorm`` and ``lr_decay``. The report stores this for each stage.
+        """
+        fields = _POLICY_FIELDS[self.policy]
+        return {"policy": self.policy, **{key: getattr(self, key) for key in fields}}
+
+    def make_policy(self) -> Any:
+        """The ``zoo.policies`` policy of this stage.
+
+        Raises:
+            InvalidValueError: the policy rejects its fields (e.g. both ``blocks`` and
+                ``fraction``).
+        """
+        config = self.policy_config()
+        return _POLICIES[config.pop("policy")](**config)
+
+    def to_stage(self, augment: Any = None) -> Stage:
+        """The ``zoo.Stage`` this recipe stage describes.
+
+        Args:
+            augment: the Keras augmentation layer built from ``[data].augment`` (or
+                None); used only when this stage's ``augment`` is true.
+
+        Raises:
+            InvalidValueError: ``zoo.Stage`` or the policy rejects a value.
+        """
+        return Stage(
+            name=self.name,
+            policy=self.make_policy(),
+            epochs=self.epochs,
+            learning_rate=self.learning_rate,
+            optimizer=self.optimizer,
+            weight_decay=self.weight_decay,
+            schedule=self.schedule,
+            warmup_epochs=self.warmup_epochs,
+            label_smoothing=self.label_smoothing,
+            early_stopping_patience=self.early_stopping_patience,
+            augment=augment if self.augment else None,
+            cache=self.cache,
+            cache_dtype=self.cache_dtype,
+        )
+
+
+# Recipe policy name -> the zoo.policies class and the StageConfig fields it takes.
+_POLICIES = {"freeze_backbone": FreezeBackbone, "unfreeze_top": UnfreezeTop, "full": FullFineTune}
+_POLICY_FIELDS = {
+    "freeze_backbone": (),
+    "unfreeze_top": ("blocks", "fraction", "batchnorm", "lr_decay"),
+    "full": ("batchnorm", "lr_decay"),
+}
 
 
 class ExportConfig(BaseModel):
@@ -265,16 +349,31 @@ class RunConfig(BaseModel):
         seed: seeds Python, NumPy and Keras before the model is built.
         deterministic: TensorFlow op determinism (bitwise-reproducible runs and resumes;
             slower on some ops).
-        mixed_precision: ``"off"``, ``"bfloat16"`` or ``"float16"``.
-        jit_compile: XLA-compile training steps (slower for convolutions on CPU).
+        mixed_precision: ``"off"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``:
+            ``fine_tune`` times the candidates on a probe batch on this device and keeps
+            the fastest whose loss agrees (the report records the choice and the times).
+        jit_compile: XLA-compile training steps: ``true``, ``false`` or ``"auto"``
+            (probed the same way; XLA is slower for convolutions on CPU, faster on GPU).
     """
 
     model_config = _STRICT
 
     seed: int = 0
     deterministic: bool = False
-    mixed_precision: Literal["off", "bfloat16", "float16"] = "off"
-    jit_compile: bool = False
+    mixed_precision: Literal["off", "bfloat16", "float16", "auto"] = "off"
+    jit_compile: bool | Literal["auto"] = False
+
+    @field_validator("jit_compile", mode="before")
+    @classmethod
+    def _bool_or_auto(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError('true, false or "auto"')  # one message, not one per union member
+
+    def fine_tune_kwargs(self) -> dict[str, Any]:
+        """``mixed_precision`` and ``jit_compile`` as ``zoo.fine_tune`` takes them."""
+        mixed = None if self.mixed_precision == "off" else self.mixed_precision
+        return {"mixed_precision": mixed, "jit_compile": self.jit_compile}
 
 
 class Recipe(BaseModel):
@@ -302,8 +401,6 @@ class Recipe(BaseModel):
             return self.model.input_shape
         if self.data.image_size is not None:
             return (*self.data.image_size, 3)
-        from zoo import get_spec
-
         return (*get_spec(self.model.backbone).input_size, 3)
 
 
@@ -551,6 +648,11 @@ def _semantic_problems(recipe: Recipe, check_backbone: bool) -> list[str]:
     problems: list[str] = []
     if recipe.data.train_size is not None and recipe.data.per_class is not None:
         problems.append("data: set train_size or per_class, not both; remove one")
+    if recipe.data.evaluate_on == "validation" and recipe.data.validation_fraction == 0:
+        problems.append(
+            'data.evaluate_on: "validation" needs a validation split; set '
+            'validation_fraction above 0, or evaluate_on = "test"'
+        )
     names = [s.name for s in recipe.stages]
     for i, name in enumerate(names):
         if names.index(name) != i:
@@ -583,8 +685,6 @@ def _semantic_problems(recipe: Recipe, check_backbone: bool) -> list[str]:
         )
     spec = None
     if check_backbone:
-        from zoo import get_spec
-
         try:
             spec = get_spec(recipe.model.backbone)
         except KeyError as error:
@@ -609,18 +709,18 @@ def _stage_problems(i: int, stage: StageConfig, spec: Any) -> list[str]:
                 f"{len(spec.blocks)} ({', '.join(spec.block_names)}); use at most "
                 f'{len(spec.blocks)}, or policy = "full"'
             )
-    else:
-        for key in ("blocks", "fraction", "lr_decay"):
-            if getattr(stage, key) is not None:
-                problems.append(
-                    f"{here}.{key}: only used by policy 'unfreeze_top' (this stage's policy "
-                    f"is {stage.policy!r}); remove it"
-                )
-    if stage.warmup_epochs >= stage.epochs and stage.warmup_epochs:
-        problems.append(
-            f"{here}.warmup_epochs: {stage.warmup_epochs} warm-up epochs of {stage.epochs}; "
-            "use fewer warm-up epochs than epochs"
-        )
+    for key in ("blocks", "fraction", "lr_decay"):
+        if key not in _POLICY_FIELDS[stage.policy] and getattr(stage, key) is not None:
+            users = " and ".join(repr(p) for p, keys in _POLICY_FIELDS.items() if key in keys)
+            problems.append(
+                f"{here}.{key}: only used by policy {users} (this stage's policy is "
+                f"{stage.policy!r}); remove it"
+            )
+    if not problems:  # zoo.Stage has the last word, so the two never disagree
+        try:
+            stage.to_stage()
+        except ZooError as error:
+            problems.append(f"{here}: {error}")
     return problems
 
 

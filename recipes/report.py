@@ -1,25 +1,42 @@
 """The run report: ``report.json`` for machines, ``report.md`` and PNG plots for people.
 
-The runner assembles one JSON-able dict (see :func:`write_report` for its keys) and hands
-it here. This module computes the test metrics (:func:`classification_metrics`), draws
-the training curves and the confusion matrix with matplotlib's Agg backend (no display
-needed), and writes the Markdown page that links them.
+The runner fills one :class:`RunReport` (with a :class:`StageReport` per stage, each
+with its :class:`CacheReport`, plus :class:`DataReport`, :class:`SettingsReport` and
+:class:`VerifyReport`) and hands it here. ``RunReport.to_dict`` / ``from_dict`` are the
+one JSON conversion. This module also computes the evaluation metrics
+(:func:`classification_metrics`), draws the training curves and the confusion matrix with
+matplotlib's Agg backend (no display needed), and writes the Markdown page that links
+them.
+
+The headline number is named after the split it was measured on: ``test_top1`` when
+the run evaluated on a held-out test split, ``validation_top1`` when the recipe asked
+for ``[data] evaluate_on = "validation"``. Validation drove early stopping, so its number
+is never called "test".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recipes.text import format_cell, jsonable, markdown_table
 from zoo.errors import InvalidValueError
+from zoo.files import write_text_atomic
 
 __all__ = [
+    "CacheReport",
+    "DataReport",
+    "RunReport",
+    "SettingsReport",
+    "StageReport",
+    "VerifyReport",
     "classification_metrics",
     "plot_confusion_matrix",
     "plot_training_curves",
@@ -83,6 +100,322 @@ def classification_metrics(
 
 
 # ---------------------------------------------------------------------------------------
+# The report's types
+
+
+def _from_fields(cls: type, data: Mapping[str, Any]) -> Any:
+    """``cls(**data)`` with the keys ``cls`` has (older reports may lack newer ones)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    """What the activation cache did in one stage, in the report's words.
+
+    Attributes:
+        used: the stage trained on cached activations.
+        reason: why not, or a short description of the cut when used.
+        where: ``"memory"`` or the on-disk directory; None when unused.
+        where_reason: why the cache lives there.
+        bytes: bytes of the stored activations (train + validation); None when unused.
+        shape: activation shape per example ``(h', w', channels)``.
+        dtype: storage dtype (anything but float32 is approximate; ``exact`` says so).
+        exact: False when stored in a reduced precision.
+        cut: the block whose end is the cut; cut_layer: the layer whose output is cached.
+        build_seconds: seconds spent computing or loading the activations.
+        reused: the activations came from an earlier stage or run.
+        derived_from: the lower block whose activations these were computed from.
+        seconds_saved: seconds the cache saved this stage, or None when unknown.
+        seconds_saved_is_estimate: ``seconds_saved`` is the estimate
+            ``pass_seconds * epochs - build_seconds`` (see :meth:`from_cache_info`).
+    """
+
+    used: bool = False
+    reason: str = ""
+    where: str | None = None
+    where_reason: str = ""
+    bytes: int | None = None
+    shape: list[int] | None = None
+    dtype: str | None = None
+    exact: bool = True
+    cut: str | None = None
+    cut_layer: str | None = None
+    build_seconds: float = 0.0
+    reused: bool = False
+    derived_from: str | None = None
+    seconds_saved: float | None = None
+    seconds_saved_is_estimate: bool = False
+
+    @classmethod
+    def from_cache_info(cls, info: Any, epochs: int) -> CacheReport:
+        """The report of a ``zoo`` ``CacheInfo`` for a stage that trained ``epochs`` epochs.
+
+        Without the cache every epoch would run the frozen prefix over the training and
+        validation images again; with it the stage spends ``build_seconds`` once (a
+        full pass, a pass derived from the next stage's activations, or nothing when
+        reused). So the saving is about ``pass_seconds * epochs - build_seconds``: an
+        estimate from the prefix's cost per pass as measured when the activations were
+        computed. A cache loaded from disk has no measured pass, so no estimate.
+        """
+        saved = None
+        if info.used and info.pass_seconds:
+            saved = max(0.0, info.pass_seconds * epochs - info.build_seconds)
+        return cls(
+            used=info.used,
+            reason=info.reason,
+            where=info.location,
+            where_reason=info.location_reason,
+            bytes=info.size_bytes if info.used else None,
+            shape=list(info.shape) if info.shape else None,
+            dtype=info.dtype,
+            exact=info.exact,
+            cut=info.cut,
+            cut_layer=info.cut_layer,
+            build_seconds=info.build_seconds,
+            reused=info.reused,
+            derived_from=info.derived_from,
+            seconds_saved=saved,
+            seconds_saved_is_estimate=saved is not None,
+        )
+
+    def text(self) -> str:
+        """One line for the Markdown stage table."""
+        if not self.used:
+            return f"not used: {self.reason or 'no reason given'}"
+        details = [self.where or "?"]
+        if self.bytes is not None:
+            details.append(_size(self.bytes))
+        if self.seconds_saved is not None:
+            about = "~" if self.seconds_saved_is_estimate else ""
+            details.append(f"saved {about}{self.seconds_saved:.0f} s")
+        if self.reused:
+            details.append("reused")
+        if self.derived_from:
+            details.append(f"derived from the {self.derived_from} activations")
+        reason = f"{self.reason} " if self.reason else ""
+        return f"{reason}({', '.join(details)})"
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """One fine-tuning stage as run.
+
+    Attributes:
+        name: the stage's name.
+        policy: the freezing policy in recipe words, every field it uses
+            (``recipes.config.StageConfig.policy_config``), e.g. ``{"policy":
+            "unfreeze_top", "blocks": 2, "fraction": None, "batchnorm": "frozen",
+            "lr_decay": None}``.
+        epochs_run: epochs trained (all of them, across a resume).
+        stopped_early: early stopping ended the stage.
+        resumed_at_epoch: the epoch this session started the stage at.
+        history: Keras' ``History.history``: metric -> one value per epoch.
+        seconds: wall time of ``fit`` in this session.
+        images_per_second: training images per second of ``seconds``.
+        cache: see :class:`CacheReport`.
+        trainable_variables: variables the optimizer trained.
+    """
+
+    name: str
+    policy: dict[str, Any]
+    epochs_run: int = 0
+    stopped_early: bool = False
+    resumed_at_epoch: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    cache: CacheReport = field(default_factory=CacheReport)
+    trainable_variables: int = 0
+
+    @classmethod
+    def from_result(cls, policy: Mapping[str, Any], result: Any) -> StageReport:
+        """The report of a ``zoo.StageResult`` trained under ``policy`` (recipe words)."""
+        return cls(
+            name=result.name,
+            policy=dict(policy),
+            epochs_run=result.epochs_run,
+            stopped_early=result.stopped_early,
+            resumed_at_epoch=result.resumed_at_epoch,
+            history={k: [float(v) for v in vs] for k, vs in result.history.items()},
+            seconds=result.train_seconds,
+            images_per_second=result.images_per_second,
+            cache=CacheReport.from_cache_info(
+                result.cache, result.epochs_run - result.resumed_at_epoch
+            ),
+            trainable_variables=len(result.trainable_paths),
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StageReport:
+        data = dict(data)
+        policy = data.pop("policy")
+        cache = _from_fields(CacheReport, data.pop("cache", None) or {})
+        if isinstance(policy, str):  # reports before the policy config was stored
+            policy = {"policy": policy}
+        return _from_fields(cls, {**data, "policy": policy, "cache": cache})
+
+    def policy_text(self) -> str:
+        """``unfreeze_top (blocks=2, batchnorm=frozen)``: the name and the fields set."""
+        fields = [f"{k}={v}" for k, v in self.policy.items() if k != "policy" and v is not None]
+        name = str(self.policy.get("policy", "?"))
+        return f"{name} ({', '.join(fields)})" if fields else name
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The export's verification (``recipes.verify.VerifyResult``), or why there is none.
+
+    Attributes:
+        passed: every check passed; None when verification did not run.
+        failures: one line per failed check.
+        checks: ``{"name", "passed", "detail"}`` per check, in order.
+        num_variables, num_frozen: variables in the export, and how many are frozen.
+        max_abs_diff: the largest logit difference between export and Keras model.
+        note: why verification did not run (``"not run"``), else empty.
+    """
+
+    passed: bool | None = None
+    failures: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    num_variables: int | None = None
+    num_frozen: int | None = None
+    max_abs_diff: float | None = None
+    note: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> VerifyReport:
+        """From the runner's verification dict; empty or None: not run."""
+        if not data:
+            return cls(note="not run")
+        return _from_fields(cls, data)
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """The images the run used.
+
+    Attributes:
+        source: ``[data].source`` as written in the recipe.
+        train_images, validation_images, test_images: examples per split (None: no
+            such split).
+        skipped: ``{"path", "reason"}`` per file that could not be read.
+        test_fraction: the share of the training images held out as the test split;
+            None when the source's own test split was used (or there is none).
+        test_split: where the test split came from, in words.
+    """
+
+    source: str
+    train_images: int | None = None
+    validation_images: int | None = None
+    test_images: int | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    test_fraction: float | None = None
+    test_split: str = ""
+
+
+@dataclass(frozen=True)
+class SettingsReport:
+    """Mixed precision and XLA: what the recipe asked and what ``fine_tune`` chose.
+
+    Attributes:
+        mixed_precision_asked, jit_compile_asked: ``[run]`` as written (``"auto"`` lets
+            ``fine_tune`` probe the candidates on this device).
+        mixed_precision: the policy used (``None`` for float32); jit_compile: XLA used.
+        probe: ``FineTuneResult.settings_probe`` (each candidate's seconds per step and
+            loss, and the choice) when a setting was ``"auto"``; None otherwise.
+    """
+
+    mixed_precision_asked: str = "off"
+    jit_compile_asked: bool | str = False
+    mixed_precision: str | None = None
+    jit_compile: bool = False
+    probe: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Everything ``report.json`` holds; :meth:`to_dict` is its JSON form.
+
+    Attributes:
+        recipe, description: the recipe's name and description.
+        evaluated_on: ``"test"`` or ``"validation"``: the split of the final evaluation.
+        top1: top-1 accuracy on that split (JSON key ``<split>_top1``).
+        evaluation: :func:`classification_metrics` on that split (JSON key ``<split>``).
+        wall_seconds: the whole run, seconds.
+        verify: see :class:`VerifyReport`.
+        backbone, weights: the classifier's backbone and its weights
+            (``zoo.classifier_info``: ``{"source", "sha256"}``).
+        input_shape: ``(height, width, 3)``.
+        class_names: one per class, in label order.
+        stages: one :class:`StageReport` per stage.
+        data: see :class:`DataReport`; settings: see :class:`SettingsReport`.
+        export: the verified export's directory, or None.
+        timings: step name -> seconds.
+        resumed: the run continued an interrupted one.
+        environment: Python, Keras, backend, machine, CPUs.
+    """
+
+    recipe: str
+    description: str
+    evaluated_on: str
+    top1: float | None
+    evaluation: dict[str, Any]
+    wall_seconds: float
+    verify: VerifyReport
+    backbone: str | None
+    weights: dict[str, Any] | str | None
+    input_shape: list[int]
+    class_names: list[str]
+    stages: list[StageReport]
+    data: DataReport
+    settings: SettingsReport = field(default_factory=SettingsReport)
+    export: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    resumed: bool = False
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headline(self) -> str:
+        """``"test top-1"`` or ``"validation top-1"``: the headline's name."""
+        return f"{self.evaluated_on} top-1"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able dict written to ``report.json``."""
+        split = self.evaluated_on
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("evaluated_on", "top1", "evaluation"):
+            del fields[name]
+        ordered = {
+            "recipe": fields.pop("recipe"),
+            "description": fields.pop("description"),
+            f"{split}_top1": self.top1,
+            "evaluated_on": split,
+            **fields,
+            split: self.evaluation,
+        }
+        return jsonable(ordered)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunReport:
+        """A report read back from ``report.json`` (the inverse of :meth:`to_dict`)."""
+        data = dict(data)
+        split = data.pop("evaluated_on", "test")
+        return cls(
+            **{
+                **{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}},
+                "evaluated_on": split,
+                "top1": data.get(f"{split}_top1"),
+                "evaluation": data.get(split) or {},
+                "verify": _from_fields(VerifyReport, data.get("verify") or {}),
+                "stages": [StageReport.from_dict(s) for s in data.get("stages", [])],
+                "data": _from_fields(DataReport, data["data"]),
+                "settings": _from_fields(SettingsReport, data.get("settings") or {}),
+            }
+        )
+
+
+# ---------------------------------------------------------------------------------------
 # Plots
 
 
@@ -100,12 +433,12 @@ def _accuracy_key(history: Mapping[str, Sequence[float]]) -> str | None:
     return keys[0] if keys else None
 
 
-def plot_training_curves(stages: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+def plot_training_curves(stages: Sequence[StageReport], path: str | os.PathLike) -> Path:
     """Loss and accuracy per epoch across all stages, one line per split.
 
     Args:
-        stages: the report's ``stages`` entries; each has ``name`` and ``history``
-            (Keras' ``History.history``: metric name -> one value per epoch).
+        stages: the report's stages; each has ``name`` and ``history`` (Keras'
+            ``History.history``: metric name -> one value per epoch).
         path: the PNG to write.
 
     Returns:
@@ -115,7 +448,7 @@ def plot_training_curves(stages: Sequence[Mapping[str, Any]], path: str | os.Pat
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
     start = 0
     for index, stage in enumerate(stages):
-        history = stage.get("history") or {}
+        history = stage.history
         acc = _accuracy_key(history)
         epochs = len(history.get("loss", []))
         x = np.arange(start + 1, start + epochs + 1)
@@ -133,14 +466,14 @@ def plot_training_curves(stages: Sequence[Mapping[str, Any]], path: str | os.Pat
                         marker="o",
                         markersize=3,
                         color=colour,
-                        label=f"{stage['name']} ({split})",
+                        label=f"{stage.name} ({split})",
                     )
         for ax in axes:
             if index:
                 ax.axvline(start + 0.5, color="grey", linestyle=":", linewidth=1)
             if epochs:  # name the stage above its span
                 ax.annotate(
-                    stage["name"],
+                    stage.name,
                     xy=(start + 0.5 + epochs / 2, 1.0),
                     xycoords=("data", "axes fraction"),
                     xytext=(0, 3),
@@ -171,14 +504,18 @@ def plot_training_curves(stages: Sequence[Mapping[str, Any]], path: str | os.Pat
 
 
 def plot_confusion_matrix(
-    matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | os.PathLike
+    matrix: Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    split: str = "test",
 ) -> Path:
-    """The test confusion matrix, coloured by row-normalised recall, with counts.
+    """The confusion matrix of one split, coloured by row-normalised recall, with counts.
 
     Args:
         matrix: ``(classes, classes)`` counts, rows = true class, columns = predicted.
         class_names: axis labels.
         path: the PNG to write.
+        split: the split the counts come from, for the title.
     """
     plt = _pyplot()
     counts = np.asarray(matrix, dtype=np.int64)
@@ -208,7 +545,7 @@ def plot_confusion_matrix(
     ax.set_ylabel("true")
     total = counts.sum()
     accuracy = np.trace(counts) / total if total else float("nan")
-    ax.set_title(f"test confusion matrix (top-1 {accuracy:.3f}, {total} images)")
+    ax.set_title(f"{split} confusion matrix (top-1 {accuracy:.3f}, {total} images)")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
@@ -218,20 +555,6 @@ def plot_confusion_matrix(
 
 # ---------------------------------------------------------------------------------------
 # Markdown
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.{digits}f}"
-    return str(value)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
-    return lines
 
 
 def _last(history: Mapping[str, Sequence[float]], key: str | None) -> float | None:
@@ -247,130 +570,157 @@ def _size(n: float) -> str:
     return f"{n:.2f} GiB"
 
 
-def _cache_text(cache: Mapping[str, Any] | None) -> str:
-    if not cache:
-        return "-"
-    if not cache.get("used"):
-        return f"not used: {cache.get('reason') or 'no reason given'}"
-    details = [str(cache.get("where") or "?")]
-    if cache.get("bytes") is not None:
-        details.append(_size(cache["bytes"]))
-    if cache.get("seconds_saved") is not None:
-        about = "~" if cache.get("seconds_saved_is_estimate") else ""
-        details.append(f"saved {about}{cache['seconds_saved']:.0f} s")
-    if cache.get("reused"):
-        details.append("reused")
-    if cache.get("derived_from"):
-        details.append(f"derived from the {cache['derived_from']} activations")
-    reason = f"{cache['reason']} " if cache.get("reason") else ""
-    return f"{reason}({', '.join(details)})"
-
-
-def render_markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
-    """The report as Markdown: results first, then stages, classes, verification.
+def render_markdown(report: RunReport, plots: Mapping[str, str]) -> str:
+    """The report as Markdown: results first, then settings, stages, classes, verification.
 
     Args:
-        report: the dict written to ``report.json``.
+        report: the run's report.
         plots: plot name -> path relative to the report (``"training_curves"``,
             ``"confusion_matrix"``).
     """
-    test = report.get("test") or {}
-    verify = report.get("verify") or {}
-    lines = [f"# {report.get('recipe', 'run')}", ""]
-    if report.get("description"):
-        lines += [str(report["description"]), ""]
-    lines += ["## Result", ""]
-    lines += _table(
-        ["test top-1", "test images", "backbone", "input", "wall time", "verified"],
-        [
-            [
-                report.get("test_top1"),
-                test.get("images"),
-                report.get("backbone"),
-                "x".join(str(v) for v in report.get("input_shape", [])[:2]) or "-",
-                f"{report.get('wall_seconds', 0.0):.0f} s",
-                {True: "yes", False: "**NO**"}.get(verify.get("passed"), "not run"),
-            ]
-        ],
-    )
-    lines.append("")
+    lines = [f"# {report.recipe}", ""]
+    if report.description:
+        lines += [report.description, ""]
+    lines += _result_section(report)
     if "training_curves" in plots:
         lines += [f"![training curves]({plots['training_curves']})", ""]
-    lines += ["## Stages", ""]
-    rows = []
-    for stage in report.get("stages", []):
-        history = stage.get("history") or {}
-        acc = _accuracy_key(history)
-        rows.append(
-            [
-                stage.get("name"),
-                stage.get("policy"),
-                len(history.get("loss", [])),
-                _last(history, acc),
-                _last(history, f"val_{acc}" if acc else None),
-                f"{stage.get('seconds', 0.0):.1f}",
-                _fmt(stage.get("images_per_second"), 1),
-                _cache_text(stage.get("cache")),
-            ]
-        )
-    lines += _table(
-        ["stage", "policy", "epochs", "train acc", "val acc", "seconds", "images/s", "cache"],
-        rows,
-    )
-    lines.append("")
-    if test.get("per_class"):
-        lines += ["## Test set, per class", ""]
-        lines += _table(
+    lines += _settings_section(report.settings)
+    lines += _stages_section(report.stages)
+    per_class = report.evaluation.get("per_class")
+    if per_class:
+        lines += [f"## {report.evaluated_on.capitalize()} set, per class", ""]
+        lines += markdown_table(
             ["class", "precision", "recall", "images"],
-            [[c["class"], c["precision"], c["recall"], c["support"]] for c in test["per_class"]],
+            [[c["class"], c["precision"], c["recall"], c["support"]] for c in per_class],
         )
         lines.append("")
     if "confusion_matrix" in plots:
         lines += [f"![confusion matrix]({plots['confusion_matrix']})", ""]
-    lines += ["## Verification", ""]
-    if verify:
-        lines.append(f"passed: {'yes' if verify.get('passed') else 'no'}")
-        lines += [f"- {failure}" for failure in verify.get("failures", [])]
-    else:
-        lines.append("not run")
-    lines.append("")
-    data = report.get("data") or {}
-    skipped = data.get("skipped") or []
-    lines += ["## Data", ""]
-    lines += _table(
-        ["source", "train", "validation", "test", "skipped files"],
-        [
-            [
-                data.get("source"),
-                data.get("train_images"),
-                data.get("validation_images"),
-                data.get("test_images"),
-                len(skipped),
-            ]
-        ],
-    )
-    lines += [f"- skipped `{s['path']}`: {s['reason']}" for s in skipped[:20]]
-    if len(skipped) > 20:
-        lines.append(f"- ... and {len(skipped) - 20} more (report.json lists them all)")
-    timings = report.get("timings") or {}
-    if timings:
+    lines += _verify_section(report.verify)
+    lines += _data_section(report.data)
+    if report.timings:
         lines += ["", "## Timings", ""]
-        lines += _table(["step", "seconds"], [[k, f"{v:.1f}"] for k, v in timings.items()])
+        lines += markdown_table(
+            ["step", "seconds"], [[k, f"{v:.1f}"] for k, v in report.timings.items()]
+        )
     lines.append("")
     return "\n".join(lines)
 
 
-def write_report(report: Mapping[str, Any], run_dir: str | os.PathLike) -> dict[str, Path]:
+def _result_section(report: RunReport) -> list[str]:
+    split = report.evaluated_on
+    verified = {True: "yes", False: "**NO**"}.get(report.verify.passed, "not run")
+    lines = ["## Result", ""]
+    lines += markdown_table(
+        [report.headline, f"{split} images", "backbone", "input", "wall time", "verified"],
+        [
+            [
+                report.top1,
+                report.evaluation.get("images"),
+                report.backbone,
+                "x".join(str(v) for v in report.input_shape[:2]) or "-",
+                f"{report.wall_seconds:.0f} s",
+                verified,
+            ]
+        ],
+    )
+    if split != "test":
+        lines += [
+            "",
+            f"Evaluated on the {split} split, as the recipe asked ([data] evaluate_on): "
+            "it guided training (early stopping), so this is not a held-out test result.",
+        ]
+    return [*lines, ""]
+
+
+def _settings_section(settings: SettingsReport) -> list[str]:
+    """Mixed precision and XLA as chosen; the probe's times when ``"auto"`` chose them."""
+    lines = ["## Settings", ""]
+    lines += markdown_table(
+        ["setting", "asked", "used"],
+        [
+            [
+                "mixed precision",
+                settings.mixed_precision_asked,
+                settings.mixed_precision or "float32",
+            ],
+            ["XLA (jit_compile)", settings.jit_compile_asked, settings.jit_compile],
+        ],
+    )
+    lines.append("")
+    probe = settings.probe or {}
+    for key, value in probe.items():
+        rows = value if isinstance(value, list) else None
+        if rows and all(isinstance(r, Mapping) for r in rows):
+            header = list(dict.fromkeys(k for r in rows for k in r))
+            lines += [f"probe {key}:", ""]
+            lines += markdown_table(header, [[r.get(k) for k in header] for r in rows])
+            lines.append("")
+        else:
+            lines.append(f"- probe {key}: {format_cell(value, 4)}")
+    if probe:
+        lines.append("")
+    return lines
+
+
+def _stages_section(stages: Sequence[StageReport]) -> list[str]:
+    rows = []
+    for stage in stages:
+        acc = _accuracy_key(stage.history)
+        rows.append(
+            [
+                stage.name,
+                stage.policy_text(),
+                len(stage.history.get("loss", [])),
+                _last(stage.history, acc),
+                _last(stage.history, f"val_{acc}" if acc else None),
+                f"{stage.seconds:.1f}",
+                format_cell(stage.images_per_second, 1),
+                stage.cache.text(),
+            ]
+        )
+    header = ["stage", "policy", "epochs", "train acc", "val acc", "seconds", "images/s", "cache"]
+    return ["## Stages", "", *markdown_table(header, rows), ""]
+
+
+def _verify_section(verify: VerifyReport) -> list[str]:
+    lines = ["## Verification", ""]
+    if verify.passed is None:
+        lines.append(verify.note or "not run")
+    else:
+        lines.append(f"passed: {'yes' if verify.passed else 'no'}")
+        lines += [f"- {failure}" for failure in verify.failures]
+    return [*lines, ""]
+
+
+def _data_section(data: DataReport) -> list[str]:
+    skipped = data.skipped
+    lines = ["## Data", ""]
+    lines += markdown_table(
+        ["source", "train", "validation", "test", "skipped files"],
+        [
+            [
+                data.source,
+                data.train_images,
+                data.validation_images,
+                data.test_images,
+                len(skipped),
+            ]
+        ],
+    )
+    if data.test_split:
+        lines.append(f"- test split: {data.test_split}")
+    lines += [f"- skipped `{s['path']}`: {s['reason']}" for s in skipped[:20]]
+    if len(skipped) > 20:
+        lines.append(f"- ... and {len(skipped) - 20} more (report.json lists them all)")
+    return lines
+
+
+def write_report(report: RunReport, run_dir: str | os.PathLike) -> dict[str, Path]:
     """Writes ``report.json``, ``plots/*.png`` and ``report.md`` into ``run_dir``.
 
     Args:
-        report: JSON-able dict. Keys read here: ``recipe``, ``description``,
-            ``test_top1``, ``wall_seconds``, ``backbone``, ``input_shape``, ``class_names``,
-            ``stages`` (``name``, ``policy``, ``history``, ``seconds``,
-            ``images_per_second``, ``cache``), ``test`` (from
-            :func:`classification_metrics`), ``verify`` (``passed``, ``failures``),
-            ``data`` (``source``, counts, ``skipped``), ``timings``. Other keys are kept
-            in the JSON as they are.
+        report: the run's report; ``report.json`` is ``report.to_dict()``.
         run_dir: the run directory.
 
     Returns:
@@ -381,32 +731,21 @@ def write_report(report: Mapping[str, Any], run_dir: str | os.PathLike) -> dict[
     plots_dir = run_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    if any((s.get("history") or {}).get("loss") for s in report.get("stages", [])):
+    if any(s.history.get("loss") for s in report.stages):
         written["training_curves"] = plot_training_curves(
-            report["stages"], plots_dir / "training_curves.png"
+            report.stages, plots_dir / "training_curves.png"
         )
-    test = report.get("test") or {}
-    if test.get("confusion_matrix"):
+    matrix = report.evaluation.get("confusion_matrix")
+    if matrix:
         written["confusion_matrix"] = plot_confusion_matrix(
-            test["confusion_matrix"],
-            report.get("class_names") or [c["class"] for c in test["per_class"]],
+            matrix,
+            report.class_names or [c["class"] for c in report.evaluation["per_class"]],
             plots_dir / "confusion_matrix.png",
+            split=report.evaluated_on,
         )
     relative = {k: p.relative_to(run_dir).as_posix() for k, p in written.items()}
     written["json"] = run_dir / "report.json"
-    written["json"].write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
+    write_text_atomic(written["json"], json.dumps(report.to_dict(), indent=2) + "\n")
     written["markdown"] = run_dir / "report.md"
-    written["markdown"].write_text(render_markdown(report, relative))
+    write_text_atomic(written["markdown"], render_markdown(report, relative))
     return written
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"report value of type {type(value).__name__} is not JSON-able")

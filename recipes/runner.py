@@ -1,5 +1,11 @@
 """Runs a recipe end to end: data -> classifier -> stages -> test -> export -> verify -> report.
 
+"Test" is a split no training decision saw: the source's own test split, or
+``[data].test_fraction`` of the training images held out (by default
+``recipes.config.DEFAULT_TEST_FRACTION`` when the source has no test split). Only when the
+recipe says ``[data] evaluate_on = "validation"`` is the final evaluation on the
+validation split, and the report then calls it that.
+
 ``zoo run RECIPE [--out DIR] [--resume] [--set key=value ...]`` calls :func:`run_recipe`.
 The run directory (default ``runs/<recipe>-<timestamp>``) holds::
 
@@ -32,7 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recipes.config import Recipe, load_recipe, recipe_to_toml
+from recipes.config import DEFAULT_TEST_FRACTION, Recipe, load_recipe, recipe_to_toml
+from recipes.report import (
+    DataReport,
+    RunReport,
+    SettingsReport,
+    StageReport,
+    VerifyReport,
+    write_report,
+)
 from zoo.errors import ZooError
 
 __all__ = ["RunError", "RunResult", "default_run_dir", "run_recipe"]
@@ -41,7 +55,8 @@ EXPORT_DIR = "export"
 
 
 class RunError(ZooError, ValueError):
-    """A run that cannot start as asked (run directory clash, nothing to resume)."""
+    """A run that cannot start as asked (run directory clash, nothing to resume, no split
+    to evaluate on)."""
 
 
 @dataclass
@@ -52,13 +67,13 @@ class RunResult:
         run_dir: the run directory.
         exit_code: 0 when the run finished (and the export verified, if enabled); 1 when
             verification failed (no export is left at ``run_dir / "export"``).
-        report: the dict written to ``report.json``.
+        report: the run's report (``report.json`` is ``report.to_dict()``).
         paths: name -> written file (``json``, ``markdown``, plots, ``export``).
     """
 
     run_dir: Path
     exit_code: int
-    report: dict[str, Any]
+    report: RunReport
     paths: dict[str, Path] = field(default_factory=dict)
 
 
@@ -168,7 +183,7 @@ def run_recipe(
     _configure_runtime(recipe_cfg, log)
 
     with _timed(timings, "load data"):
-        data = _load_data(recipe_cfg, log)
+        data, test_fraction, test_split = _load_data(recipe_cfg, log)
     with _timed(timings, "build model"):
         model = _build_model(recipe_cfg, data.class_names)
         source_manifest = _source_manifest(model, run_dir, resume)
@@ -183,18 +198,24 @@ def run_recipe(
             recipe_cfg, model, run_dir, source_manifest, result, timings, log
         )
     report = _assemble_report(
-        recipe_cfg, model, data, result, test, verify, export_path, timings, resume
+        recipe_cfg,
+        model,
+        _data_report(recipe_cfg, data, test_fraction, test_split),
+        result,
+        test,
+        VerifyReport.from_dict(verify),
+        export_path,
+        timings,
+        resume,
+        wall_seconds=time.perf_counter() - wall_start,
     )
-    report["wall_seconds"] = time.perf_counter() - wall_start
-    from recipes.report import write_report
-
     paths = write_report(report, run_dir)
     if export_path is not None:
         paths["export"] = export_path
     failed = bool(verify) and not verify.get("passed", False)
-    top1 = report["test_top1"]
+    top1 = report.top1
     log(
-        f"done in {report['wall_seconds']:.0f} s: test top-1 "
+        f"done in {report.wall_seconds:.0f} s: {report.headline} "
         f"{'-' if top1 is None else f'{top1:.4f}'}, "
         f"verification {'FAILED' if failed else 'passed' if verify else 'not run'}; "
         f"report: {paths['markdown']}"
@@ -224,22 +245,58 @@ def _source(source: str) -> str:
     return source
 
 
-def _load_data(recipe: Recipe, log: _Log) -> Any:
+def _load_data(recipe: Recipe, log: _Log) -> tuple[Any, float | None, str]:
+    """The ``zoo.data`` source, with a held-out test split unless validation is asked for.
+
+    Returns:
+        The DataSource, the ``test_fraction`` it was loaded with (None: the source's own
+        test split, or none), and where its test split came from, in words.
+
+    Raises:
+        RunError: the split to evaluate on is empty or missing.
+    """
     from zoo import data as zoo_data
 
     cfg = recipe.data
+    source = _source(cfg.source)
     options: dict[str, Any] = {"validation_fraction": cfg.validation_fraction, "seed": cfg.seed}
     for key in ("train_size", "per_class", "test_fraction"):
         if getattr(cfg, key) is not None:
             options[key] = getattr(cfg, key)
     options.update(cfg.options)
-    data = zoo_data.load(_source(cfg.source), **options)
+    asked = options.get("test_fraction")
+    wants_test = cfg.evaluate_on == "test" and asked is None
+    if wants_test and source.startswith("folder:"):  # a folder never has a test split
+        options["test_fraction"] = DEFAULT_TEST_FRACTION
+    data = zoo_data.load(source, **options)
+    if wants_test and data.test is None:  # e.g. tfds:tf_flowers, which has only "train"
+        options["test_fraction"] = DEFAULT_TEST_FRACTION
+        data = zoo_data.load(source, **options)
+    test_split = _test_split_text(asked, options.get("test_fraction"), data, source)
+    if data.split(cfg.evaluate_on) is None:
+        raise RunError(
+            f"[data] evaluate_on = {cfg.evaluate_on!r}, but {source} has no {cfg.evaluate_on} "
+            "split; set [data].test_fraction (or validation_fraction) above 0."
+        )
     log(
         f"data {data.source}: {len(data.class_names)} classes, "
         f"{_count(data, 'train')} train / {_count(data, 'validation')} validation / "
-        f"{_count(data, 'test')} test images, {len(data.skipped)} files skipped"
+        f"{_count(data, 'test')} test images, {len(data.skipped)} files skipped; "
+        f"test split: {test_split}"
     )
-    return data
+    return data, options.get("test_fraction"), test_split
+
+
+def _test_split_text(asked: float | None, used: float | None, data: Any, source: str) -> str:
+    """Where the test split came from, for the log and the report."""
+    if used is None:
+        return "the source's own test split" if data.test is not None else "none"
+    if asked is not None:
+        return f"{used:.0%} of the training images held out ([data].test_fraction)"
+    return (
+        f"{used:.0%} of the training images held out (default: {source} has no test split; "
+        "[data].test_fraction sets the share)"
+    )
 
 
 def _count(data: Any, split: str) -> int | None:
@@ -283,37 +340,8 @@ def _source_manifest(model: Any, run_dir: Path, resume: bool) -> dict[str, Any]:
 
 
 def _stages(recipe: Recipe, augment: Any) -> list[Any]:
-    """``zoo.training.Stage`` s from the recipe; ``augment`` is the augmentation layer."""
-    from zoo import policies
-    from zoo.training import Stage
-
-    result = []
-    for cfg in recipe.stages:
-        if cfg.policy == "freeze_backbone":
-            policy = policies.FreezeBackbone()
-        elif cfg.policy == "unfreeze_top":
-            size = {"blocks": cfg.blocks} if cfg.blocks is not None else {"fraction": cfg.fraction}
-            policy = policies.UnfreezeTop(**size, batchnorm=cfg.batchnorm, lr_decay=cfg.lr_decay)
-        else:
-            policy = policies.FullFineTune(batchnorm=cfg.batchnorm, lr_decay=cfg.lr_decay)
-        result.append(
-            Stage(
-                name=cfg.name,
-                policy=policy,
-                epochs=cfg.epochs,
-                learning_rate=cfg.learning_rate,
-                optimizer=cfg.optimizer,
-                weight_decay=cfg.weight_decay,
-                schedule=cfg.schedule,
-                warmup_epochs=cfg.warmup_epochs,
-                label_smoothing=cfg.label_smoothing,
-                early_stopping_patience=cfg.early_stopping_patience,
-                augment=augment if cfg.augment else None,
-                cache=cfg.cache,
-                cache_dtype=cfg.cache_dtype,
-            )
-        )
-    return result
+    """``zoo.Stage`` s from the recipe; ``augment`` is the augmentation layer."""
+    return [cfg.to_stage(augment) for cfg in recipe.stages]
 
 
 def _batches(recipe: Recipe, dataset: Any, training: bool) -> Any:
@@ -336,7 +364,6 @@ def _fine_tune(
         for split in ("train", "validation")
         if data.split(split) is not None
     )
-    mixed = None if recipe.run.mixed_precision == "off" else recipe.run.mixed_precision
     log(f"fine-tuning: {', '.join(s.name for s in recipe.stages)}")
     return fine_tune(
         model,
@@ -345,8 +372,7 @@ def _fine_tune(
         _stages(recipe, augment),
         run_dir=run_dir,
         resume=resume,
-        mixed_precision=mixed,
-        jit_compile=recipe.run.jit_compile,
+        **recipe.run.fine_tune_kwargs(),
         data_fingerprint=fingerprint,
         seed=recipe.run.seed,
         verbose=1,  # Keras progress bars
@@ -358,7 +384,7 @@ def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any
 
     from recipes.report import classification_metrics
 
-    split = "test" if data.test is not None else "validation"
+    split = recipe.data.evaluate_on
     labels, predictions = [], []
     for images, batch_labels in _batches(recipe, data.split(split), training=False):
         predictions.append(np.argmax(np.asarray(model.predict_on_batch(images)), axis=-1))
@@ -436,100 +462,68 @@ def _verify_dict(outcome: Any) -> dict[str, Any]:
     }
 
 
+def _data_report(
+    recipe: Recipe, data: Any, test_fraction: float | None, test_split: str
+) -> DataReport:
+    return DataReport(
+        source=recipe.data.source,
+        train_images=_count(data, "train"),
+        validation_images=_count(data, "validation"),
+        test_images=_count(data, "test"),
+        skipped=[{"path": str(p), "reason": str(r)} for p, r in data.skipped],
+        test_fraction=test_fraction,
+        test_split=test_split,
+    )
+
+
+def _settings_report(recipe: Recipe, result: Any) -> SettingsReport:
+    return SettingsReport(
+        mixed_precision_asked=recipe.run.mixed_precision,
+        jit_compile_asked=recipe.run.jit_compile,
+        mixed_precision=result.mixed_precision,
+        jit_compile=bool(result.jit_compile),
+        probe=getattr(result, "settings_probe", None),  # set by fine_tune's "auto"
+    )
+
+
 def _assemble_report(
     recipe: Recipe,
     model: Any,
-    data: Any,
+    data: DataReport,
     result: Any,
-    test: dict[str, Any],
-    verify: dict[str, Any],
+    evaluation: dict[str, Any],
+    verify: VerifyReport,
     export_path: Path | None,
     timings: dict[str, float],
     resumed: bool,
-) -> dict[str, Any]:
+    wall_seconds: float,
+) -> RunReport:
     from zoo.classifier import classifier_info
 
     info = classifier_info(model)
-    return {
-        "recipe": recipe.name,
-        "description": recipe.description,
-        "test_top1": test["top1"],
-        "wall_seconds": None,
-        "verify": verify or {"passed": None, "failures": [], "note": "not run"},
-        "backbone": info["backbone"],
-        "weights": info.get("weights"),
-        "input_shape": list(recipe.input_shape()),
-        "class_names": list(data.class_names),
-        "stages": _stage_reports(recipe, result),
-        "test": test,
-        "data": {
-            "source": recipe.data.source,
-            "train_images": _count(data, "train"),
-            "validation_images": _count(data, "validation"),
-            "test_images": _count(data, "test"),
-            "skipped": [{"path": str(p), "reason": str(r)} for p, r in data.skipped],
-        },
-        "export": str(export_path) if export_path else None,
-        "timings": timings,
-        "resumed": resumed,
-        "environment": _environment(),
-    }
-
-
-def _stage_reports(recipe: Recipe, result: Any) -> list[dict[str, Any]]:
-    """One report entry per stage from fine_tune's StageResults."""
-    reports = []
-    for cfg, got in zip(recipe.stages, result.stages, strict=False):
-        d = got.to_dict()
-        reports.append(
-            {
-                "name": cfg.name,
-                "policy": cfg.policy,
-                "epochs_run": d["epochs_run"],
-                "stopped_early": d["stopped_early"],
-                "resumed_at_epoch": d["resumed_at_epoch"],
-                "history": d["history"],
-                "seconds": d["train_seconds"],
-                "images_per_second": d["images_per_second"],
-                "cache": _cache_report(d["cache"], d["epochs_run"] - d["resumed_at_epoch"]),
-                "trainable_variables": len(d["trainable_paths"]),
-            }
-        )
-    return reports
-
-
-def _cache_report(cache: dict[str, Any], epochs: int) -> dict[str, Any]:
-    """The stage's CacheInfo under report names, with the time the cache saved.
-
-    Without the cache every epoch would run the frozen prefix over the training and
-    validation images again; with it the stage spends ``build_seconds`` once (a full
-    pass, a pass derived from the next stage's activations, or nothing when reused). So
-    the saving is about ``pass_seconds * epochs - build_seconds``: an estimate, the
-    prefix's cost per pass as measured when the activations were computed. A cache
-    loaded from disk has no measured pass, so no estimate.
-    """
-    report = {
-        "used": cache["used"],
-        "reason": cache["reason"],
-        "where": cache["location"],
-        "where_reason": cache["location_reason"],
-        "bytes": cache["size_bytes"] if cache["used"] else None,
-        "shape": cache["shape"],
-        "dtype": cache["dtype"],
-        "exact": cache["exact"],
-        "cut": cache["cut"],
-        "cut_layer": cache["cut_layer"],
-        "build_seconds": cache["build_seconds"],
-        "reused": cache["reused"],
-        "derived_from": cache.get("derived_from"),
-    }
-    if "seconds_saved" in cache:  # fine_tune measured it
-        report["seconds_saved"] = cache["seconds_saved"]
-    elif cache["used"] and cache.get("pass_seconds"):
-        saved = cache["pass_seconds"] * epochs - cache["build_seconds"]
-        report["seconds_saved"] = max(0.0, saved)
-        report["seconds_saved_is_estimate"] = True
-    return report
+    return RunReport(
+        recipe=recipe.name,
+        description=recipe.description,
+        evaluated_on=evaluation["split"],
+        top1=evaluation["top1"],
+        evaluation=evaluation,
+        wall_seconds=wall_seconds,
+        verify=verify,
+        backbone=info["backbone"],
+        weights=info.get("weights"),
+        input_shape=list(recipe.input_shape()),
+        class_names=list(info.get("class_names") or []),
+        stages=[
+            StageReport.from_result(cfg.policy_config(), got)
+            for cfg, got in zip(recipe.stages, result.stages, strict=False)
+        ],
+        data=data,
+        settings=_settings_report(recipe, result),
+        export=str(export_path) if export_path else None,
+        timings=timings,
+        resumed=resumed,
+        environment=_environment(),
+    )
 
 
 def _environment() -> dict[str, Any]:

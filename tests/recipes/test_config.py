@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from recipes.cli import main
 from recipes.config import (
+    DEFAULT_TEST_FRACTION,
     Recipe,
     RecipeError,
     apply_overrides,
@@ -19,6 +19,14 @@ from recipes.config import (
     recipe_to_toml,
     resolve_recipe_path,
 )
+from zoo import FullFineTune, Stage, UnfreezeTop
+from zoo.errors import InvalidValueError
+from zoo.policies import OPTIMIZERS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (pyproject: tomli; python_version < '3.11')
+    import tomli as tomllib
 
 GOOD = """
 [data]
@@ -240,3 +248,130 @@ def test_cli_subprocess_typo_exits_2(tmp_path):
         lines == [lines[-1]] and "stages[1].epoch: unknown key; did you mean 'epochs'?" in lines[0]
     )
     assert not (tmp_path / "runs").exists()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_stage_config_is_mapped_to_stage_field_by_field():
+    data = _data(
+        **{
+            "stages.1.policy": '"full"',
+            "stages.1.blocks": "0",
+            "stages.1.batchnorm": '"trainable"',
+            "stages.1.lr_decay": "0.5",
+            "stages.1.optimizer": '"sgd"',
+            "stages.1.weight_decay": "1e-4",
+            "stages.1.schedule": '"cosine"',
+            "stages.1.warmup_epochs": "0.5",
+            "stages.1.label_smoothing": "0.1",
+            "stages.1.early_stopping_patience": "3",
+            "stages.1.augment": "false",
+            "stages.1.cache": '"off"',
+            "stages.1.cache_dtype": '"bfloat16"',
+        }
+    )
+    del data["stages"][1]["blocks"]
+    config = parse_recipe(data).stages[1]
+    stage = config.to_stage(augment="flip layer")
+    assert isinstance(stage, Stage)
+    assert stage.policy == FullFineTune(batchnorm="trainable", lr_decay=0.5)
+    for name in type(config).model_fields:
+        if hasattr(stage, name) and name not in ("policy", "augment"):
+            assert getattr(stage, name) == getattr(config, name), name
+    assert stage.augment is None  # this stage turns augmentation off
+    head = parse_recipe(_data()).stages[1]
+    assert head.to_stage(augment="flip layer").augment == "flip layer"
+    assert head.make_policy() == UnfreezeTop(blocks=2)
+
+
+def test_stage_validation_agrees_with_zoo_stage_on_float_warmup():
+    # A fractional warm-up equal to the epochs: zoo.Stage accepts it, so the recipe does.
+    recipe = parse_recipe(_data(**{"stages.1.warmup_epochs": "2.0"}))
+    assert recipe.stages[1].to_stage().warmup_epochs == 2.0
+    assert parse_recipe(_data(**{"stages.1.warmup_epochs": "1.5"})).stages[1].warmup_epochs == 1.5
+    # One more than the epochs: both refuse, the recipe with zoo.Stage's own words.
+    with pytest.raises(InvalidValueError, match=r"warmup_epochs must be in \[0, epochs\]"):
+        Stage("top", UnfreezeTop(blocks=2), epochs=2, learning_rate=1e-4, warmup_epochs=2.5)
+    with pytest.raises(
+        RecipeError, match=r"stages\[1\]: Invalid Stage 'top': warmup_epochs must be in"
+    ):
+        parse_recipe(_data(**{"stages.1.warmup_epochs": "2.5"}))
+
+
+def test_lr_decay_is_accepted_for_full_and_kept_in_the_policy_config():
+    data = _data(**{"stages.1.policy": '"full"', "stages.1.lr_decay": "0.7"})
+    del data["stages"][1]["blocks"]
+    stage = parse_recipe(data).stages[1]
+    assert stage.policy_config() == {"policy": "full", "batchnorm": "frozen", "lr_decay": 0.7}
+    assert stage.make_policy() == FullFineTune(lr_decay=0.7)
+    top = parse_recipe(_data(**{"stages.1.lr_decay": "0.8"})).stages[1].policy_config()
+    assert top == {
+        "policy": "unfreeze_top",
+        "blocks": 2,
+        "fraction": None,
+        "batchnorm": "frozen",
+        "lr_decay": 0.8,
+    }
+    with pytest.raises(
+        RecipeError, match=r"stages\[0\]\.lr_decay: only used by policy 'unfreeze_top' and 'full'"
+    ):
+        parse_recipe(_data(**{"stages.0.lr_decay": "0.5"}))
+
+
+def test_optimizer_names_come_from_zoo_policies():
+    for name in OPTIMIZERS:
+        assert parse_recipe(_data(**{"stages.0.optimizer": f'"{name}"'})).stages[0].optimizer
+    with pytest.raises(
+        RecipeError, match=r"stages\[0\]\.optimizer: got 'lamb'; it should be one of 'adam'"
+    ):
+        parse_recipe(_data(**{"stages.0.optimizer": '"lamb"'}))
+
+
+def test_run_settings_accept_auto():
+    run = parse_recipe(_data(**{"run.mixed_precision": '"auto"', "run.jit_compile": '"auto"'})).run
+    assert run.fine_tune_kwargs() == {"mixed_precision": "auto", "jit_compile": "auto"}
+    off = parse_recipe(_data()).run
+    assert off.fine_tune_kwargs() == {"mixed_precision": None, "jit_compile": False}
+    for bad in ('"fast"', "1"):
+        with pytest.raises(
+            RecipeError, match=r"run\.jit_compile: got .*; it should be true, false or"
+        ):
+            parse_recipe(_data(**{"run.jit_compile": bad}))
+    with pytest.raises(RecipeError, match=r"run\.mixed_precision: got 'fp8'"):
+        parse_recipe(_data(**{"run.mixed_precision": '"fp8"'}))
+
+
+def test_evaluate_on_defaults_to_test_and_validation_needs_a_split():
+    assert parse_recipe(_data()).data.evaluate_on == "test"
+    assert 0 < DEFAULT_TEST_FRACTION < 0.5
+    data = _data(**{"data.evaluate_on": '"validation"'})
+    assert parse_recipe(data).data.evaluate_on == "validation"
+    with pytest.raises(RecipeError, match=r'data\.evaluate_on: "validation" needs a validation'):
+        parse_recipe({**data, "data": {**data["data"], "validation_fraction": 0.0}})
+    with pytest.raises(RecipeError, match=r"data\.evaluate_on: got 'train'"):
+        parse_recipe(_data(**{"data.evaluate_on": '"train"'}))
+
+
+def test_catalog_recipes_pick_settings_by_probe_and_test_on_held_out_data():
+    for name in catalog_names():
+        recipe = load_recipe(name)
+        assert recipe.run.mixed_precision == "auto" and recipe.run.jit_compile == "auto", name
+        assert recipe.data.evaluate_on == "test", name
+    # tf_flowers has no test split of its own: the recipe holds one out.
+    assert load_recipe("flowers-inception-v3").data.test_fraction == 0.1
+
+
+def test_tomllib_is_imported_the_way_python_3_10_is_supported():
+    """pyproject installs tomli below 3.11; every import of tomllib must fall back to it."""
+    guard = "if sys.version_info >= (3, 11):\n    import tomllib\nelse:"
+    offenders = []
+    for path in sorted(REPO.glob("**/*.py")):
+        if ".venv" in path.parts or "site-packages" in path.parts:
+            continue
+        text = path.read_text(encoding="utf-8")
+        if "import tomllib" in text and (
+            guard not in text or "import tomli as tomllib" not in text
+        ):
+            offenders.append(str(path.relative_to(REPO)))
+    assert offenders == []

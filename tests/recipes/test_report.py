@@ -1,12 +1,25 @@
 """The report: metrics from the predictions, real PNG plots, numbers carried into JSON / MD."""
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from recipes.report import classification_metrics, write_report
+from recipes.report import (
+    CacheReport,
+    DataReport,
+    RunReport,
+    SettingsReport,
+    StageReport,
+    VerifyReport,
+    classification_metrics,
+    write_report,
+)
+from recipes.text import jsonable, markdown_table, plain_table, print_table
+from zoo.caching import CacheInfo
 
 
 def test_classification_metrics_counts():
@@ -32,70 +45,82 @@ def test_classification_metrics_never_predicted_class_and_errors():
         classification_metrics([0, 1], [0, 5], ["a", "b"])
 
 
-def _report(rng: np.random.Generator) -> dict:
+def _report(rng: np.random.Generator, **changes) -> RunReport:
     names = [f"class_{i}" for i in range(4)]
     labels = rng.integers(0, 4, size=200)
     predictions = np.where(rng.random(200) < 0.8, labels, rng.integers(0, 4, size=200))
     test = classification_metrics(labels, predictions, names)
+    test["split"] = "test"
 
     def curve(start, n):
-        return list(np.linspace(start, start / 3, n))
+        return [float(v) for v in np.linspace(start, start / 3, n)]
 
-    return {
-        "recipe": "unit",
-        "description": "a made-up run",
-        "test_top1": test["top1"],
-        "wall_seconds": 12.5,
-        "backbone": "tiny",
-        "input_shape": [32, 32, 3],
-        "class_names": names,
-        "stages": [
-            {
-                "name": "head",
-                "policy": "freeze_backbone",
-                "history": {
+    report = RunReport(
+        recipe="unit",
+        description="a made-up run",
+        evaluated_on="test",
+        top1=test["top1"],
+        evaluation=test,
+        wall_seconds=12.5,
+        verify=VerifyReport(passed=True),
+        backbone="tiny",
+        weights=None,
+        input_shape=[32, 32, 3],
+        class_names=names,
+        stages=[
+            StageReport(
+                name="head",
+                policy={"policy": "freeze_backbone"},
+                history={
                     "loss": curve(1.2, 3),
                     "accuracy": [0.5, 0.6, 0.7],
                     "val_loss": curve(1.1, 3),
                     "val_accuracy": [0.55, 0.62, 0.71],
                 },
-                "seconds": 3.0,
-                "images_per_second": 812.5,
-                "cache": {
-                    "used": True,
-                    "reason": "head-only cache",
-                    "where": "memory",
-                    "bytes": 3 * 2**20,
-                    "seconds_saved": 7.0,
-                    "seconds_saved_is_estimate": True,
-                    "derived_from": "block6d",
+                seconds=3.0,
+                images_per_second=812.5,
+                cache=CacheReport(
+                    used=True,
+                    reason="head-only cache",
+                    where="memory",
+                    bytes=3 * 2**20,
+                    seconds_saved=7.0,
+                    seconds_saved_is_estimate=True,
+                    derived_from="block6d",
+                ),
+            ),
+            StageReport(
+                name="top",
+                policy={
+                    "policy": "unfreeze_top",
+                    "blocks": 2,
+                    "fraction": None,
+                    "batchnorm": "frozen",
+                    "lr_decay": 0.8,
                 },
-            },
-            {
-                "name": "top",
-                "policy": "unfreeze_top",
-                "history": {
+                history={
                     "loss": curve(0.6, 2),
                     "accuracy": [0.75, 0.8],
                     "val_loss": curve(0.5, 2),
                     "val_accuracy": [0.74, 0.79],
                 },
-                "seconds": 5.0,
-                "images_per_second": 97.0,
-                "cache": {"used": False, "reason": "augmentation is on"},
-            },
+                seconds=5.0,
+                images_per_second=97.0,
+                cache=CacheReport(used=False, reason="augmentation is on"),
+            ),
         ],
-        "test": test,
-        "verify": {"passed": True, "failures": []},
-        "data": {
-            "source": "folder",
-            "train_images": 100,
-            "validation_images": 10,
-            "test_images": 200,
-            "skipped": [{"path": "x/broken.jpg", "reason": "not an image"}],
-        },
-        "timings": {"load data": 1.0, "fine-tune": 8.0},
-    }
+        data=DataReport(
+            source="folder",
+            train_images=100,
+            validation_images=10,
+            test_images=200,
+            skipped=[{"path": "x/broken.jpg", "reason": "not an image"}],
+            test_fraction=0.1,
+            test_split="10% of the training images held out (default)",
+        ),
+        timings={"load data": 1.0, "fine-tune": 8.0},
+    )
+    return dataclasses.replace(report, **changes)
 
 
 def test_write_report_files_and_numbers(tmp_path):
@@ -103,19 +128,35 @@ def test_write_report_files_and_numbers(tmp_path):
     paths = write_report(report, tmp_path)
 
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved["test_top1"] == pytest.approx(report["test"]["top1"])
+    assert saved["test_top1"] == pytest.approx(report.evaluation["top1"])
+    assert saved["evaluated_on"] == "test" and "validation_top1" not in saved
     assert saved["wall_seconds"] == 12.5 and saved["verify"]["passed"] is True
-    assert saved["test"]["confusion_matrix"] == report["test"]["confusion_matrix"]
+    assert saved["test"]["confusion_matrix"] == report.evaluation["confusion_matrix"]
     assert saved["stages"][1]["history"]["val_accuracy"] == [0.74, 0.79]
+    # Each stage's full policy config, not a bare name.
+    assert saved["stages"][1]["policy"] == {
+        "policy": "unfreeze_top",
+        "blocks": 2,
+        "fraction": None,
+        "batchnorm": "frozen",
+        "lr_decay": 0.8,
+    }
+    assert saved["data"]["test_fraction"] == 0.1
+    # One JSON conversion, both ways.
+    assert RunReport.from_dict(saved) == report
 
     md = (tmp_path / "report.md").read_text()
-    assert f"| {report['test_top1']:.3f} | 200 | tiny | 32x32 | 12 s | yes |" in md
+    assert "| test top-1 | test images | backbone |" in md
+    assert f"| {report.top1:.3f} | 200 | tiny | 32x32 | 12 s | yes |" in md
     assert (
         "| head | freeze_backbone | 3 | 0.700 | 0.710 | 3.0 | 812.5 | head-only cache (memory, 3.0 MiB, saved ~7 s, derived from the block6d activations) |"
         in md
     )
+    assert "| top | unfreeze_top (blocks=2, batchnorm=frozen, lr_decay=0.8) | 2 |" in md
     assert "not used: augmentation is on" in md
-    first = report["test"]["per_class"][0]
+    assert "- test split: 10% of the training images held out (default)" in md
+    assert "## Test set, per class" in md
+    first = report.evaluation["per_class"][0]
     assert (
         f"| class_0 | {first['precision']:.3f} | {first['recall']:.3f} | {first['support']} |" in md
     )
@@ -134,9 +175,100 @@ def test_write_report_files_and_numbers(tmp_path):
 
 
 def test_report_marks_failed_verification(tmp_path):
-    report = _report(np.random.default_rng(1))
-    report["verify"] = {"passed": False, "failures": ["head/dense/kernel changed"]}
+    report = _report(
+        np.random.default_rng(1),
+        verify=VerifyReport(passed=False, failures=["head/dense/kernel changed"]),
+    )
     write_report(report, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "| **NO** |" in md
     assert "- head/dense/kernel changed" in md
+
+
+def test_validation_is_never_called_test(tmp_path):
+    report = _report(np.random.default_rng(2))
+    evaluation = {**report.evaluation, "split": "validation"}
+    report = dataclasses.replace(report, evaluated_on="validation", evaluation=evaluation)
+    write_report(report, tmp_path)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["validation_top1"] == pytest.approx(report.top1)
+    assert saved["evaluated_on"] == "validation"
+    assert "test_top1" not in saved and "test" not in saved
+    assert saved["validation"]["confusion_matrix"] == evaluation["confusion_matrix"]
+    assert RunReport.from_dict(saved) == report
+    md = (tmp_path / "report.md").read_text()
+    assert "| validation top-1 | validation images |" in md
+    assert "test top-1" not in md and "Test set" not in md
+    assert "## Validation set, per class" in md
+    assert "not a held-out test result" in md
+
+
+def test_settings_chosen_by_auto_and_the_probe_times_are_reported(tmp_path):
+    probe = {
+        "candidates": [
+            {"mixed_precision": None, "jit_compile": False, "seconds_per_step": 0.21, "loss": 1.1},
+            {"mixed_precision": "bfloat16", "jit_compile": False, "seconds_per_step": 0.14},
+        ],
+        "chosen": "bfloat16",
+    }
+    settings = SettingsReport(
+        mixed_precision_asked="auto",
+        jit_compile_asked="auto",
+        mixed_precision="bfloat16",
+        jit_compile=False,
+        probe=probe,
+    )
+    write_report(_report(np.random.default_rng(3), settings=settings), tmp_path)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert (
+        saved["settings"]["probe"] == probe and saved["settings"]["mixed_precision"] == "bfloat16"
+    )
+    md = (tmp_path / "report.md").read_text()
+    assert "| mixed precision | auto | bfloat16 |" in md
+    assert "| XLA (jit_compile) | auto | False |" in md
+    assert "| - | False | 0.210 | 1.100 |" in md and "| bfloat16 | False | 0.140 | - |" in md
+    assert "- probe chosen: bfloat16" in md
+
+
+def test_cache_report_from_cache_info_estimates_the_saving():
+    info = CacheInfo(
+        used=True,
+        reason="cut at block6d",
+        cut="block6d",
+        cut_layer="block6d_add",
+        location="memory",
+        location_reason="fits in memory",
+        size_bytes=4096,
+        shape=(2, 2, 192),
+        dtype="float32",
+        build_seconds=3.0,
+        pass_seconds=2.0,
+    )
+    report = CacheReport.from_cache_info(info, epochs=4)
+    assert (report.where, report.where_reason, report.bytes) == ("memory", "fits in memory", 4096)
+    assert report.shape == [2, 2, 192] and report.cut_layer == "block6d_add"
+    assert report.seconds_saved == 2.0 * 4 - 3.0 and report.seconds_saved_is_estimate
+    unused = CacheReport.from_cache_info(CacheInfo(reason="augmentation is on"), epochs=4)
+    assert unused.bytes is None and unused.seconds_saved is None
+    assert unused.text() == "not used: augmentation is on"
+
+
+def test_text_tables_and_jsonable(capsys):
+    assert markdown_table(["a", "b"], [[1.23456, None], ["x", float("nan")]]) == [
+        "| a | b |",
+        "|---|---|",
+        "| 1.235 | - |",
+        "| x | - |",
+    ]
+    assert plain_table([["name", "GMACs"], ["resnet50", "4.09"], ["vit", None]]) == [
+        "name      GMACs",
+        "resnet50  4.09",
+        "vit       -",
+    ]
+    print_table([["a", "bb"], ["ccc", "d"]])
+    assert capsys.readouterr().out == "a    bb\nccc  d\n"
+    value = {"n": np.int64(3), "a": np.arange(2), "s": {"b", "a"}, "t": (1, 2), "p": Path("x")}
+    assert jsonable(value) == {"n": 3, "a": [0, 1], "s": ["a", "b"], "t": [1, 2], "p": "x"}
+    assert jsonable(VerifyReport(passed=True))["passed"] is True
+    with pytest.raises(TypeError, match=r"type object is not JSON-able"):
+        jsonable({"x": object()})

@@ -5,20 +5,26 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import tomllib
 from PIL import Image
 
 from recipes import runner
 from recipes.cli import main
-from recipes.config import load_recipe, parse_recipe
+from recipes.config import DEFAULT_TEST_FRACTION, load_recipe, parse_recipe
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (pyproject: tomli; python_version < '3.11')
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
-FINE_TUNE_EPOCHS = 12  # long enough to be killed in the middle of the stage
+FINE_TUNE_EPOCHS = 8  # long enough to be killed in the middle of the stage
 
 TINY = """
 [data]
@@ -90,13 +96,62 @@ def _variables(run_dir: Path) -> dict[str, str]:
     return {e["path"]: e["sha256"] for e in manifest["manifest"]["variables"]}
 
 
+def _kill_in_fine_tune_and_resume(command: list[str], run_dir: Path, outcome: dict) -> None:
+    """Runs ``command`` (``zoo run``), kills it (-9) once ``run_dir``'s checkpoint is inside
+    the second stage, then runs it again with ``--resume``; records what happened."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    process = subprocess.Popen(command, **quiet)
+    killed = outcome.setdefault("killed_at", [])
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            state = _checkpoint_state(run_dir)
+            if state and state["stage"] == 1 and 1 <= state["epoch"] < FINE_TUNE_EPOCHS - 2:
+                process.send_signal(signal.SIGKILL)
+                killed.append(state["epoch"])
+                break
+            time.sleep(0.02)
+    finally:
+        if process.poll() is None and not killed:
+            process.kill()
+        process.wait(timeout=60)
+    outcome["killed_returncode"] = process.returncode
+    outcome["left_after_kill"] = (
+        sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+    )
+    if killed:
+        outcome["resumed_returncode"] = subprocess.run(
+            [*command, "--resume"], timeout=600, **quiet
+        ).returncode
+
+
 @pytest.fixture(scope="module")
-def finished_run(recipe_file, tmp_path_factory):
-    """One uninterrupted run (in-process), shared by the tests that read its output."""
-    out = tmp_path_factory.mktemp("runs") / "whole"
+def runs(recipe_file, tmp_path_factory):
+    """The recipe run twice at once: uninterrupted (in-process), and as ``zoo run``
+    subprocesses, killed (-9) in its fine-tune stage, then resumed. Sharing the wall time,
+    the two cost little more than one: much of a run is single-threaded tracing and I/O."""
+    root = tmp_path_factory.mktemp("runs")
     overrides = [f"stages.1.epochs={FINE_TUNE_EPOCHS}"]
-    result = runner.run_recipe(recipe_file, out=out, overrides=overrides, echo=None)
-    return result
+    killed_dir = root / "killed"
+    command = [sys.executable, "-m", "recipes.cli", "run", str(recipe_file)]
+    command += ["--out", str(killed_dir), "--set", overrides[0]]
+    outcome: dict = {"run_dir": killed_dir}
+    other = threading.Thread(
+        target=_kill_in_fine_tune_and_resume, args=(command, killed_dir, outcome)
+    )
+    other.start()
+    try:
+        whole = runner.run_recipe(recipe_file, out=root / "whole", overrides=overrides, echo=None)
+    finally:
+        other.join()
+    return whole, outcome
+
+
+@pytest.fixture(scope="module")
+def finished_run(runs) -> runner.RunResult:
+    """One uninterrupted run, shared by the tests that read its output."""
+    return runs[0]
 
 
 @pytest.mark.slow
@@ -128,7 +183,19 @@ def test_run_writes_run_directory_report_and_verified_export(finished_run, recip
 
     head, top = report["stages"]
     assert (head["name"], top["name"]) == ("head", "top")
-    assert len(head["history"]["loss"]) == 2 and len(top["history"]["val_loss"]) == 12
+    # The report keeps each stage's whole policy, in the recipe's words.
+    assert head["policy"] == {"policy": "freeze_backbone"}
+    assert top["policy"] == {
+        "policy": "unfreeze_top",
+        "blocks": 2,
+        "fraction": None,
+        "batchnorm": "frozen",
+        "lr_decay": None,
+    }
+    assert report["evaluated_on"] == "test" and report["data"]["test_fraction"] == 0.25
+    assert report["settings"]["mixed_precision"] is None
+    assert report["settings"]["jit_compile"] is False
+    assert len(head["history"]["loss"]) == 2 and len(top["history"]["val_loss"]) == FINE_TUNE_EPOCHS
     assert head["images_per_second"] > 0 and top["seconds"] > 0
     # Both stages train from cached activations: the backbone's output, then block6d's.
     assert head["cache"]["used"] and head["cache"]["cut"] == "top"
@@ -157,35 +224,15 @@ def test_run_dir_clash_and_resume_without_run(finished_run, recipe_file, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(recipe_file, tmp_path_factory) -> tuple[Path, int]:
+def killed_and_resumed(runs) -> tuple[Path, int]:
     """The same run as ``finished_run``, killed (-9) in its fine-tune stage, then resumed."""
-    run_dir = tmp_path_factory.mktemp("runs") / "killed"
-    args = ["run", str(recipe_file), "--out", str(run_dir)]
-    args += ["--set", f"stages.1.epochs={FINE_TUNE_EPOCHS}"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "recipes.cli", *args]
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    killed_at = None
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and process.poll() is None:
-            state = _checkpoint_state(run_dir)
-            if state and state["stage"] == 1 and 1 <= state["epoch"] < FINE_TUNE_EPOCHS - 2:
-                process.send_signal(signal.SIGKILL)
-                killed_at = state["epoch"]
-                break
-            time.sleep(0.02)
-    finally:
-        if process.poll() is None and killed_at is None:
-            process.kill()
-        process.wait(timeout=60)
-    assert killed_at is not None, "the run ended before its fine-tune stage could be killed"
-    assert process.returncode == -signal.SIGKILL
-    assert not (run_dir / "export").exists() and not (run_dir / "report.json").exists()
-    assert main([*args, "--resume"]) == 0
-    return run_dir, killed_at
+    outcome = runs[1]
+    assert outcome["killed_at"], "the run ended before its fine-tune stage could be killed"
+    assert outcome["killed_returncode"] == -signal.SIGKILL
+    assert "export" not in outcome["left_after_kill"]
+    assert "report.json" not in outcome["left_after_kill"]
+    assert outcome["resumed_returncode"] == 0
+    return outcome["run_dir"], outcome["killed_at"][0]
 
 
 @pytest.mark.slow
@@ -212,7 +259,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     run_dir, _ = killed_and_resumed
     whole = finished_run.run_dir
     resumed = json.loads((run_dir / "report.json").read_text())["stages"][1]["history"]
-    assert resumed["loss"] == finished_run.report["stages"][1]["history"]["loss"]
+    assert resumed["loss"] == finished_run.report.stages[1].history["loss"]
     assert _variables(run_dir) == _variables(whole)
 
 
@@ -243,3 +290,119 @@ def test_failed_verification_exits_1_and_leaves_no_export(tmp_path, monkeypatch)
     assert verify["passed"] is False
     assert verify["failures"] == ["backbone/stem_conv/kernel changed"]
     assert not (tmp_path / "export").exists()
+
+
+def _tiny(photos="unused", **changes) -> "runner.Recipe":
+    data = tomllib.loads(TINY.format(photos=photos))
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        if value is None:
+            data[section].pop(name, None)
+        else:
+            data[section][name] = value
+    return parse_recipe(data)
+
+
+def test_folder_without_test_fraction_holds_out_the_default_test_split(photos):
+    recipe = _tiny(photos.as_posix(), **{"data.test_fraction": None})
+    data, fraction, text = runner._load_data(recipe, log=lambda message: None)
+    assert fraction == DEFAULT_TEST_FRACTION and "default" in text
+    counts = [runner._count(data, split) for split in ("train", "validation", "test")]
+    assert counts[2] >= 1 and sum(counts) == 32  # every good image in exactly one split
+
+
+class _FakeSource:
+    """What ``zoo.data.load`` returns, as far as ``runner._load_data`` looks."""
+
+    def __init__(self, splits: dict) -> None:
+        self.splits, self.class_names, self.skipped, self.source = splits, ["a", "b"], [], "fake"
+        self.test = splits.get("test")
+
+    def split(self, name):
+        return self.splits.get(name)
+
+    def num_examples(self, name):
+        return 10 if name in self.splits else None
+
+
+@pytest.mark.parametrize(
+    "source, own_test, changes, loads, words",
+    [
+        # tf_flowers-like: no test split of its own, so one is held out by default.
+        ("tfds:flowers", False, {}, [{}, {"test_fraction": DEFAULT_TEST_FRACTION}], "default"),
+        ("tfds:cifar", True, {}, [{}], "the source's own test split"),
+        ("tfds:flowers", False, {"data.test_fraction": 0.2}, [{"test_fraction": 0.2}], "20%"),
+        ("tfds:flowers", False, {"data.evaluate_on": "validation"}, [{}], "none"),
+    ],
+)
+def test_a_source_without_test_split_gets_a_held_out_one(
+    monkeypatch, source, own_test, changes, loads, words
+):
+    from zoo import data as zoo_data
+
+    calls = []
+
+    def load(name, **options):
+        calls.append({k: v for k, v in options.items() if k == "test_fraction"})
+        held_out = own_test or "test_fraction" in options
+        return _FakeSource({"train": 1, "validation": 1, **({"test": 1} if held_out else {})})
+
+    monkeypatch.setattr(zoo_data, "load", load)
+    recipe = _tiny(**{"data.source": source, "data.test_fraction": None, **changes})
+    data, fraction, text = runner._load_data(recipe, log=lambda message: None)
+    assert calls == loads
+    assert fraction == loads[-1].get("test_fraction")
+    assert words in text
+    assert (data.test is not None) == (recipe.data.evaluate_on == "test")
+
+
+def test_no_split_to_evaluate_on_is_an_error_before_training(monkeypatch):
+    from zoo import data as zoo_data
+
+    monkeypatch.setattr(zoo_data, "load", lambda name, **options: _FakeSource({"train": 1}))
+    with pytest.raises(runner.RunError, match=r"evaluate_on = 'test', but fake:x has no test"):
+        runner._load_data(_tiny(**{"data.source": "fake:x"}), log=lambda message: None)
+
+
+def test_evaluate_on_validation_measures_the_validation_split(photos):
+    recipe = _tiny(photos.as_posix(), **{"data.evaluate_on": "validation"})
+    data, _, _ = runner._load_data(recipe, log=lambda message: None)
+
+    class Blue:  # predicts class 0 ("blue") for every image
+        def predict_on_batch(self, images):
+            return np.tile([[1.0, 0.0]], (len(images), 1))
+
+    lines = []
+    metrics = runner._evaluate(recipe, Blue(), data, log=lines.append)
+    assert metrics["split"] == "validation"
+    assert metrics["images"] == runner._count(data, "validation")
+    assert lines[0].startswith("validation top-1 ")
+
+
+def test_auto_settings_reach_fine_tune_and_the_choice_reaches_the_report(photos, monkeypatch):
+    from zoo import training
+
+    recipe = _tiny(photos.as_posix(), **{"run.mixed_precision": "auto", "run.jit_compile": "auto"})
+    data, _, _ = runner._load_data(recipe, log=lambda message: None)
+    probe = {"candidates": [{"mixed_precision": "bfloat16", "seconds_per_step": 0.1}]}
+    seen = {}
+
+    def fine_tune(model, train, validation, stages, **kwargs):
+        seen.update(kwargs, stages=stages)
+        return SimpleNamespace(mixed_precision="bfloat16", jit_compile=False, settings_probe=probe)
+
+    monkeypatch.setattr(training, "fine_tune", fine_tune)
+    result = runner._fine_tune(recipe, None, data, photos, False, log=lambda message: None)
+    assert (seen["mixed_precision"], seen["jit_compile"]) == ("auto", "auto")
+    assert [s.name for s in seen["stages"]] == ["head", "top"]
+    assert [type(s.policy).__name__ for s in seen["stages"]] == ["FreezeBackbone", "UnfreezeTop"]
+    settings = runner._settings_report(recipe, result)
+    assert settings.mixed_precision_asked == "auto" and settings.jit_compile_asked == "auto"
+    assert (settings.mixed_precision, settings.jit_compile, settings.probe) == (
+        "bfloat16",
+        False,
+        probe,
+    )
+    # Before fine_tune reports a probe (or with fixed settings) there is none to show.
+    fixed = SimpleNamespace(mixed_precision=None, jit_compile=False)
+    assert runner._settings_report(_tiny(), fixed).probe is None
