@@ -38,6 +38,7 @@ def _quiet_native_stderr() -> Iterator[None]:
 with _quiet_native_stderr():
     import keras  # noqa: F401  (loads the backend, TensorFlow by default)
 
+    from recipes.text import print_table
     from zoo.errors import ZooError
 
 
@@ -66,16 +67,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 "yes" if is_cached(spec) else "no",
             )
         )
-    _print_table(rows)
+    print_table(rows)
     return 0
-
-
-def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -227,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     def _cmd_datasets(args: argparse.Namespace) -> int:
         from zoo.data.catalog import datasets_table
 
-        _print_table(datasets_table())
+        print_table(datasets_table())
         return 0
 
     p = sub.add_parser("datasets", help="data sources and whether each is available offline")

@@ -83,6 +83,9 @@ class RecipeError(ZooError, ValueError):
 
 
 _STRICT = ConfigDict(frozen=True, extra="forbid", strict=True)
+AugmentName = Literal[
+    "random_crop", "flip", "rotation", "zoom", "rand_augment", "mixup", "cutmix"
+]  # zoo.data.augmentation's names
 
 # The share of the training images held out as the test split when a source has no test
 # split of its own and the recipe sets no [data].test_fraction: a "test" number must come
@@ -116,8 +119,11 @@ class DataConfig(BaseModel):
         image_size: (height, width) the images are resized to; default the backbone's.
         batch_size: images per batch.
         augment: ``zoo.data.augmentation`` names applied to training batches:
-            ``"flip"``, ``"rotation"``, ``"zoom"``, ``"rand_augment"``; empty for none.
-            Stages can turn it off (``augment = false``); it rules out caching.
+            ``"random_crop"``, ``"flip"``, ``"rotation"``, ``"zoom"``, ``"rand_augment"``,
+            ``"mixup"``, ``"cutmix"`` (the last two mix the labels with the images' weights,
+            after label smoothing); empty for none. Stages can turn it off
+            (``augment = false``) or name their own; it rules out caching and evaluation
+            never sees it.
         options: further keyword arguments for ``zoo.data.load`` (``data_dir``,
             ``download``, ``strict``, ``exif_transpose``, ``test_split``).
     """
@@ -133,7 +139,7 @@ class DataConfig(BaseModel):
     per_class: int | None = Field(None, gt=0)
     image_size: _Size | None = None
     batch_size: int = Field(32, gt=0)
-    augment: list[Literal["flip", "rotation", "zoom", "rand_augment"]] = Field(default_factory=list)
+    augment: list[AugmentName] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -224,7 +230,8 @@ class StageConfig(BaseModel):
         early_stopping_patience: epochs without validation improvement before stopping.
         lr_decay: for ``unfreeze_top`` and ``full``: per-block learning-rate decay, top
             block 1.0, each lower block times this, in (0, 1].
-        augment: apply ``[data].augment`` in this stage (augmentation disables caching).
+        augment: ``true``: ``[data].augment`` in this stage; ``false``: none; a list of
+            names: this stage's own (augmentation disables caching).
         cache: ``"auto"`` (cache activations below the trainable part when valid) or
             ``"off"``.
         cache_dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` storage of the cache.
@@ -246,7 +253,7 @@ class StageConfig(BaseModel):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     early_stopping_patience: int | None = Field(None, gt=0)
     lr_decay: float | None = Field(None, gt=0.0, le=1.0)
-    augment: bool = True
+    augment: bool | list[AugmentName] = True
     cache: Literal["auto", "off"] = "auto"
     cache_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
@@ -281,8 +288,8 @@ class StageConfig(BaseModel):
         """The ``zoo.Stage`` this recipe stage describes.
 
         Args:
-            augment: the Keras augmentation layer built from ``[data].augment`` (or
-                None); used only when this stage's ``augment`` is true.
+            augment: the ``zoo.data.Augmentation`` built for this stage (its own names,
+                else ``[data].augment``), or None; dropped when ``augment = false``.
 
         Raises:
             InvalidValueError: ``zoo.Stage`` or the policy rejects a value.
@@ -298,7 +305,7 @@ class StageConfig(BaseModel):
             warmup_epochs=self.warmup_epochs,
             label_smoothing=self.label_smoothing,
             early_stopping_patience=self.early_stopping_patience,
-            augment=augment if self.augment else None,
+            augment=augment if self.augment is not False else None,
             cache=self.cache,
             cache_dtype=self.cache_dtype,
         )

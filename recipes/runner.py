@@ -339,26 +339,36 @@ def _source_manifest(model: Any, run_dir: Path, resume: bool) -> dict[str, Any]:
     return taken
 
 
-def _stages(recipe: Recipe, augment: Any) -> list[Any]:
-    """``zoo.Stage`` s from the recipe; ``augment`` is the augmentation layer."""
-    return [cfg.to_stage(augment) for cfg in recipe.stages]
-
-
-def _batches(recipe: Recipe, dataset: Any, training: bool) -> Any:
+def _stages(recipe: Recipe, num_classes: int) -> list[Any]:
+    """``zoo.Stage`` s from the recipe, each with its augmentation: the stage's own list of
+    names, else ``[data].augment`` (``augment = false`` turns it off)."""
     from zoo import data as zoo_data
 
     size = tuple(recipe.input_shape()[:2])
-    return zoo_data.pipeline(dataset, size, recipe.data.batch_size, training=training)
+    stages = []
+    for index, cfg in enumerate(recipe.stages):
+        names = cfg.augment if isinstance(cfg.augment, list) else list(recipe.data.augment)
+        augment = None
+        if cfg.augment is not False and names:
+            augment = zoo_data.augmentation(
+                names, image_size=size, seed=recipe.run.seed + 100 * index, num_classes=num_classes
+            )
+        stages.append(cfg.to_stage(augment))
+    return stages
+
+
+def _batches(recipe: Recipe, data: Any, split: str, training: bool) -> Any:
+    """Batches of one split, through the source's own pipeline (in-memory fast path)."""
+    size = tuple(recipe.input_shape()[:2])
+    return data.pipeline(split, size, recipe.data.batch_size, training=training)
 
 
 def _fine_tune(
     recipe: Recipe, model: Any, data: Any, run_dir: Path, resume: bool, log: _Log
 ) -> Any:
-    from zoo import data as zoo_data
     from zoo.training import fine_tune
 
-    augment = zoo_data.augmentation(list(recipe.data.augment)) if recipe.data.augment else None
-    validation = None if data.validation is None else _batches(recipe, data.validation, False)
+    validation = None if data.validation is None else _batches(recipe, data, "validation", False)
     fingerprint = "+".join(
         data.fingerprint(split)
         for split in ("train", "validation")
@@ -367,9 +377,9 @@ def _fine_tune(
     log(f"fine-tuning: {', '.join(s.name for s in recipe.stages)}")
     return fine_tune(
         model,
-        _batches(recipe, data.train, True),
+        _batches(recipe, data, "train", True),
         validation,
-        _stages(recipe, augment),
+        _stages(recipe, len(data.class_names)),
         run_dir=run_dir,
         resume=resume,
         **recipe.run.fine_tune_kwargs(),
@@ -386,7 +396,7 @@ def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any
 
     split = recipe.data.evaluate_on
     labels, predictions = [], []
-    for images, batch_labels in _batches(recipe, data.split(split), training=False):
+    for images, batch_labels in _batches(recipe, data, split, training=False):
         predictions.append(np.argmax(np.asarray(model.predict_on_batch(images)), axis=-1))
         labels.append(np.asarray(batch_labels))
     metrics = classification_metrics(

@@ -406,3 +406,22 @@ def test_auto_settings_reach_fine_tune_and_the_choice_reaches_the_report(photos,
     # Before fine_tune reports a probe (or with fixed settings) there is none to show.
     fixed = SimpleNamespace(mixed_precision=None, jit_compile=False)
     assert runner._settings_report(_tiny(), fixed).probe is None
+
+
+def test_recipe_augmentation_data_wide_per_stage_and_off():
+    """[data].augment applies to every stage unless a stage names its own or says false;
+    mixup / cutmix stages get an augmentation that makes soft labels for the classes."""
+    data = tomllib.loads(TINY.format(photos="unused"))
+    data["data"]["augment"] = ["flip", "mixup"]
+    data["stages"][0]["augment"] = False
+    data["stages"][1]["augment"] = ["random_crop", "cutmix"]
+    stages = runner._stages(parse_recipe(data), num_classes=2)
+    assert stages[0].augment is None
+    own = stages[1].augment
+    assert own.soft_labels and own.num_classes == 2 and own.crop_fraction is not None
+    assert [type(m).__name__ for m in own.mixes] == ["CutMix"]
+
+    del data["stages"][1]["augment"]
+    wide = runner._stages(parse_recipe(data), num_classes=2)[1].augment
+    assert [type(m).__name__ for m in wide.mixes] == ["MixUp"]
+    assert [type(layer).__name__ for layer in wide.layers] == ["RandomFlip"]
