@@ -190,6 +190,11 @@ def zoo_fit(
         "images_per_second": len(x) / median(later),
         "cache": stage_result.cache.to_dict(),
         "zoo_images_per_second": stage_result.images_per_second,
+        "settings": {
+            "mixed_precision": result.mixed_precision,
+            "jit_compile": result.jit_compile,
+        },
+        "settings_probe": result.settings_probe,
     }
 
 
@@ -242,33 +247,6 @@ def measure_head_stage(
     }
 
 
-def _settings_candidates(probe_xla: bool) -> list[dict[str, Any]]:
-    candidates = [
-        {"mixed_precision": None, "jit_compile": False},
-        {"mixed_precision": "bfloat16", "jit_compile": False},
-    ]
-    if probe_xla:
-        candidates += [
-            {"mixed_precision": None, "jit_compile": True},
-            {"mixed_precision": "bfloat16", "jit_compile": True},
-        ]
-    return candidates
-
-
-def _has_accelerator() -> bool:
-    from benchmarks.common import backend
-
-    if backend() == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    if backend() == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    return False
-
-
 def _fine_tune_stage(epochs: int) -> Any:
     from zoo.policies import UnfreezeTop
     from zoo.training import Stage
@@ -277,54 +255,29 @@ def _fine_tune_stage(epochs: int) -> Any:
     return Stage("top2", policy, epochs, LEARNING_RATE, cache="off")
 
 
-def _probe_settings(
-    backbone: str, x: np.ndarray, y: np.ndarray, batch_size: int, probe_xla: bool
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Times each candidate setting on a probe (2 epochs of 2 batches); the fastest wins."""
-    import keras
-
-    n = min(len(x), 2 * batch_size)
-    probes = []
-    for settings in _settings_candidates(probe_xla):
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(0)
-        run = zoo_fit(
-            _classifier(backbone, x.shape[1:]),
-            x[:n],
-            y[:n],
-            _fine_tune_stage(2),
-            batch_size,
-            **settings,
-        )
-        probes.append({**settings, "images_per_second": run["images_per_second"]})
-    best = max(probes, key=lambda p: p["images_per_second"])
-    return {k: best[k] for k in ("mixed_precision", "jit_compile")}, probes
-
-
 def measure_fine_tune(
     backbone: str,
     images: int = 96,
     epochs: int = 4,
     batch_size: int = 16,
     input_size: int | None = None,
-    probe_xla: bool | None = None,
     probe: bool = True,
 ) -> dict[str, Any]:
     """Top 2 blocks unfrozen (BatchNorm frozen), no cache: training images/s.
 
     Plain: :func:`plain_model` with the top 2 blocks trainable, ``model.fit``. Zoo:
     ``fine_tune`` with ``UnfreezeTop(blocks=2)``, ``cache="off"`` (so the training step
-    itself is measured) and the fastest of the candidate settings (mixed bfloat16 or
-    not; XLA too where ``probe_xla``, by default only on an accelerator: on CPU oneDNN
-    beats XLA for convolutions), picked by timing each on a probe of 2 batches (``probe=False``: zoo's defaults,
-    float32 without XLA, as ``--quick`` does to save time).
+    itself is measured) and its defaults as recipes use them: ``mixed_precision="auto"``,
+    ``jit_compile="auto"`` (zoo probes the candidates on the device and keeps the fastest
+    whose loss agrees; the result records its choice and the probe). ``probe=False``: float32
+    without XLA, as ``--quick`` does to save time.
     The two are interleaved, one plain epoch after each zoo epoch (the plain model traced
     beforehand), and the speedup is the median over epochs 2.. of the pairs' time ratio,
     so a change in the shared machine's load hits both alike. Images/s: the medians.
 
     Returns:
         ``plain_images_per_second``, ``zoo_images_per_second``, ``speedup``,
-        ``zoo_settings``, ``probe`` (each candidate's images/s).
+        ``zoo_settings`` (what zoo chose), ``probe`` (zoo's own probe record).
     """
     import keras
 
@@ -332,10 +285,11 @@ def measure_fine_tune(
     shape = x.shape[1:]
     out = _settings_header(backbone, images, epochs, batch_size, shape)
     problem = _zoo_training_problem()
-    settings, probes = {"mixed_precision": None, "jit_compile": False}, []
-    probe_xla = _has_accelerator() if probe_xla is None else probe_xla
-    if probe and not problem:
-        settings, probes = _probe_settings(backbone, x, y, batch_size, probe_xla)
+    settings = (
+        {"mixed_precision": "auto", "jit_compile": "auto"}
+        if probe
+        else {"mixed_precision": None, "jit_compile": False}
+    )
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     plain = plain_model(backbone, shape, unfreeze_blocks=2)
@@ -369,9 +323,9 @@ def measure_fine_tune(
         "plain_epoch_seconds": interleave.seconds,
         "zoo_images_per_second": len(x) / median([z for z, _ in pairs]),
         "zoo_epoch_seconds": zoo_run["epoch_seconds"],
-        "zoo_settings": settings,
-        "probe": probes,
-        "probe_xla": probe_xla,
+        "zoo_settings": zoo_run["settings"],
+        "zoo_asked": settings,
+        "probe": zoo_run["settings_probe"],
         "speedup": median([p / z for z, p in pairs]),
         "speedup_method": "median over epochs 2.. of plain/zoo epoch time, epochs interleaved",
     }
