@@ -1,4 +1,4 @@
-"""The import rules of DESIGN.md: recipes -> zoo, never back; registry depends on nothing
+"""The import rules of docs/architecture.md: recipes -> zoo, never back; registry depends on nothing
 of ours; model-building modules never import TensorFlow at module level."""
 
 import ast

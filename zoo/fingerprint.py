@@ -18,7 +18,7 @@ and depends on the name scope the variable was built in; layer names are what a
 as long as layer names are explicit or built in a fresh naming scope (see
 ``zoo.backbones.fresh_layer_names``).
 
-Frozen (see DESIGN.md "Frozen means frozen"): a variable is frozen when the layer that
+Frozen (see docs/architecture.md, "Frozen means frozen"): a variable is frozen when the layer that
 owns it is non-trainable. A non-trainable BatchNormalization runs in inference mode, so
 its moving statistics count as frozen too.
 """

@@ -1,6 +1,6 @@
 """The anchor of the frozen-weights proof: the registry's pinned pretrained file.
 
-A proof never trusts the thing it checks (DESIGN.md "Frozen means frozen"). To prove
+A proof never trusts the thing it checks (docs/architecture.md, "Frozen means frozen"). To prove
 that a classifier's frozen variables are the pretrained ones, zoo loads the registry's
 pinned weights file again (hash-checked by :mod:`zoo.weights` against the published
 sha256 or md5, or the sha256 recorded when zoo converted it) into a fresh backbone and

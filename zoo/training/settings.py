@@ -1,6 +1,6 @@
 """Mixed precision and XLA for a fine-tuning call: applied as given, or ``"auto"``: probed.
 
-What is fastest depends on the device and the backbone (DESIGN.md, "Performance"): on a
+What is fastest depends on the device and the backbone (docs/architecture.md, "Performance choices"): on a
 2-core AVX-512 + BF16 CPU bfloat16 speeds up the dense convolution nets and not the
 depthwise ones, and XLA slows convolutions down; on a GPU both usually help. So with
 ``mixed_precision="auto"`` or ``jit_compile="auto"`` zoo measures instead of guessing:
