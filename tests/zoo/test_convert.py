@@ -9,10 +9,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from zoo.backbones.efficientnet_lite import torch_layer_map  # noqa: E402
+from zoo.builder import import_torch_checkpoint  # noqa: E402
 from zoo.convert import (  # noqa: E402
     CheckpointMismatchError,
     Rule,
     assign_state_dict,
+    convert_checkpoint,
     layer_rules,
     load_state_dict,
     require_torch,
@@ -140,6 +142,23 @@ def test_load_state_dict_reads_tensors_and_refuses_other_pickles(tmp_path):
         load_state_dict(bad)
     with pytest.raises(FileNotFoundError, match="No such PyTorch checkpoint"):
         load_state_dict(tmp_path / "missing.pth")
+
+
+def test_convert_checkpoint_needs_only_a_file_a_model_and_a_layer_map(tmp_path):
+    net, _ = torch_net_state()
+    path = tmp_path / "net.pth"
+    torch.save(net.state_dict(), path)
+    model = convert_checkpoint(path, keras_net(), LAYER_MAP)
+    x = np.random.default_rng(1).normal(size=(2, 9, 9, 3)).astype("float32")
+    expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy()
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-5)
+
+
+def test_import_torch_refuses_backbones_without_a_mapping_and_bad_outputs(tmp_path):
+    with pytest.raises(ValueError, match="no PyTorch checkpoint mapping for 'vgg16'"):
+        import_torch_checkpoint(tmp_path / "x.pth", "vgg16")
+    with pytest.raises(ValueError, match=r"must end in \.weights\.h5"):
+        import_torch_checkpoint(tmp_path / "x.pth", "efficientnet_lite0", output=tmp_path / "x.h5")
 
 
 def test_missing_torch_names_the_install_command(monkeypatch):

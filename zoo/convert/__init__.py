@@ -1,6 +1,7 @@
 """Checkpoint importers: PyTorch state dicts -> Keras variables (see :mod:`zoo.convert.pytorch`).
 
-torch is imported only when a checkpoint is read, so importing this package is cheap.
+torch is imported only when a checkpoint is read, so importing this package is cheap. A leaf:
+it knows nothing of the registry, the backbones or the weights cache (``zoo.builder`` does).
 """
 
 from zoo.convert.pytorch import (
@@ -9,10 +10,8 @@ from zoo.convert.pytorch import (
     assign_state_dict,
     convert_checkpoint,
     convert_layout,
-    import_torch_checkpoint,
     layer_rules,
     load_state_dict,
-    register_torch_mapping,
     require_torch,
 )
 
@@ -22,9 +21,7 @@ __all__ = [
     "assign_state_dict",
     "convert_checkpoint",
     "convert_layout",
-    "import_torch_checkpoint",
     "layer_rules",
     "load_state_dict",
-    "register_torch_mapping",
     "require_torch",
 ]

@@ -25,12 +25,16 @@ of Keras' own ``load_weights``.
 
 torch is an optional dependency (``pip install "zoo[torch]"``) imported only when a
 checkpoint is read; converted models need no torch.
+
+This module is a leaf: it imports nothing of the registry, the backbones or the weights
+cache. The per-family layer map travels on the spec (``WeightSource.torch``) and
+``zoo.builder`` converts into the cache.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import InvalidValueError, MissingFileError, UnknownNameError, ZooError
-from zoo.files import atomic_path
 
 TORCH_PIN = "torch==2.13.0"
 
@@ -301,112 +304,34 @@ def assign_state_dict(
         variables[path].assign(value.astype(variables[path].dtype, copy=False))
 
 
-# -- converting a whole backbone ---------------------------------------------------------
-
-# family -> mapping(model, include_top) -> (layer map, keys skipped on purpose)
-_MAPPINGS: dict[str, Callable[[Any, bool], tuple[dict[str, str], set[str]]]] = {}
-
-
-def register_torch_mapping(
-    family: str, mapping: Callable[[Any, bool], tuple[dict[str, str], set[str]]]
-) -> None:
-    """Declares how PyTorch checkpoints of a backbone family map onto its Keras layers.
-
-    Args:
-        family: the :class:`zoo.registry.BackboneSpec` family, e.g. ``"efficientnet_lite"``.
-        mapping: ``mapping(model, include_top) -> (layer_map, skip)``: Keras layer name ->
-            PyTorch module prefix, and the checkpoint keys to leave unused on purpose.
-    """
-    _MAPPINGS[family] = mapping
-
-
 def convert_checkpoint(
     checkpoint: str | os.PathLike,
-    backbone: str,
-    include_top: bool = False,
-    destination: str | os.PathLike | None = None,
+    model: Any,
+    layer_map: Mapping[str, str],
+    skip: Iterable[str] = (),
 ) -> Any:
-    """Builds ``backbone`` and strictly imports a PyTorch checkpoint into it.
+    """Strictly imports a PyTorch checkpoint file into a built Keras model.
+
+    :func:`load_state_dict`, then :func:`layer_rules` and :func:`assign_state_dict`. Which
+    model and which layer map are the caller's business (``zoo.builder`` takes both from
+    the backbone's spec), so this module knows nothing of the registry.
 
     Args:
         checkpoint: the ``.pth`` state dict.
-        backbone: registry name, e.g. ``"efficientnet_lite0"``.
-        include_top: import the 1000-class classifier too (else it is skipped).
-        destination: if given, where to write the Keras weights (``*.weights.h5``).
+        model: a built keras.Model of the checkpoint's architecture.
+        layer_map: Keras layer name -> PyTorch module prefix.
+        skip: checkpoint keys deliberately left unused (e.g. the classifier).
 
     Returns:
-        The keras.Model (default input size) holding the checkpoint's weights.
+        ``model``, now holding the checkpoint's weights.
 
     Raises:
-        KeyError: unknown backbone.
-        ValueError: no PyTorch mapping for the backbone's family, or a bad destination.
-        CheckpointMismatchError: the checkpoint does not fit (every problem listed).
+        FileNotFoundError: no such checkpoint.
         ImportError: torch is not installed.
+        KeyError: the layer map names layers the model does not have.
+        CheckpointMismatchError: the checkpoint does not fit (every problem listed);
+            nothing is assigned then.
     """
-    from zoo.backbones import build_architecture
-    from zoo.registry import get_spec
-    from zoo.weights import save_weights
-
-    spec = get_spec(backbone)
-    if spec.family not in _MAPPINGS:
-        raise InvalidValueError(
-            f"zoo has no PyTorch checkpoint mapping for {backbone!r} (family "
-            f"{spec.family!r}); families with one: {sorted(_MAPPINGS)}."
-        )
-    if destination is not None and not str(destination).endswith(".weights.h5"):
-        raise InvalidValueError(f"Keras weights files must end in .weights.h5; got {destination}.")
     state_dict = load_state_dict(checkpoint)
-    model = build_architecture(spec, include_top=include_top)
-    layer_map, skip = _MAPPINGS[spec.family](model, include_top)
     assign_state_dict(model, state_dict, layer_rules(model, layer_map), skip)
-    if destination is not None:
-        save_weights(model, destination)
     return model
-
-
-def import_torch_checkpoint(
-    checkpoint: str | os.PathLike,
-    backbone: str,
-    include_top: bool = False,
-    output: str | os.PathLike | None = None,
-) -> Path:
-    """Converts a PyTorch checkpoint into a Keras weights file (``zoo weights import-torch``).
-
-    Without ``output`` the file goes into zoo's cache, where ``weights="imagenet"`` finds
-    it, with its sha256 recorded beside it; both are written under temporary names and
-    renamed into place, so a half-written file is never used.
-
-    Args:
-        checkpoint: the ``.pth`` state dict.
-        backbone: registry name.
-        include_top: import the 1000-class classifier too.
-        output: a ``*.weights.h5`` path; default the backbone's cache path.
-
-    Returns:
-        The path written.
-
-    Raises:
-        ValueError: the backbone has no ImageNet weight slot in the cache and no
-            ``output`` was given, or any error of :func:`convert_checkpoint`.
-    """
-    from zoo import weights as weights_lib
-    from zoo.registry import get_spec
-
-    spec = get_spec(backbone)
-    if output is not None:
-        output = Path(output)
-        with atomic_path(output) as tmp:
-            convert_checkpoint(checkpoint, backbone, include_top, tmp)
-        return output
-    path = weights_lib.cache_path(spec, include_top)
-    if path is None:
-        raise InvalidValueError(
-            f"{backbone!r} has no ImageNet weights slot in zoo's cache; pass --output "
-            "FILE.weights.h5 and load it with create_backbone(..., weights=FILE)."
-        )
-    sidecar = path.with_name(path.name + ".sha256")  # what zoo.weights checks later
-    with atomic_path(path) as tmp:
-        convert_checkpoint(checkpoint, backbone, include_top, tmp)
-        with atomic_path(sidecar) as tmp_sidecar:
-            tmp_sidecar.write_text(weights_lib.file_hash(tmp) + "\n")
-    return path
