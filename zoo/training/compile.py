@@ -53,7 +53,7 @@ def loss_and_metrics(model: keras.Model, stage: Stage) -> tuple[Any, list[Any], 
         loss = keras.losses.BinaryCrossentropy(
             from_logits=True, label_smoothing=stage.label_smoothing
         )
-        return loss, [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)], None
+        return loss, _multi_label_metrics(num_classes), None
     if stage.label_smoothing > 0:
         loss = keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=stage.label_smoothing
@@ -65,6 +65,21 @@ def loss_and_metrics(model: keras.Model, stage: Stage) -> tuple[Any, list[Any], 
         return loss, [keras.metrics.CategoricalAccuracy(name="accuracy")], one_hot
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     return loss, [keras.metrics.SparseCategoricalAccuracy(name="accuracy")], None
+
+
+def _multi_label_metrics(num_classes: int) -> list[Any]:
+    """Per-label accuracy at probability 0.5 (logit 0) and ``pr_auc``, a per-epoch mAP.
+
+    ``pr_auc`` is Keras' area under each class's precision-recall curve (200 thresholds,
+    interpolated; Davis & Goadrich 2006) averaged over the classes: an estimate of the
+    mean average precision that ``recipes.report.multilabel_metrics`` computes exactly.
+    """
+    return [
+        keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),
+        keras.metrics.AUC(
+            curve="PR", multi_label=True, num_labels=num_classes, from_logits=True, name="pr_auc"
+        ),
+    ]
 
 
 def _multi_label(model: keras.Model) -> bool:
