@@ -345,7 +345,7 @@ def _metadata(info: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str
         "encoded image bytes; resized inside with " + RESIZE_METHOD,
         "resize": RESIZE_METHOD,
         "signatures": list(SIGNATURES),
-        "outputs": list(OUTPUTS),  # a multi-label model's, below
+        "outputs": list(OUTPUTS),  # single-label; a multi-label model's are set below
         "versions": {
             "zoo": zoo.__version__,
             "tensorflow": tf.__version__,
@@ -374,7 +374,6 @@ def _write_saved_model(model: keras.Model, info: dict[str, Any], directory: Path
 
     height, width = info["input_size"]
     labels = tf.constant(info["class_names"], dtype=tf.string)
-    multi_label = bool(info["multi_label"])
 
     def fit(images: tf.Tensor) -> tf.Tensor:
         size = tf.shape(images)[1:3]
@@ -384,13 +383,13 @@ def _write_saved_model(model: keras.Model, info: dict[str, Any], directory: Path
         )
         return tf.ensure_shape(images, (None, height, width, 3))
 
-    threshold = info["threshold"]
+    threshold = info["threshold"]  # None: single-label (softmax, argmax)
 
     def classify(images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = tf.cast(model(fit(images), training=False), tf.float32)
         if threshold is not None:
             return _multi_hot_outputs(logits, labels, threshold)
-        probabilities = tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits, axis=-1)
+        probabilities = tf.nn.softmax(logits, axis=-1)
         class_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
         return {
             "logits": logits,

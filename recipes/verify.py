@@ -514,6 +514,12 @@ def _check_parity(
     if missing:
         result._record("parity", [f"metadata.json lacks {missing}"], "")
         return
+    threshold = meta.get("threshold")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
+        result._record(
+            "parity", [f"metadata.json threshold {threshold!r} is not a probability in (0, 1)"], ""
+        )
+        return
     reference, origin = _reference_model(directory, model, result)
     if reference is None:
         return

@@ -17,7 +17,7 @@ from recipes.cli import main
 from recipes.config import RecipeError, parse_recipe
 from recipes.export import export_saved_model
 from recipes.predict import Predictor, format_predictions
-from recipes.report import average_precision, multilabel_metrics
+from recipes.report import RunReport, average_precision, multilabel_metrics
 from recipes.verify import verify_export
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -194,6 +194,10 @@ def test_verify_catches_a_threshold_that_no_longer_matches_the_outputs(multi_lab
     result = verify_export(target)
     assert not result.passed
     assert any("class_ids differ" in f for f in result.failures), result.failures
+    meta["threshold"] = "high"
+    meta_path.write_text(json.dumps(meta))
+    result = verify_export(target)
+    assert any("threshold 'high' is not a probability" in f for f in result.failures)
 
 
 def test_threshold_is_for_multi_label_models_and_a_probability(multi_label_model, tmp_path):
@@ -296,6 +300,9 @@ def test_zoo_run_reports_map_f1_and_per_class_ap(multi_label_run):
     assert "confusion_matrix" not in test
     assert report["verify"]["passed"] is True
     assert "pr_auc" in report["stages"][0]["history"]  # the per-epoch mAP estimate
+    again = RunReport.from_dict(report)
+    assert (again.metric, again.score, again.headline) == ("mAP", test["mAP"], "test mAP")
+    assert again.to_dict() == report
     md = (multi_label_run / "report.md").read_text()
     assert "| test mAP |" in md and "| class | AP | precision | recall | F1 |" in md
     assert "top-1" not in md
@@ -330,3 +337,29 @@ def test_zoo_run_export_gives_the_reported_map_and_multi_hot_ids(multi_label_run
     copy = multi_label_run.parent / "copy"
     shutil.copytree(export, copy)
     assert main(["verify", str(copy)]) == 0
+
+
+def test_multi_label_mixup_mixes_multi_hot_labels_and_smooths_them_once(multi_label_model):
+    import tensorflow as tf
+
+    from zoo import FreezeBackbone, Stage
+    from zoo import data as zoo_data
+    from zoo.training.compile import loss_and_metrics, with_label_augmentation
+
+    stage = Stage(
+        "s",
+        FreezeBackbone(),
+        1,
+        0.01,
+        label_smoothing=0.1,
+        augment=zoo_data.augmentation(["mixup"], seed=0),
+    )
+    stage = with_label_augmentation(multi_label_model, stage)
+    loss, metrics, _ = loss_and_metrics(multi_label_model, stage)
+    assert stage.augment.label_smoothing == 0.0 and loss.label_smoothing == 0.1
+    assert [m.name for m in metrics] == ["accuracy", "pr_auc"]
+    labels = tf.constant([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    _, mixed = stage.augment(tf.zeros((2, 32, 32, 3)), labels)
+    # Each row is a convex mix of the two multi-hot rows: columns 0 and 2 move together.
+    np.testing.assert_allclose(mixed[:, 0], mixed[:, 2])
+    np.testing.assert_allclose(mixed[:, 0] + mixed[:, 1], 1.0, rtol=1e-6)

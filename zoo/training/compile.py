@@ -17,14 +17,17 @@ def with_label_augmentation(model: keras.Model, stage: Stage) -> Stage:
 
     MixUp / CutMix mix one-hot labels with the images' weights, and label smoothing
     happens before the mixing (``zoo.data.augment``), so such a stage trains on soft
-    labels; see :func:`loss_and_metrics`. Other stages come back unchanged.
+    labels; see :func:`loss_and_metrics`. Multi-hot labels are mixed unsmoothed: the
+    binary cross-entropy smooths them itself (toward 1/2, not 1/classes). Other stages
+    come back unchanged.
     """
     from zoo.data.augment import Augmentation
 
     if not isinstance(stage.augment, Augmentation):
         return stage
+    smoothing = 0.0 if _multi_label(model) else stage.label_smoothing
     augment = stage.augment.replace(
-        num_classes=int(model.outputs[0].shape[-1]), label_smoothing=stage.label_smoothing
+        num_classes=int(model.outputs[0].shape[-1]), label_smoothing=smoothing
     )
     return dataclasses.replace(stage, augment=augment)
 
