@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from recipes.export_format import DEFAULT_THRESHOLD
 from zoo import FreezeBackbone, FullFineTune, Stage, UnfreezeTop, get_spec
 from zoo.errors import MissingFileError, ZooError
 from zoo.policies import OPTIMIZERS
@@ -155,6 +156,12 @@ class HeadConfig(BaseModel):
         normalization: ``"batchnorm"`` or ``"layernorm"`` after each hidden layer.
         gem_p: GeM pooling's initial exponent (``pooling = "gem"``).
         gem_learnable: learn GeM's exponent.
+        multi_label: several classes per image: sigmoid outputs and binary
+            cross-entropy; needs multi-hot labels (a folder source with
+            ``[data].options.labels_csv``). The run reports mAP and F1, not top-1.
+        threshold: multi-label only: the probability above which a class counts as
+            present (F1 in the report; the export's ``class_ids`` / ``class_names``,
+            stored in its ``metadata.json``); unset: 0.5.
     """
 
     model_config = _STRICT
@@ -167,6 +174,15 @@ class HeadConfig(BaseModel):
     normalization: Literal["batchnorm", "layernorm"] | None = None
     gem_p: float = Field(3.0, gt=0.0)
     gem_learnable: bool = True
+    multi_label: bool = False
+    threshold: float | None = Field(None, gt=0.0, lt=1.0)
+
+    @property
+    def decision_threshold(self) -> float | None:
+        """``threshold`` with its default (0.5) for a multi-label head; None otherwise."""
+        if not self.multi_label:
+            return None
+        return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the ``zoo.heads`` class named by ``type``."""
@@ -690,6 +706,7 @@ def _semantic_problems(recipe: Recipe, check_backbone: bool) -> list[str]:
             "model.head.units: a 'linear' head has no hidden layers; remove units or set "
             'type = "mlp"'
         )
+    problems += _multi_label_problems(recipe)
     spec = None
     if check_backbone:
         try:
@@ -698,6 +715,28 @@ def _semantic_problems(recipe: Recipe, check_backbone: bool) -> list[str]:
             problems.append(f"model.backbone: {error}")
     for i, stage in enumerate(recipe.stages):
         problems += _stage_problems(i, stage, spec)
+    return problems
+
+
+def _multi_label_problems(recipe: Recipe) -> list[str]:
+    """Multi-label heads need multi-hot labels (a labels CSV), and the reverse."""
+    head, options = recipe.model.head, recipe.data.options
+    problems = []
+    if head.threshold is not None and not head.multi_label:
+        problems.append(
+            "model.head.threshold: only used by a multi-label head; set multi_label = true "
+            "or remove threshold"
+        )
+    if head.multi_label and not options.get("labels_csv"):
+        problems.append(
+            "model.head.multi_label: true needs multi-hot labels; use a folder source with "
+            '[data].options.labels_csv = "labels.csv" (rows path,label1;label2)'
+        )
+    if options.get("labels_csv") and not head.multi_label:
+        problems.append(
+            "data.options.labels_csv: gives several labels per image, which a single-label "
+            "head cannot learn; set [model.head] multi_label = true"
+        )
     return problems
 
 

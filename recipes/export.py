@@ -34,6 +34,7 @@ from typing import Any
 import keras
 
 from recipes.export_format import (
+    DEFAULT_THRESHOLD,
     EXPORT_FORMAT,
     KERAS_FILE,
     LABELS_FILE,
@@ -46,6 +47,7 @@ from recipes.export_format import (
     TOLERANCE,
     VARIABLE_COLLECTION,
     is_export,
+    outputs_of,
 )
 from recipes.verify import VerifyResult, verify_export
 from zoo import fingerprint, proof
@@ -112,7 +114,9 @@ def export_saved_model(
             float32 pixels 0..255 ``(batch, height, width, 3)`` -> logits
             ``(batch, num_classes)``. Other Keras models with that input and output
             work too; then ``metadata`` may give ``class_names``, ``backbone`` and
-            ``multi_label``.
+            ``multi_label``. A multi-label model's signatures return multi-hot
+            ``class_ids`` and ``class_names`` above a threshold
+            (:mod:`recipes.export_format`).
         export_dir: the directory to create or replace.
         source_manifest: the manifest of the pretrained source taken right after the
             weights loaded (``zoo.fingerprint.manifest``), or a path to its JSON. When
@@ -125,7 +129,8 @@ def export_saved_model(
             ``zoo.fingerprint.frozen_paths(model)``, i.e. frozen as the model is now.
         metadata: JSON-able extras for ``metadata.json``; ``"recipe"`` is stored as the
             recipe, ``"class_names"`` / ``"backbone"`` / ``"multi_label"`` override what
-            the model says, the rest goes under ``"extra"``.
+            the model says, ``"threshold"`` (multi-label only: a probability in (0, 1),
+            default 0.5) is where ``class_ids`` turn 1, the rest goes under ``"extra"``.
         tolerance: the parity tolerance of the verification (max absolute difference
             of logits and probabilities, float32).
         require_proof: fail unless an anchor proves the frozen variables (the
@@ -199,11 +204,14 @@ def model_info(model: keras.Model, metadata: dict[str, Any] | None = None) -> di
 
     Uses ``zoo.classifier.classifier_info`` for classifiers built by zoo, and the
     model's input and output shapes otherwise; ``metadata`` keys ``class_names``,
-    ``backbone`` and ``multi_label`` override.
+    ``backbone`` and ``multi_label`` override; ``threshold`` sets a multi-label
+    model's decision threshold (``info["threshold"]``; None for single-label).
 
     Raises:
         ValueError: the input is not ``(batch, height, width, 3)`` with a fixed size,
-            the output is not ``(batch, num_classes)``, or the class names do not fit.
+            the output is not ``(batch, num_classes)``, the class names do not fit, or
+            ``threshold`` is not a probability in (0, 1) or is given for a single-label
+            model.
     """
     metadata = dict(metadata or {})
     info = _classifier_info(model)
@@ -232,7 +240,26 @@ def model_info(model: keras.Model, metadata: dict[str, Any] | None = None) -> di
     info["num_classes"] = num_classes
     info["class_names"] = [str(name) for name in info["class_names"]]
     _check_class_names(info["class_names"], num_classes)
+    info["threshold"] = _threshold(bool(info["multi_label"]), metadata.get("threshold"))
     return info
+
+
+def _threshold(multi_label: bool, given: Any) -> float | None:
+    """The multi-label decision threshold (default 0.5); None for a single-label model."""
+    if not multi_label:
+        if given is not None:
+            raise InvalidValueError(
+                f"metadata threshold={given!r} applies to multi-label models only; this one "
+                "is single-label (softmax), so leave the threshold out."
+            )
+        return None
+    value = DEFAULT_THRESHOLD if given is None else given
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise InvalidValueError(
+            f"metadata threshold must be a probability strictly between 0 and 1; got "
+            f"{value!r}. Use e.g. 0.5."
+        )
+    return float(value)
 
 
 def _classifier_info(model: keras.Model) -> dict[str, Any]:
@@ -301,7 +328,7 @@ def _metadata(info: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str
     extra = {
         k: v
         for k, v in (metadata or {}).items()
-        if k not in ("recipe", "class_names", "backbone", "multi_label")
+        if k not in ("recipe", "class_names", "backbone", "multi_label", "threshold")
     }
     meta = {
         "format": EXPORT_FORMAT,
@@ -318,7 +345,7 @@ def _metadata(info: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str
         "encoded image bytes; resized inside with " + RESIZE_METHOD,
         "resize": RESIZE_METHOD,
         "signatures": list(SIGNATURES),
-        "outputs": list(OUTPUTS),
+        "outputs": list(OUTPUTS),  # single-label; a multi-label model's are set below
         "versions": {
             "zoo": zoo.__version__,
             "tensorflow": tf.__version__,
@@ -327,6 +354,9 @@ def _metadata(info: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str
         "recipe": (metadata or {}).get("recipe"),
         "extra": extra,
     }
+    if info["threshold"] is not None:  # multi-label: single-label metadata stays as it was
+        meta["threshold"] = info["threshold"]
+        meta["outputs"] = list(outputs_of(meta))
     try:
         json.dumps(meta)
     except (TypeError, ValueError) as error:
@@ -344,7 +374,6 @@ def _write_saved_model(model: keras.Model, info: dict[str, Any], directory: Path
 
     height, width = info["input_size"]
     labels = tf.constant(info["class_names"], dtype=tf.string)
-    multi_label = bool(info["multi_label"])
 
     def fit(images: tf.Tensor) -> tf.Tensor:
         size = tf.shape(images)[1:3]
@@ -354,9 +383,13 @@ def _write_saved_model(model: keras.Model, info: dict[str, Any], directory: Path
         )
         return tf.ensure_shape(images, (None, height, width, 3))
 
+    threshold = info["threshold"]  # None: single-label (softmax, argmax)
+
     def classify(images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = tf.cast(model(fit(images), training=False), tf.float32)
-        probabilities = tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits, axis=-1)
+        if threshold is not None:
+            return _multi_hot_outputs(logits, labels, threshold)
+        probabilities = tf.nn.softmax(logits, axis=-1)
         class_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
         return {
             "logits": logits,
@@ -395,6 +428,32 @@ def _write_saved_model(model: keras.Model, info: dict[str, Any], directory: Path
     ordered = [variable.value for _, variable in fingerprint.named_weights(model)]
     archive.add_variable_collection(VARIABLE_COLLECTION, ordered)
     archive.write_out(str(directory), verbose=False)
+
+
+def _multi_hot_outputs(logits: Any, labels: Any, threshold: float) -> dict[str, Any]:
+    """A multi-label model's outputs: sigmoid, and the classes strictly above ``threshold``.
+
+    Args:
+        logits: float32 ``(batch, num_classes)``.
+        labels: string ``(num_classes,)`` class names.
+        threshold: probability in (0, 1).
+
+    Returns:
+        ``logits``, ``probabilities`` (float32), ``class_ids`` (int64 multi-hot) and
+        ``class_names`` (string; the name where ``class_ids`` is 1, ``""`` elsewhere), all
+        ``(batch, num_classes)``; see :mod:`recipes.export_format`.
+    """
+    import tensorflow as tf
+
+    probabilities = tf.sigmoid(logits)
+    above = probabilities > threshold
+    names = tf.broadcast_to(labels, tf.shape(logits))
+    return {
+        "logits": logits,
+        "probabilities": probabilities,
+        "class_ids": tf.cast(above, tf.int64),
+        "class_names": tf.where(above, names, tf.zeros_like(names)),
+    }
 
 
 def _write_assets(

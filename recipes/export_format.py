@@ -13,7 +13,8 @@ export directory holds::
 
 Signatures (all return ``logits`` float32 ``(batch, num_classes)``, ``probabilities``
 float32 (softmax, or sigmoid for multi-label), ``class_id`` int64 ``(batch,)`` (argmax of
-the logits) and ``class_name`` string ``(batch,)``):
+the logits) and ``class_name`` string ``(batch,)``; a multi-label export returns
+:data:`MULTI_LABEL_OUTPUTS` instead, see below):
 
 - ``serving_default``: ``images`` float32 ``(batch, height, width, 3)``, RGB pixels
   0..255; any batch size and image size (resized bilinearly to the model's input size).
@@ -21,6 +22,18 @@ the logits) and ``class_name`` string ``(batch,)``):
   dtype per input, so uint8 pixels get their own signature.
 - ``serve_bytes``: ``image_bytes`` string ``(batch,)`` of encoded JPEG, PNG, GIF or BMP
   files, decoded to RGB and resized inside.
+
+Multi-label exports (``metadata.json``: ``"multi_label": true`` and a ``"threshold"``, a
+probability in (0, 1), default :data:`DEFAULT_THRESHOLD`) return ``logits``,
+``probabilities`` = sigmoid(logits), ``class_ids`` int64 ``(batch, num_classes)``: 1 where
+the probability is strictly above the threshold, else 0 (multi-hot, in the column order
+of ``labels.txt``), and ``class_names`` string ``(batch, num_classes)``: the class name
+where ``class_ids`` is 1, ``""`` elsewhere (no class name is empty). Dense, fixed-shape
+tensors because a SavedModel signature cannot return a ragged tensor and TF Serving's
+REST and gRPC answers are dense; a client zips ``probabilities``, ``class_ids`` and
+``class_names`` column by column, or drops the ``""``. A joined string (``"cat,dog"``)
+would need parsing and breaks on class names with commas. Multi-label exports written
+before the threshold existed have no ``"threshold"`` and keep the single-label outputs.
 
 The variables the signatures use are also registered as the SavedModel collection
 ``zoo_variables``, in manifest order, which is how the SavedModel's own variables map
@@ -30,13 +43,17 @@ back to manifest paths.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 EXPORT_FORMAT = "zoo.export/1"
 SIGNATURES = ("serving_default", "serving_uint8", "serve_bytes")
 OUTPUTS = ("logits", "probabilities", "class_id", "class_name")
+MULTI_LABEL_OUTPUTS = ("logits", "probabilities", "class_ids", "class_names")
+DEFAULT_THRESHOLD = 0.5  # multi-label: a class is predicted when its probability is above
 VARIABLE_COLLECTION = "zoo_variables"
 LABELS_FILE = "labels.txt"
 MANIFEST_FILE = "zoo_manifest.json"
@@ -55,6 +72,18 @@ def is_export(path: str | os.PathLike) -> bool:
     """Whether ``path`` looks like a zoo export (SavedModel plus zoo_manifest.json)."""
     path = Path(path)
     return (path / "saved_model.pb").is_file() and (path / "assets" / MANIFEST_FILE).is_file()
+
+
+def outputs_of(metadata: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The signatures' output names for an export with this ``metadata.json``.
+
+    :data:`MULTI_LABEL_OUTPUTS` for a multi-label export with a threshold, else
+    :data:`OUTPUTS` (single-label, and multi-label exports from before the threshold).
+    """
+    metadata = metadata or {}
+    if metadata.get("multi_label") and metadata.get("threshold") is not None:
+        return MULTI_LABEL_OUTPUTS
+    return OUTPUTS
 
 
 def probe_batch(input_size: tuple[int, int] | list[int], batch: int = PROBE_BATCH) -> np.ndarray:

@@ -6,6 +6,10 @@ with ``tf.saved_model.load`` and feeds its signatures: pixel arrays go to
 ``serve_bytes``; the SavedModel resizes to its input size inside, so what is predicted
 here is exactly what a TensorFlow server of the same export would answer.
 
+A multi-label export also answers which classes are present: every class whose sigmoid
+probability is above the threshold stored in its ``metadata.json``
+(:attr:`Prediction.labels`, from the signatures' multi-hot ``class_ids``).
+
 Thread safety: after construction a Predictor holds no mutable state, and calling a
 loaded SavedModel's concrete functions from several threads at once is safe in
 TensorFlow, so one Predictor may serve many threads.
@@ -39,12 +43,16 @@ class Prediction:
         probabilities: their probabilities (softmax, or sigmoid for multi-label).
         class_ids: their class ids.
         source: a file name when the image came from a file, else None.
+        labels: multi-label exports: every class whose probability is above the
+            export's threshold (not only among the top k), in class-id order; None for
+            a single-label export.
     """
 
     class_names: tuple[str, ...]
     probabilities: tuple[float, ...]
     class_ids: tuple[int, ...]
     source: str | None = None
+    labels: tuple[str, ...] | None = None
 
     @property
     def top(self) -> str:
@@ -90,6 +98,9 @@ class Predictor:
         self.metadata: dict[str, Any] = meta
         self.class_names: tuple[str, ...] = tuple(meta["class_names"])
         self.input_size: tuple[int, int] = tuple(meta["input_size"])
+        multi_hot = fmt.outputs_of(meta) == fmt.MULTI_LABEL_OUTPUTS
+        # The multi-label decision threshold; None for single-label exports.
+        self.threshold: float | None = meta["threshold"] if multi_hot else None
         self._loaded = tf.saved_model.load(str(directory))
         self._signatures = {name: self._loaded.signatures[name] for name in fmt.SIGNATURES}
 
@@ -99,7 +110,9 @@ class Predictor:
         Returns:
             ``{"logits": (batch, num_classes) float32, "probabilities": same,
             "class_id": (batch,) int64, "class_name": (batch,) str}``; batch is 1 for a
-            single image.
+            single image. A multi-label export gives ``"class_ids"`` int64 multi-hot and
+            ``"class_names"`` str (``""`` where 0), both ``(batch, num_classes)``,
+            instead of ``class_id`` and ``class_name``.
 
         Raises:
             ValueError: wrong rank, channel count, dtype or value range; an unknown
@@ -108,7 +121,9 @@ class Predictor:
         """
         parts = [self._run(kind, batch) for kind, batch in _batches(images)]
         merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-        merged["class_name"] = np.array([n.decode("utf-8") for n in merged["class_name"]])
+        for key in ("class_name", "class_names"):
+            if key in merged:
+                merged[key] = np.vectorize(lambda n: n.decode("utf-8"), otypes=[str])(merged[key])
         return merged
 
     def probabilities(self, images: Any) -> np.ndarray:
@@ -122,17 +137,23 @@ class Predictor:
             ValueError, FileNotFoundError: as :meth:`outputs`.
         """
         k = min(_check_top_k(self.top_k if top_k is None else top_k), len(self.class_names))
-        probabilities = self.probabilities(images)
+        outputs = self.outputs(images)
+        probabilities = outputs["probabilities"]
+        multi_hot = outputs.get("class_ids")
         sources = _sources(images, len(probabilities))
         predictions = []
-        for row, source in zip(probabilities, sources, strict=True):
+        for index, (row, source) in enumerate(zip(probabilities, sources, strict=True)):
             ids = np.argsort(-row, kind="stable")[:k]
+            labels = None
+            if multi_hot is not None:
+                labels = tuple(self.class_names[i] for i in np.flatnonzero(multi_hot[index]))
             predictions.append(
                 Prediction(
                     tuple(self.class_names[i] for i in ids),
                     tuple(float(row[i]) for i in ids),
                     tuple(int(i) for i in ids),
                     source,
+                    labels,
                 )
             )
         return predictions
@@ -306,10 +327,15 @@ def _warn_if_unit_range(tensor: Any) -> None:
 
 
 def format_predictions(predictions: list[Prediction], names: list[str]) -> str:
-    """Text for ``zoo predict``: the image name, then one ``class  probability`` line each."""
+    """Text for ``zoo predict``: the image name, then one ``class  probability`` line each.
+
+    A multi-label prediction adds a ``labels:`` line: the classes above the threshold.
+    """
     lines = []
     for name, prediction in zip(names, predictions, strict=True):
         lines.append(name)
+        if prediction.labels is not None:
+            lines.append(f"  labels: {', '.join(prediction.labels) or '(none above threshold)'}")
         width = max(len(c) for c in prediction.class_names)
         lines += [
             f"  {c.ljust(width)}  {p:.4f}"

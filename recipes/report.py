@@ -11,7 +11,8 @@ them.
 The headline number is named after the split it was measured on: ``test_top1`` when
 the run evaluated on a held-out test split, ``validation_top1`` when the recipe asked
 for ``[data] evaluate_on = "validation"``. Validation drove early stopping, so its number
-is never called "test".
+is never called "test". A multi-label run's headline is the mean average precision
+(``test_mAP``, :func:`multilabel_metrics`) instead of top-1.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ __all__ = [
     "SettingsReport",
     "StageReport",
     "VerifyReport",
+    "average_precision",
     "classification_metrics",
+    "multilabel_metrics",
     "plot_confusion_matrix",
     "plot_training_curves",
     "render_markdown",
@@ -97,6 +100,123 @@ def classification_metrics(
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def average_precision(
+    labels: Sequence[float] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> float | None:
+    """Average precision (AP) of one class: the area under its precision-recall curve.
+
+    ``AP = sum_n (R_n - R_{n-1}) * P_n`` over the distinct scores from high to low, with
+    ``P_n`` and ``R_n`` the precision and recall of predicting "present" at or above the
+    n-th score and ``R_0 = 0``; tied scores form one threshold. No interpolation: the
+    definition of scikit-learn's ``average_precision_score`` (Zhu 2004, "Recall,
+    Precision and Average Precision").
+
+    Args:
+        labels: ``(n,)`` 1 (present) or 0 (absent); values >= 0.5 count as present.
+        scores: ``(n,)`` scores, higher meaning more likely present (probabilities).
+
+    Returns:
+        AP in [0, 1], or None when no label is present (recall is 0/0; scikit-learn
+        warns and returns 0 there).
+
+    Raises:
+        InvalidValueError: ``labels`` and ``scores`` differ in length.
+    """
+    present = np.asarray(labels, dtype=np.float64).reshape(-1) >= 0.5
+    score = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if present.shape != score.shape:
+        raise InvalidValueError(
+            f"labels and scores differ in length: {present.size} vs {score.size}."
+        )
+    if not present.any():
+        return None
+    order = np.argsort(-score, kind="stable")
+    score, present = score[order], present[order]
+    last = np.r_[np.flatnonzero(np.diff(score)), score.size - 1]  # end of each tie group
+    hits = np.cumsum(present)[last]
+    precision = hits / (last + 1)
+    recall = hits / hits[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def multilabel_metrics(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    threshold: float,
+) -> dict[str, Any]:
+    """Multi-label metrics: mAP, and F1 (micro and macro) at the decision threshold.
+
+    A class is predicted present when its probability is strictly above ``threshold``
+    (as the export's ``class_ids``). mAP is the macro mean of the per-class
+    :func:`average_precision` over the classes present at least once in ``labels``; a
+    class never present has AP None and stays out of the mean (scikit-learn would count
+    it as 0). Per-class F1 is ``2 TP / (2 TP + FP + FN)``, None when a class is neither
+    present nor predicted; macro F1 averages the defined ones, micro F1 pools the counts.
+
+    Args:
+        labels: multi-hot ``(n, num_classes)``, 1 where the class is present.
+        probabilities: sigmoid outputs ``(n, num_classes)``.
+        class_names: one name per class.
+        threshold: the decision threshold, a probability in (0, 1).
+
+    Returns:
+        ``{"mAP", "f1_micro", "f1_macro", "exact_match", "threshold", "images",
+        "per_class": [{"class", "ap", "precision", "recall", "f1", "support"}]}``;
+        ``exact_match`` is the share of images whose whole set of classes is right,
+        ``support`` the images the class is present in.
+
+    Raises:
+        InvalidValueError: shapes that differ or do not fit the class names, or a
+            threshold outside (0, 1); every problem at once.
+    """
+    truth = np.asarray(labels, dtype=np.float64) >= 0.5
+    scores = np.asarray(probabilities, dtype=np.float64)
+    k = len(class_names)
+    problems = []
+    if truth.shape != scores.shape:
+        problems.append(f"labels {truth.shape} and probabilities {scores.shape} differ in shape")
+    if scores.ndim != 2 or scores.shape[-1] != k:
+        problems.append(f"probabilities {scores.shape} are not (images, {k}) for {k} classes")
+    if not 0 < threshold < 1:
+        problems.append(f"threshold {threshold!r} is not a probability in (0, 1)")
+    if problems:
+        raise InvalidValueError("Cannot compute multi-label metrics: " + "; ".join(problems) + ".")
+    predicted = scores > threshold
+    tp = (predicted & truth).sum(axis=0)
+    fp = (predicted & ~truth).sum(axis=0)
+    fn = (~predicted & truth).sum(axis=0)
+    per_class = [
+        {
+            "class": str(name),
+            "ap": average_precision(truth[:, i], scores[:, i]),
+            "precision": _ratio(tp[i], tp[i] + fp[i]),
+            "recall": _ratio(tp[i], tp[i] + fn[i]),
+            "f1": _ratio(2 * tp[i], 2 * tp[i] + fp[i] + fn[i]),
+            "support": int(truth[:, i].sum()),
+        }
+        for i, name in enumerate(class_names)
+    ]
+    return {
+        "mAP": _mean([c["ap"] for c in per_class]),
+        "f1_micro": _ratio(2 * tp.sum(), 2 * tp.sum() + fp.sum() + fn.sum()),
+        "f1_macro": _mean([c["f1"] for c in per_class]),
+        "exact_match": float(np.mean(np.all(predicted == truth, axis=1))) if len(truth) else None,
+        "threshold": float(threshold),
+        "images": int(len(truth)),
+        "per_class": per_class,
+    }
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return float(numerator / denominator) if denominator else None
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -340,8 +460,10 @@ class RunReport:
     Attributes:
         recipe, description: the recipe's name and description.
         evaluated_on: ``"test"`` or ``"validation"``: the split of the final evaluation.
-        top1: top-1 accuracy on that split (JSON key ``<split>_top1``).
-        evaluation: :func:`classification_metrics` on that split (JSON key ``<split>``).
+        top1: top-1 accuracy on that split (JSON key ``<split>_top1``); None for a
+            multi-label run.
+        evaluation: :func:`classification_metrics` on that split (JSON key ``<split>``),
+            or :func:`multilabel_metrics` for a multi-label run.
         wall_seconds: the whole run, seconds.
         verify: see :class:`VerifyReport`.
         backbone, weights: the classifier's backbone and its weights
@@ -354,6 +476,8 @@ class RunReport:
         timings: step name -> seconds.
         resumed: the run continued an interrupted one.
         environment: Python, Keras, backend, machine, CPUs.
+        metric: the headline metric, a key of ``evaluation``: ``"top1"``, or ``"mAP"``
+            for a multi-label run (JSON key ``<split>_mAP`` instead of ``<split>_top1``).
     """
 
     recipe: str
@@ -374,22 +498,28 @@ class RunReport:
     timings: dict[str, float] = field(default_factory=dict)
     resumed: bool = False
     environment: dict[str, Any] = field(default_factory=dict)
+    metric: str = "top1"
 
     @property
     def headline(self) -> str:
-        """``"test top-1"`` or ``"validation top-1"``: the headline's name."""
-        return f"{self.evaluated_on} top-1"
+        """The headline's name: ``"test top-1"``, ``"validation top-1"``, ``"test mAP"``."""
+        return f"{self.evaluated_on} {'top-1' if self.metric == 'top1' else self.metric}"
+
+    @property
+    def score(self) -> float | None:
+        """The headline's value: :attr:`top1`, or ``evaluation[metric]``."""
+        return self.top1 if self.metric == "top1" else self.evaluation.get(self.metric)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able dict written to ``report.json``."""
         split = self.evaluated_on
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in ("evaluated_on", "top1", "evaluation"):
+        for name in ("evaluated_on", "top1", "evaluation", "metric"):
             del fields[name]
         ordered = {
             "recipe": fields.pop("recipe"),
             "description": fields.pop("description"),
-            f"{split}_top1": self.top1,
+            f"{split}_{self.metric}": self.score,
             "evaluated_on": split,
             **fields,
             split: self.evaluation,
@@ -401,10 +531,12 @@ class RunReport:
         """A report read back from ``report.json`` (the inverse of :meth:`to_dict`)."""
         data = dict(data)
         split = data.pop("evaluated_on", "test")
+        metric = "mAP" if f"{split}_mAP" in data else "top1"
         return cls(
             **{
                 **{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}},
                 "evaluated_on": split,
+                "metric": metric,
                 "top1": data.get(f"{split}_top1"),
                 "evaluation": data.get(split) or {},
                 "verify": _from_fields(VerifyReport, data.get("verify") or {}),
@@ -586,14 +718,7 @@ def render_markdown(report: RunReport, plots: Mapping[str, str]) -> str:
         lines += [f"![training curves]({plots['training_curves']})", ""]
     lines += _settings_section(report.settings)
     lines += _stages_section(report.stages)
-    per_class = report.evaluation.get("per_class")
-    if per_class:
-        lines += [f"## {report.evaluated_on.capitalize()} set, per class", ""]
-        lines += markdown_table(
-            ["class", "precision", "recall", "images"],
-            [[c["class"], c["precision"], c["recall"], c["support"]] for c in per_class],
-        )
-        lines.append("")
+    lines += _per_class_section(report)
     if "confusion_matrix" in plots:
         lines += [f"![confusion matrix]({plots['confusion_matrix']})", ""]
     lines += _verify_section(report.verify)
@@ -607,6 +732,35 @@ def render_markdown(report: RunReport, plots: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _per_class_section(report: RunReport) -> list[str]:
+    """Per-class precision and recall; for a multi-label run also AP and F1."""
+    per_class = report.evaluation.get("per_class")
+    if not per_class:
+        return []
+    lines = [f"## {report.evaluated_on.capitalize()} set, per class", ""]
+    if report.metric != "mAP":
+        lines += markdown_table(
+            ["class", "precision", "recall", "images"],
+            [[c["class"], c["precision"], c["recall"], c["support"]] for c in per_class],
+        )
+        return [*lines, ""]
+    ev = report.evaluation
+    lines += [
+        f"mAP {format_cell(ev.get('mAP'))} (mean of the classes' AP); at threshold "
+        f"{ev.get('threshold')}: F1 micro {format_cell(ev.get('f1_micro'))}, macro "
+        f"{format_cell(ev.get('f1_macro'))}, exact match {format_cell(ev.get('exact_match'))}.",
+        "",
+    ]
+    lines += markdown_table(
+        ["class", "AP", "precision", "recall", "F1", "images with it"],
+        [
+            [c["class"], c["ap"], c["precision"], c["recall"], c["f1"], c["support"]]
+            for c in per_class
+        ],
+    )
+    return [*lines, ""]
+
+
 def _result_section(report: RunReport) -> list[str]:
     split = report.evaluated_on
     verified = {True: "yes", False: "**NO**"}.get(report.verify.passed, "not run")
@@ -615,7 +769,7 @@ def _result_section(report: RunReport) -> list[str]:
         [report.headline, f"{split} images", "backbone", "input", "wall time", "verified"],
         [
             [
-                report.top1,
+                report.score,
                 report.evaluation.get("images"),
                 report.backbone,
                 "x".join(str(v) for v in report.input_shape[:2]) or "-",

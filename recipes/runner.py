@@ -213,10 +213,10 @@ def run_recipe(
     if export_path is not None:
         paths["export"] = export_path
     failed = bool(verify) and not verify.get("passed", False)
-    top1 = report.top1
+    score = report.score
     log(
         f"done in {report.wall_seconds:.0f} s: {report.headline} "
-        f"{'-' if top1 is None else f'{top1:.4f}'}, "
+        f"{'-' if score is None else f'{score:.4f}'}, "
         f"verification {'FAILED' if failed else 'passed' if verify else 'not run'}; "
         f"report: {paths['markdown']}"
     )
@@ -273,6 +273,7 @@ def _load_data(recipe: Recipe, log: _Log) -> tuple[Any, float | None, str]:
         options["test_fraction"] = DEFAULT_TEST_FRACTION
         data = zoo_data.load(source, **options)
     test_split = _test_split_text(asked, options.get("test_fraction"), data, source)
+    _check_label_kind(recipe, data)
     if data.split(cfg.evaluate_on) is None:
         raise RunError(
             f"[data] evaluate_on = {cfg.evaluate_on!r}, but {source} has no {cfg.evaluate_on} "
@@ -285,6 +286,25 @@ def _load_data(recipe: Recipe, log: _Log) -> tuple[Any, float | None, str]:
         f"test split: {test_split}"
     )
     return data, options.get("test_fraction"), test_split
+
+
+def _check_label_kind(recipe: Recipe, data: Any) -> None:
+    """A multi-label head needs multi-hot labels and a single-label head class indices.
+
+    Raises:
+        RunError: the head and the data disagree.
+    """
+    if recipe.model.head.multi_label and not data.multi_label:
+        raise RunError(
+            f"[model.head] multi_label = true, but {data.source} gives one class per image; "
+            "point [data].options.labels_csv at a CSV of path,label1;label2 rows, or set "
+            "multi_label = false."
+        )
+    if data.multi_label and not recipe.model.head.multi_label:
+        raise RunError(
+            f"{data.source} gives several labels per image (multi-hot), but the head is "
+            "single-label; set [model.head] multi_label = true."
+        )
 
 
 def _test_split_text(asked: float | None, used: float | None, data: Any, source: str) -> str:
@@ -320,6 +340,7 @@ def _build_model(recipe: Recipe, class_names: list[str]) -> Any:
         weights=recipe.model.weights_arg,
         input_shape=recipe.input_shape(),
         class_names=list(class_names),
+        multi_label=recipe.model.head.multi_label,
     )
 
 
@@ -390,18 +411,31 @@ def _fine_tune(
 
 
 def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any]:
+    """Top-1 and per-class metrics on the evaluation split; mAP and F1 for multi-label."""
     import numpy as np
 
-    from recipes.report import classification_metrics
+    from recipes.report import classification_metrics, multilabel_metrics
+    from recipes.text import format_cell
 
     split = recipe.data.evaluate_on
-    labels, predictions = [], []
+    labels, logits = [], []
     for images, batch_labels in _batches(recipe, data, split, training=False):
-        predictions.append(np.argmax(np.asarray(model.predict_on_batch(images)), axis=-1))
+        logits.append(np.asarray(model.predict_on_batch(images), dtype=np.float32))
         labels.append(np.asarray(batch_labels))
-    metrics = classification_metrics(
-        np.concatenate(labels), np.concatenate(predictions), data.class_names
-    )
+    labels, logits = np.concatenate(labels), np.concatenate(logits)
+    threshold = recipe.model.head.decision_threshold
+    if threshold is not None:
+        # The head's sigmoid, in a form that cannot overflow.
+        probabilities = 0.5 * (1.0 + np.tanh(logits.astype(np.float64) / 2))
+        metrics = multilabel_metrics(labels, probabilities, data.class_names, threshold)
+        metrics["split"] = split
+        log(
+            f"{split} mAP {format_cell(metrics['mAP'], 4)}, F1 micro "
+            f"{format_cell(metrics['f1_micro'], 4)} at threshold {threshold} on "
+            f"{metrics['images']} images"
+        )
+        return metrics
+    metrics = classification_metrics(labels, np.argmax(logits, axis=-1), data.class_names)
     metrics["split"] = split
     log(f"{split} top-1 {metrics['top1']:.4f} on {metrics['images']} images")
     return metrics
@@ -437,7 +471,7 @@ def _export_and_verify(
                 target,
                 source_manifest=source_manifest,
                 frozen=set(result.frozen_in_all_stages),
-                metadata={"recipe": recipe.model_dump(mode="json")},
+                metadata=_export_metadata(recipe),
                 require_proof=recipe.model.weights_arg == "imagenet",
                 **tolerance,
             )
@@ -456,6 +490,14 @@ def _export_and_verify(
     verify = _verify_dict(exported.verification)
     log(f"exported to {target}; verification passed ({len(verify['checks'])} checks)")
     return target, verify
+
+
+def _export_metadata(recipe: Recipe) -> dict[str, Any]:
+    """``metadata.json`` extras: the recipe, and a multi-label head's threshold."""
+    metadata: dict[str, Any] = {"recipe": recipe.model_dump(mode="json")}
+    if recipe.model.head.multi_label:
+        metadata["threshold"] = recipe.model.head.decision_threshold
+    return metadata
 
 
 def _verify_dict(outcome: Any) -> dict[str, Any]:
@@ -515,7 +557,8 @@ def _assemble_report(
         recipe=recipe.name,
         description=recipe.description,
         evaluated_on=evaluation["split"],
-        top1=evaluation["top1"],
+        top1=evaluation.get("top1"),
+        metric="mAP" if recipe.model.head.multi_label else "top1",
         evaluation=evaluation,
         wall_seconds=wall_seconds,
         verify=verify,

@@ -9,7 +9,9 @@ recompute:
    corrupted one is named, not just "the checkpoint is broken"), hashed, and compared
    with its manifest entry; the checkpoint holds nothing the manifest does not cover;
 3. the SavedModel loads with ``tf.saved_model.load``, has the three signatures with
-   the four outputs, and the variables it serves with hash the same;
+   the four outputs (``recipes.export_format.outputs_of``: multi-label exports return
+   multi-hot ``class_ids`` / ``class_names``), and the variables it serves with hash
+   the same;
 4. frozen: every variable frozen in all stages is bitwise equal to an anchor outside
    the export: the registry's pinned pretrained file, loaded into a fresh backbone
    (:mod:`zoo.proof`; the backbone and weight source are read from ``metadata.json``),
@@ -19,7 +21,9 @@ recompute:
 5. labels: ``labels.txt`` matches the class names in ``metadata.json``;
 6. parity: the signatures' outputs on a fixed probe batch match the Keras model (the
    one in memory, else the ``model.keras`` file in the export), max absolute difference
-   <= 1e-5 in float32, through float32 pixels, uint8 pixels and PNG bytes.
+   <= 1e-5 in float32, through float32 pixels, uint8 pixels and PNG bytes; class ids
+   and names agree wherever the decision is clear (argmax, or a multi-label
+   probability farther than 10x the tolerance from the threshold).
 
 Every failure is collected and named; nothing stops at the first one.
 """
@@ -162,7 +166,7 @@ def verify_export(
     zoo_manifest, meta, labels = _read_assets(directory, result)
     entries = _manifest_entries(zoo_manifest, result)
     actual = _checkpoint_hashes(directory, entries, result) if entries is not None else None
-    loaded = _load(directory, entries, actual, result)
+    loaded = _load(directory, meta, entries, actual, result)
     _check_frozen(zoo_manifest, meta, entries, actual, source_manifest, require_proof, result)
     _check_labels(meta, labels, result)
     _check_parity(directory, loaded, meta, entries, model, result, tolerance)
@@ -316,6 +320,7 @@ def _line(error: BaseException) -> str:
 
 def _load(
     directory: Path,
+    meta: Any,
     entries: list[dict[str, Any]] | None,
     actual: dict[str, str] | None,
     result: VerifyResult,
@@ -328,15 +333,14 @@ def _load(
         result._record("load", [f"tf.saved_model.load fails: {_line(error)}"], "")
         return None
     failures = []
+    wanted = fmt.outputs_of(meta if isinstance(meta, dict) else None)
     for name in fmt.SIGNATURES:
         if name not in loaded.signatures:
             failures.append(f"signature {name} is missing")
             continue
         outputs = set(loaded.signatures[name].structured_outputs)
-        if outputs != set(fmt.OUTPUTS):
-            failures.append(
-                f"signature {name} outputs {sorted(outputs)}, expected {list(fmt.OUTPUTS)}"
-            )
+        if outputs != set(wanted):
+            failures.append(f"signature {name} outputs {sorted(outputs)}, expected {list(wanted)}")
     served = list(getattr(loaded, fmt.VARIABLE_COLLECTION, []))
     if entries is not None:
         if len(served) != len(entries):
@@ -510,6 +514,12 @@ def _check_parity(
     if missing:
         result._record("parity", [f"metadata.json lacks {missing}"], "")
         return
+    threshold = meta.get("threshold")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
+        result._record(
+            "parity", [f"metadata.json threshold {threshold!r} is not a probability in (0, 1)"], ""
+        )
+        return
     reference, origin = _reference_model(directory, model, result)
     if reference is None:
         return
@@ -524,12 +534,15 @@ def _check_parity(
             failures += [f"{origin} differs from the export: {line}" for line in lines]
     probe = probe_batch(meta["input_size"])
     logits = np.asarray(keras.ops.convert_to_numpy(reference(probe, training=False)), np.float32)
-    expected = _expected_outputs(
-        logits, bool(meta.get("multi_label")), meta["class_names"], tolerance
-    )
+    if fmt.outputs_of(meta) == fmt.MULTI_LABEL_OUTPUTS:
+        expected = _expected_multi_hot(logits, float(meta["threshold"]), tolerance)
+    else:
+        expected = _expected_outputs(
+            logits, bool(meta.get("multi_label")), meta["class_names"], tolerance
+        )
     worst = 0.0
     for name, outputs in _signature_outputs(loaded, probe).items():
-        problems, diff = _compare(outputs, expected, tolerance)
+        problems, diff = _compare(outputs, expected, tolerance, meta["class_names"])
         worst = max(worst, diff)
         failures += [f"signature {name}: {p}" for p in problems]
     result.max_abs_diff = worst
@@ -558,6 +571,23 @@ def _expected_outputs(
     }
 
 
+def _expected_multi_hot(logits: np.ndarray, threshold: float, tolerance: float) -> dict[str, Any]:
+    """A multi-label export's expected outputs; ``clear`` marks the decisions to compare.
+
+    A probability within ``10 * tolerance`` of the threshold may fall on either side in
+    the export, so its ``class_ids`` entry is not compared.
+    """
+    import tensorflow as tf
+
+    probabilities = tf.sigmoid(logits).numpy()
+    return {
+        "logits": logits,
+        "probabilities": probabilities,
+        "class_ids": (probabilities > threshold).astype(np.int64),
+        "clear": np.abs(probabilities - threshold) > 10 * tolerance,
+    }
+
+
 def _signature_outputs(loaded: Any, probe: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
     import tensorflow as tf
 
@@ -576,7 +606,10 @@ def _signature_outputs(loaded: Any, probe: np.ndarray) -> dict[str, dict[str, np
 
 
 def _compare(
-    outputs: dict[str, np.ndarray], expected: dict[str, Any], tolerance: float
+    outputs: dict[str, np.ndarray],
+    expected: dict[str, Any],
+    tolerance: float,
+    class_names: list[str],
 ) -> tuple[list[str], float]:
     problems = []
     worst = 0.0
@@ -587,6 +620,8 @@ def _compare(
             problems.append(
                 f"{key} differ from the Keras model by up to {diff:.3g} (> {tolerance})"
             )
+    if "class_ids" in expected:
+        return problems + _multi_hot_problems(outputs, expected, class_names), worst
     clear = expected["clear"]
     if np.any(outputs["class_id"][clear] != expected["class_id"][clear]):
         problems.append("class_id differs from the Keras model's argmax")
@@ -595,6 +630,23 @@ def _compare(
     if names != wanted:
         problems.append(f"class_name {names} != {wanted}")
     return problems, worst
+
+
+def _multi_hot_problems(
+    outputs: dict[str, np.ndarray], expected: dict[str, Any], class_names: list[str]
+) -> list[str]:
+    """``class_ids`` equal probabilities > threshold where clear; ``class_names`` follow them."""
+    problems = []
+    ids, clear = outputs["class_ids"], expected["clear"]
+    if ids.shape != expected["class_ids"].shape:
+        return [f"class_ids has shape {ids.shape}, expected {expected['class_ids'].shape}"]
+    if np.any(ids[clear] != expected["class_ids"][clear]):
+        problems.append("class_ids differ from the Keras model's probabilities > threshold")
+    names = np.vectorize(lambda n: n.decode("utf-8"), otypes=[object])(outputs["class_names"])
+    wanted = np.where(ids == 1, np.array(class_names, dtype=object), "")
+    if names.shape != wanted.shape or np.any(names != wanted):
+        problems.append("class_names are not the names of the classes in class_ids")
+    return problems
 
 
 def main_verify(

@@ -314,6 +314,8 @@ def test_folder_without_test_fraction_holds_out_the_default_test_split(photos):
 class _FakeSource:
     """What ``zoo.data.load`` returns, as far as ``runner._load_data`` looks."""
 
+    multi_label = False
+
     def __init__(self, splits: dict) -> None:
         self.splits, self.class_names, self.skipped, self.source = splits, ["a", "b"], [], "fake"
         self.test = splits.get("test")

@@ -17,14 +17,17 @@ def with_label_augmentation(model: keras.Model, stage: Stage) -> Stage:
 
     MixUp / CutMix mix one-hot labels with the images' weights, and label smoothing
     happens before the mixing (``zoo.data.augment``), so such a stage trains on soft
-    labels; see :func:`loss_and_metrics`. Other stages come back unchanged.
+    labels; see :func:`loss_and_metrics`. Multi-hot labels are mixed unsmoothed: the
+    binary cross-entropy smooths them itself (toward 1/2, not 1/classes). Other stages
+    come back unchanged.
     """
     from zoo.data.augment import Augmentation
 
     if not isinstance(stage.augment, Augmentation):
         return stage
+    smoothing = 0.0 if _multi_label(model) else stage.label_smoothing
     augment = stage.augment.replace(
-        num_classes=int(model.outputs[0].shape[-1]), label_smoothing=stage.label_smoothing
+        num_classes=int(model.outputs[0].shape[-1]), label_smoothing=smoothing
     )
     return dataclasses.replace(stage, augment=augment)
 
@@ -53,7 +56,7 @@ def loss_and_metrics(model: keras.Model, stage: Stage) -> tuple[Any, list[Any], 
         loss = keras.losses.BinaryCrossentropy(
             from_logits=True, label_smoothing=stage.label_smoothing
         )
-        return loss, [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)], None
+        return loss, _multi_label_metrics(num_classes), None
     if stage.label_smoothing > 0:
         loss = keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=stage.label_smoothing
@@ -65,6 +68,21 @@ def loss_and_metrics(model: keras.Model, stage: Stage) -> tuple[Any, list[Any], 
         return loss, [keras.metrics.CategoricalAccuracy(name="accuracy")], one_hot
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     return loss, [keras.metrics.SparseCategoricalAccuracy(name="accuracy")], None
+
+
+def _multi_label_metrics(num_classes: int) -> list[Any]:
+    """Per-label accuracy at probability 0.5 (logit 0) and ``pr_auc``, a per-epoch mAP.
+
+    ``pr_auc`` is Keras' area under each class's precision-recall curve (200 thresholds,
+    interpolated; Davis & Goadrich 2006) averaged over the classes: an estimate of the
+    mean average precision that ``recipes.report.multilabel_metrics`` computes exactly.
+    """
+    return [
+        keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),
+        keras.metrics.AUC(
+            curve="PR", multi_label=True, num_labels=num_classes, from_logits=True, name="pr_auc"
+        ),
+    ]
 
 
 def _multi_label(model: keras.Model) -> bool:
