@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 SAVED_MODEL = "saved_model"
-DEPLOYED_KEY = "deployed"  # zoo_manifest.json: file name -> {"format", "sha256", "bytes"}
+DEPLOYED_KEY = fmt.DEPLOYED_KEY
 LABELS_MEMBER = "labels.txt"  # the associated file inside a .tflite
 ONNX_OPSET = 17
 CALIBRATION_IMAGES = 300  # a few hundred training images calibrate int8
@@ -232,9 +232,36 @@ def _convert_tflite(model: keras.Model, name: str, calibration: np.ndarray | Non
         converter = tf.lite.TFLiteConverter.from_saved_model(directory, signature_keys=["serve"])
         _configure(converter, name, calibration, model)
         try:
-            return bytes(converter.convert())
+            data = bytes(converter.convert())
         except Exception as error:  # the converter raises several types; name the op
             raise DeployError(_conversion_failure(name, error)) from None
+    if name == "tflite-int8":
+        _check_full_integer(data)
+    return data
+
+
+def _check_full_integer(data: bytes) -> None:
+    """Raises when the converter left an op in float (it does so silently for some ops)."""
+    interpreter = _interpreter_class()(model_content=data)
+    tensors = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    floating = sorted(
+        {
+            op["op_name"]
+            for op in interpreter._get_ops_details()
+            if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
+            and any(
+                tensors.get(i) in (np.float32, np.float16)
+                for i in (*op["inputs"], *op["outputs"])
+                if i >= 0
+            )
+        }
+    )
+    if floating:
+        raise DeployError(
+            f"The model cannot be fully integer-quantized: op {', '.join(floating)} has no "
+            "int8 kernel and stays float; deploy it as tflite or tflite-fp16, or replace "
+            "that layer."
+        )
 
 
 def _configure(
@@ -340,16 +367,21 @@ def labels_inside(path: str | Path) -> list[str] | None:
 # -- runtimes -------------------------------------------------------------------------------
 
 
+def _interpreter_class() -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # TensorFlow still ships the same (deprecated) interpreter
+        import tensorflow as tf
+
+        return tf.lite.Interpreter
+    return Interpreter
+
+
 class _LiteRT:
     """Runs a .tflite with the LiteRT interpreter: float32 pixels 0..255 -> float logits."""
 
     def __init__(self, model: bytes | str | Path, threads: int | None = None) -> None:
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:  # TensorFlow still ships the same interpreter
-            import tensorflow as tf
-
-            Interpreter = tf.lite.Interpreter  # noqa: N806
+        Interpreter = _interpreter_class()  # noqa: N806
         kind = "model_content" if isinstance(model, bytes) else "model_path"
         self._interpreter = Interpreter(
             **{kind: model if kind == "model_content" else str(model)}, num_threads=threads
@@ -621,3 +653,86 @@ def _write(
     }
     manifest[DEPLOYED_KEY] = deployed
     write_text_atomic(manifest_path, json.dumps(manifest, sort_keys=True, indent=2) + "\n")
+
+
+# -- zoo export ------------------------------------------------------------------------------
+
+
+def resolve_export_dir(path: str | Path) -> Path:
+    """An export directory, given it or a run directory holding ``export/``."""
+    path = Path(path)
+    return path / "export" if not fmt.is_export(path) and fmt.is_export(path / "export") else path
+
+
+def load_calibration(path: str | Path, input_size: Sequence[int]) -> np.ndarray:
+    """Calibration images from a ``.npy`` array or a directory of image files.
+
+    Images from files are decoded to RGB and resized bilinearly to ``input_size``.
+
+    Returns:
+        float32 pixels 0..255 ``(n, height, width, 3)``.
+
+    Raises:
+        MissingFileError: no such file or directory.
+        InvalidValueError: no images there (an empty calibration set).
+    """
+    import tensorflow as tf
+
+    from zoo.data.images import decode_rgb
+
+    path = Path(path)
+    if path.is_file() and path.suffix == ".npy":
+        images = np.load(path).astype(np.float32)
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())[:CALIBRATION_IMAGES]
+        images = [tf.image.resize(decode_rgb(p), tuple(input_size)).numpy() for p in files]
+        images = np.stack(images).astype(np.float32) if images else np.zeros((0,))
+    else:
+        raise MissingFileError(
+            f"No calibration images at {path}; pass a .npy array (n, height, width, 3) or "
+            "a directory of training images."
+        )
+    if len(images) == 0:
+        raise InvalidValueError(
+            f"The calibration set {path} is empty; tflite-int8 needs a few hundred "
+            "training images (never test images)."
+        )
+    return images
+
+
+def main_export(path: str, formats: Sequence[str], calibration: str | None = None) -> int:
+    """``zoo export``: writes the formats into an export, prints what each measured.
+
+    Raises:
+        ZooError: unknown format, no export or Keras model, empty or missing
+            calibration set, a model a converter refuses; the CLI prints one line, exit 2.
+    """
+    names = check_formats(formats)
+    directory = resolve_export_dir(path)
+    meta = _read_metadata(directory)
+    images = None
+    if calibration is not None:
+        images = load_calibration(calibration, meta["input_size"])
+    elif "tflite-int8" in names:
+        raise InvalidValueError(
+            "tflite-int8 needs calibration images: pass --calibration DIR_OR_NPY with a "
+            "few hundred training images (never test images)."
+        )
+    results = deploy(directory, names, calibration=images)
+    from recipes.text import print_table
+
+    rows = [("format", "file", "MB", "parity", "batch-1 ms", "images/s")]
+    for r in results:
+        rows.append(
+            (
+                r.format,
+                r.file,
+                f"{r.bytes / 1e6:.2f}",
+                f"{r.parity:.3g}",
+                f"{r.latency_ms:.2f}",
+                f"{r.images_per_s:.0f}",
+            )
+        )
+    print_table(rows)
+    print(f"wrote {len(results)} files into {directory}; `zoo verify {directory}` re-hashes them")
+    return 0
