@@ -482,6 +482,10 @@ def _speed(run: Callable[[np.ndarray], np.ndarray], probe: np.ndarray, batch: in
     return 1000 * float(np.median(times)), batch * rounds / (time.perf_counter() - start)
 
 
+# (images, labels) arrays, or a callable returning an iterable of such batches.
+Evaluation = tuple[np.ndarray, np.ndarray] | Callable[[], Iterable[tuple[Any, Any]]]
+
+
 @dataclass(frozen=True)
 class _Probe:
     images: np.ndarray
@@ -493,7 +497,7 @@ def _check(
     spec: DeployFormat,
     data: bytes,
     probe: _Probe,
-    evaluation: tuple[np.ndarray, np.ndarray, float] | None,
+    evaluation: tuple[Callable[[], Iterable[Any]], float] | None,
     batch: int,
 ) -> dict[str, Any]:
     run = _runner(spec, data)
@@ -507,8 +511,8 @@ def _check(
     found: dict[str, Any] = {"parity": parity, "parity_images": len(probe.images)}
     found["passed"] = passed
     if evaluation is not None:
-        images, labels, reference = evaluation
-        top1 = float(np.mean(_logits(run, images).argmax(-1) == labels))
+        batches, reference = evaluation
+        top1 = _top1(lambda images: _logits(run, images), batches)
         found.update(top1=top1, top1_drop=reference - top1)
     found["latency_ms"], found["images_per_s"] = _speed(run, probe.images, batch)
     found["batch"] = batch
@@ -523,8 +527,9 @@ def deploy(
     formats: Iterable[str],
     model: keras.Model | None = None,
     calibration: np.ndarray | None = None,
-    evaluation: tuple[np.ndarray, np.ndarray] | None = None,
+    evaluation: Evaluation | None = None,
     batch: int = 32,
+    float_top1: float | None = None,
 ) -> list[DeployResult]:
     """Converts, checks and writes each format next to the export's SavedModel.
 
@@ -534,8 +539,12 @@ def deploy(
         model: the Keras model the export came from; default its ``model.keras``.
         calibration: float32 training images ``(n, height, width, 3)`` 0..255 that
             calibrate ``tflite-int8`` (the first ``CALIBRATION_IMAGES`` are used).
-        evaluation: ``(images, labels)`` of the run's test split, for top-1 per format.
+        evaluation: the run's test split, for top-1 per format: ``(images, labels)``
+            arrays, or a callable returning an iterable of such batches (streamed, so
+            a large split never sits in memory at once).
         batch: batch size of the throughput measurement.
+        float_top1: the Keras model's top-1 on ``evaluation`` when already known (the
+            runner's evaluation); computed here otherwise.
 
     Returns:
         One :class:`DeployResult` per format, in the order given.
@@ -554,12 +563,13 @@ def deploy(
         model = load_keras_model(directory)
     if not names:
         return []
-    probe = _make_probe(model, meta, calibration, evaluation)
+    batches = _as_batches(evaluation)
+    probe = _make_probe(model, meta, calibration, batches)
     reference = None
-    if evaluation is not None:
-        images, labels = np.asarray(evaluation[0], np.float32), np.asarray(evaluation[1])
-        keras_top1 = float(np.mean(_keras_logits(model, images).argmax(-1) == labels))
-        reference = (images, labels, keras_top1)
+    if batches is not None:
+        if float_top1 is None:
+            float_top1 = _top1(lambda images: _keras_logits(model, images), batches)
+        reference = (batches, float_top1)
     files, results, failures = {}, [], []
     for name in names:
         spec = FORMATS[name]
@@ -575,6 +585,22 @@ def deploy(
         )
     _write(directory, files, results, meta["class_names"])
     return results
+
+
+def _as_batches(evaluation: Evaluation | None) -> Callable[[], Iterable[Any]] | None:
+    if evaluation is None or callable(evaluation):
+        return evaluation
+    images, labels = evaluation
+    return lambda: [(images[i : i + 256], labels[i : i + 256]) for i in range(0, len(images), 256)]
+
+
+def _top1(logits_of: Callable[[np.ndarray], np.ndarray], batches: Callable[[], Iterable]) -> float:
+    correct = total = 0
+    for images, labels in batches():
+        predicted = logits_of(np.asarray(images, np.float32)).argmax(-1)
+        correct += int(np.sum(predicted == np.asarray(labels)))
+        total += len(predicted)
+    return correct / max(total, 1)
 
 
 def _sha256(data: bytes) -> str:
@@ -617,10 +643,11 @@ def _make_probe(
     model: keras.Model,
     meta: dict[str, Any],
     calibration: np.ndarray | None,
-    evaluation: tuple[np.ndarray, np.ndarray] | None,
+    batches: Callable[[], Iterable[Any]] | None,
 ) -> _Probe:
     """Real images when there are some (evaluation first), else the fixed random probe."""
-    for source in (evaluation[0] if evaluation is not None else None, calibration):
+    first = next(iter(batches()), None) if batches is not None else None
+    for source in (None if first is None else first[0], calibration):
         if source is not None and len(source):
             images = np.asarray(source[:PARITY_IMAGES], np.float32)
             return _Probe(images, _keras_logits(model, images), True)

@@ -183,3 +183,26 @@ def test_a_model_int8_cannot_quantize_names_the_op():
     model = keras.Model(inputs, outputs)
     with pytest.raises(deploy.DeployError, match="(?i)sin"):
         deploy.convert(model, "tflite-int8", calibration=_images(8, 0))
+
+
+def test_recipe_formats_are_validated():
+    from recipes.config import ExportConfig
+
+    assert ExportConfig(formats=["saved_model", "tflite-int8"]).formats[-1] == "tflite-int8"
+    with pytest.raises(ValueError, match="unknown formats"):
+        ExportConfig(formats=["saved_model", "tflite-int4"])
+
+
+def test_the_catalog_main_job_exports_tflite_int8():
+    from recipes.config import load_recipe
+
+    assert load_recipe("fashion-mnist-lite0").export.formats == ["saved_model", "tflite-int8"]
+
+
+def test_report_has_a_deployment_table(deployed):
+    from recipes.report import _deployment_section
+
+    _, _, results = deployed
+    lines = _deployment_section([r.to_dict() for r in results.values()])
+    assert lines[0] == "## Deployment"
+    assert any("model_int8.tflite" in line for line in lines)
