@@ -209,12 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
     def _cmd_predict(args: argparse.Namespace) -> int:
         from recipes.predict import main_predict
 
-        return main_predict(args.export_dir, args.images, args.top_k)
+        return main_predict(args.export_dir, args.images, args.top_k, args.format)
 
     p = sub.add_parser("predict", help="top-k classes of image files with an export")
     p.add_argument("export_dir", help="a directory written by the export step")
     p.add_argument("images", nargs="+", help="JPEG, PNG, GIF or BMP files")
     p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument(
+        "--format",
+        default="saved_model",
+        help="saved_model (default), or a deployed file: tflite, tflite-fp16, tflite-int8, onnx",
+    )
     p.set_defaults(func=_cmd_predict)
 
     def _cmd_datasets(args: argparse.Namespace) -> int:
@@ -225,6 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("datasets", help="data sources and whether each is available offline")
     p.set_defaults(func=_cmd_datasets)
+
+    def _cmd_export(args: argparse.Namespace) -> int:
+        from recipes.deploy import main_export
+
+        return main_export(args.path, args.format, args.calibration)
+
+    p = sub.add_parser("export", help="write LiteRT / ONNX files into an export, checked")
+    p.add_argument("path", help="a run directory or its export/ directory")
+    p.add_argument(
+        "--format",
+        action="append",
+        required=True,
+        help="tflite, tflite-fp16, tflite-int8 or onnx (repeatable)",
+    )
+    p.add_argument(
+        "--calibration",
+        help="training images for tflite-int8: a directory of image files or a .npy array",
+    )
+    p.set_defaults(func=_cmd_export)
 
     # -- more subcommands: add each as its own block above this line --
     return parser

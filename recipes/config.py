@@ -345,11 +345,25 @@ class ExportConfig(BaseModel):
 
     Attributes:
         enabled: export (and verify) at all.
+        formats: ``"saved_model"`` (always written) and deployed files beside it:
+            ``"tflite"``, ``"tflite-fp16"``, ``"tflite-int8"``, ``"onnx"``
+            (:mod:`recipes.deploy`; int8 is calibrated on training images).
     """
 
     model_config = _STRICT
 
     enabled: bool = True
+    formats: list[str] = Field(default_factory=lambda: ["saved_model"])
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, formats: list[str]) -> list[str]:
+        from recipes.deploy import FORMATS, SAVED_MODEL
+
+        unknown = [f for f in formats if f != SAVED_MODEL and f not in FORMATS]
+        if unknown:
+            raise ValueError(f"unknown formats {unknown}; choose from {[SAVED_MODEL, *FORMATS]}")
+        return formats
 
 
 class VerifyConfig(BaseModel):

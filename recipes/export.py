@@ -381,7 +381,9 @@ def _write_saved_model(model: keras.Model, info: dict[str, Any], directory: Path
         images = tf.cond(
             same, lambda: images, lambda: tf.image.resize(images, (height, width), RESIZE_METHOD)
         )
-        return tf.ensure_shape(images, (None, height, width, 3))
+        # A reshape, not tf.ensure_shape, pins the static shape: TFLite has no EnsureShape op,
+        # and this way the signatures convert with a plain TFLiteConverter call.
+        return tf.reshape(images, tf.stack([tf.shape(images)[0], height, width, 3]))
 
     threshold = info["threshold"]  # None: single-label (softmax, argmax)
 

@@ -10,6 +10,8 @@ export directory holds::
     assets/metadata.json              backbone, input size, preprocessing, versions,
                                       recipe, and the pretrained origin (``"pretrained"``)
     model.keras                       the same model as a Keras file
+    model*.tflite, model.onnx, labels.txt   deployed files (recipes.deploy), optional,
+                                      each hashed in zoo_manifest.json under "deployed"
 
 Signatures (all return ``logits`` float32 ``(batch, num_classes)``, ``probabilities``
 float32 (softmax, or sigmoid for multi-label), ``class_id`` int64 ``(batch,)`` (argmax of
@@ -62,6 +64,8 @@ KERAS_FILE = "model.keras"
 RESIZE_METHOD = "bilinear"
 # metadata.json key for zoo.proof.PretrainedOrigin: where the frozen weights' anchor is.
 PRETRAINED_KEY = "pretrained"
+# zoo_manifest.json key: deployed file name -> {"format", "sha256", "bytes"} (recipes.deploy).
+DEPLOYED_KEY = "deployed"
 
 TOLERANCE = 1e-5  # parity: max |export - Keras| of logits and probabilities, float32
 PROBE_BATCH = 4

@@ -77,13 +77,20 @@ class Predictor:
     Args:
         export_dir: a directory written by ``recipes.export.export_saved_model``.
         top_k: default number of classes per prediction.
+        format: ``"saved_model"`` or a deployed format of the export
+            (:data:`recipes.deploy.FORMATS`: ``tflite``, ``tflite-fp16``, ``tflite-int8``,
+            ``onnx``), run with the LiteRT interpreter or onnxruntime; images are decoded
+            and resized bilinearly to the input size here, as the SavedModel does inside.
 
     Raises:
-        FileNotFoundError: ``export_dir`` is not a zoo export.
+        FileNotFoundError: ``export_dir`` is not a zoo export, or lacks the format's file.
         ValueError: ``top_k`` < 1.
+        KeyError: an unknown format.
     """
 
-    def __init__(self, export_dir: str | os.PathLike, top_k: int = 5) -> None:
+    def __init__(
+        self, export_dir: str | os.PathLike, top_k: int = 5, format: str = "saved_model"
+    ) -> None:
         import tensorflow as tf
 
         directory = Path(export_dir)
@@ -103,6 +110,7 @@ class Predictor:
         self.threshold: float | None = meta["threshold"] if multi_hot else None
         self._loaded = tf.saved_model.load(str(directory))
         self._signatures = {name: self._loaded.signatures[name] for name in fmt.SIGNATURES}
+        self._deployed = None if format == "saved_model" else _deployed_runner(directory, format)
 
     def outputs(self, images: Any) -> dict[str, np.ndarray]:
         """The export's raw outputs for ``images`` (see :class:`Predictor` for inputs).
@@ -176,6 +184,8 @@ class Predictor:
     def _run(self, kind: str, batch: Any) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
+        if self._deployed is not None:
+            return self._run_deployed(kind, batch)
         if kind == "bytes":
             out = self._signatures["serve_bytes"](image_bytes=tf.constant(batch, tf.string))
         elif kind == "uint8":
@@ -183,6 +193,37 @@ class Predictor:
         else:
             out = self._signatures["serving_default"](images=batch)
         return {key: value.numpy() for key, value in out.items()}
+
+    def _run_deployed(self, kind: str, batch: Any) -> dict[str, np.ndarray]:
+        """The deployed file's logits, with the outputs the SavedModel derives from them."""
+        import tensorflow as tf
+
+        if kind == "bytes":
+            from zoo.data.images import decode_image_bytes
+
+            batch = [tf.cast(decode_image_bytes(tf.constant(b)), tf.float32) for b in batch]
+            batch = [tf.image.resize(image, self.input_size, fmt.RESIZE_METHOD) for image in batch]
+        images = tf.cast(batch, tf.float32)
+        if tuple(images.shape[1:3]) != self.input_size:
+            images = tf.image.resize(images, self.input_size, fmt.RESIZE_METHOD)
+        logits = self._deployed(images.numpy())
+        multi = bool(self.metadata.get("multi_label"))
+        probabilities = tf.sigmoid(logits) if multi else tf.nn.softmax(logits, axis=-1)
+        ids = logits.argmax(axis=-1).astype(np.int64)
+        names = np.array([self.class_names[i].encode("utf-8") for i in ids], dtype=object)
+        return {
+            "logits": logits,
+            "probabilities": probabilities.numpy(),
+            "class_id": ids,
+            "class_name": names,
+        }
+
+
+def _deployed_runner(directory: Path, name: str) -> Any:
+    from recipes import deploy
+
+    (name,) = deploy.check_formats([name])
+    return deploy.load_runner(directory / deploy.FORMATS[name].file)
 
 
 def _check_top_k(top_k: Any) -> int:
@@ -344,13 +385,15 @@ def format_predictions(predictions: list[Prediction], names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main_predict(export_dir: str, images: list[str], top_k: int = 5) -> int:
+def main_predict(
+    export_dir: str, images: list[str], top_k: int = 5, format: str = "saved_model"
+) -> int:
     """``zoo predict``: prints the top-k classes of each image file; returns 0.
 
     Raises:
         FileNotFoundError: no export or no such image file.
         ValueError: a file that is not an image, or ``top_k`` < 1.
     """
-    predictor = Predictor(export_dir, top_k=top_k)
+    predictor = Predictor(export_dir, top_k=top_k, format=format)
     print(format_predictions(predictor.predict(list(images)), list(images)))
     return 0

@@ -478,6 +478,8 @@ class RunReport:
         environment: Python, Keras, backend, machine, CPUs.
         metric: the headline metric, a key of ``evaluation``: ``"top1"``, or ``"mAP"``
             for a multi-label run (JSON key ``<split>_mAP`` instead of ``<split>_top1``).
+        deployment: one ``recipes.deploy.DeployResult.to_dict()`` per deployed format
+            (size, parity, top-1 and its drop from float, batch-1 ms, images/s).
     """
 
     recipe: str
@@ -499,6 +501,7 @@ class RunReport:
     resumed: bool = False
     environment: dict[str, Any] = field(default_factory=dict)
     metric: str = "top1"
+    deployment: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def headline(self) -> str:
@@ -722,6 +725,7 @@ def render_markdown(report: RunReport, plots: Mapping[str, str]) -> str:
     if "confusion_matrix" in plots:
         lines += [f"![confusion matrix]({plots['confusion_matrix']})", ""]
     lines += _verify_section(report.verify)
+    lines += _deployment_section(report.deployment)
     lines += _data_section(report.data)
     if report.timings:
         lines += ["", "## Timings", ""]
@@ -845,6 +849,26 @@ def _verify_section(verify: VerifyReport) -> list[str]:
         lines.append(f"passed: {'yes' if verify.passed else 'no'}")
         lines += [f"- {failure}" for failure in verify.failures]
     return [*lines, ""]
+
+
+def _deployment_section(deployment: list[dict[str, Any]]) -> list[str]:
+    if not deployment:
+        return []
+    header = ["format", "file", "MB", "parity", "top-1", "drop", "batch-1 ms", "images/s"]
+    rows = [
+        [
+            d["format"],
+            d["file"],
+            f"{d['bytes'] / 1e6:.2f}",
+            f"{d['parity']:.3g}" + (" agree" if d["format"] == "tflite-int8" else ""),
+            d.get("top1"),
+            d.get("top1_drop"),
+            f"{d['latency_ms']:.2f}",
+            f"{d['images_per_s']:.0f} (batch {d['batch']})",
+        ]
+        for d in deployment
+    ]
+    return ["## Deployment", "", *markdown_table(header, rows), ""]
 
 
 def _data_section(data: DataReport) -> list[str]:

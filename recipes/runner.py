@@ -27,6 +27,7 @@ interrupted.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -197,6 +198,10 @@ def run_recipe(
         export_path, verify = _export_and_verify(
             recipe_cfg, model, run_dir, source_manifest, result, timings, log
         )
+    deployment: list[dict[str, Any]] = []
+    if export_path is not None and len(recipe_cfg.export.formats) > 1:
+        with _timed(timings, "deploy"):
+            deployment = _deploy(recipe_cfg, model, data, export_path, test, log)
     report = _assemble_report(
         recipe_cfg,
         model,
@@ -209,6 +214,8 @@ def run_recipe(
         resume,
         wall_seconds=time.perf_counter() - wall_start,
     )
+    if deployment:
+        report = dataclasses.replace(report, deployment=deployment)
     paths = write_report(report, run_dir)
     if export_path is not None:
         paths["export"] = export_path
@@ -498,6 +505,41 @@ def _export_metadata(recipe: Recipe) -> dict[str, Any]:
     if recipe.model.head.multi_label:
         metadata["threshold"] = recipe.model.head.decision_threshold
     return metadata
+
+
+def _deploy(
+    recipe: Recipe, model: Any, data: Any, export_path: Path, test: dict[str, Any], log: _Log
+) -> list[dict[str, Any]]:
+    """Writes ``[export] formats`` beside the SavedModel (:mod:`recipes.deploy`).
+
+    int8 calibrates on the first training images (never test images); every format's
+    top-1 is measured on the split the run evaluated on, streamed batch by batch.
+    """
+    import numpy as np
+
+    from recipes.deploy import CALIBRATION_IMAGES, deploy
+
+    calibration, count = [], 0
+    for images, _ in _batches(recipe, data, "train", training=False):
+        calibration.append(np.asarray(images, np.float32))
+        count += len(calibration[-1])
+        if count >= CALIBRATION_IMAGES:
+            break
+    split = recipe.data.evaluate_on
+    results = deploy(
+        export_path,
+        recipe.export.formats,
+        model,
+        calibration=np.concatenate(calibration)[:CALIBRATION_IMAGES] if calibration else None,
+        evaluation=lambda: _batches(recipe, data, split, training=False),
+        float_top1=test.get("top1"),
+    )
+    for r in results:
+        log(
+            f"deployed {r.file}: {r.bytes / 1e6:.2f} MB, parity {r.parity:.3g}, {split} "
+            f"top-1 {r.top1:.4f}, batch-1 {r.latency_ms:.2f} ms, {r.images_per_s:.0f} images/s"
+        )
+    return [r.to_dict() for r in results]
 
 
 def _verify_dict(outcome: Any) -> dict[str, Any]:

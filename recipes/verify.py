@@ -23,7 +23,10 @@ recompute:
    one in memory, else the ``model.keras`` file in the export), max absolute difference
    <= 1e-5 in float32, through float32 pixels, uint8 pixels and PNG bytes; class ids
    and names agree wherever the decision is clear (argmax, or a multi-label
-   probability farther than 10x the tolerance from the threshold).
+   probability farther than 10x the tolerance from the threshold);
+7. deployed: every file ``zoo_manifest.json`` lists under ``"deployed"`` (the LiteRT
+   and ONNX files of :mod:`recipes.deploy`, and their ``labels.txt``) is there and
+   hashes as listed.
 
 Every failure is collected and named; nothing stops at the first one.
 """
@@ -170,6 +173,7 @@ def verify_export(
     _check_frozen(zoo_manifest, meta, entries, actual, source_manifest, require_proof, result)
     _check_labels(meta, labels, result)
     _check_parity(directory, loaded, meta, entries, model, result, tolerance)
+    _check_deployed(directory, zoo_manifest, result)
     return result
 
 
@@ -647,6 +651,25 @@ def _multi_hot_problems(
     if names.shape != wanted.shape or np.any(names != wanted):
         problems.append("class_names are not the names of the classes in class_ids")
     return problems
+
+
+# -- 7. deployed files ----------------------------------------------------------------------
+
+
+def _check_deployed(directory: Path, zoo_manifest: Any, result: VerifyResult) -> None:
+    import hashlib
+
+    listed = (zoo_manifest or {}).get(fmt.DEPLOYED_KEY) or {}
+    if not listed:  # a SavedModel-only export: no check line, as before deployment existed
+        return
+    failures = []
+    for name, entry in sorted(listed.items()):
+        path = directory / name
+        if not path.is_file():
+            failures.append(f"deployed file {name} is missing")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != entry.get("sha256"):
+            failures.append(f"deployed file {name}: sha256 differs from the manifest (changed)")
+    result._record("deployed", failures, f"{len(listed)} files hash as in the manifest")
 
 
 def main_verify(

@@ -1,0 +1,208 @@
+"""LiteRT and ONNX deployment (recipes.deploy): parity, labels inside, manifest, tamper, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from recipes import deploy
+from recipes.cli import main
+from recipes.export import export_saved_model
+from recipes.export_format import LABELS_FILE, MANIFEST_FILE
+from recipes.predict import Predictor
+from recipes.verify import verify_export
+from tests.recipes import export_testlib as tl
+
+pytest.importorskip("ai_edge_litert")
+ALL = list(deploy.FORMATS)
+
+
+def _images(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *tl.INPUT_SIZE, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """An export of the tiny classifier with every format deployed into it."""
+    model = tl.build_model()
+    directory = tmp_path_factory.mktemp("deploy") / "export"
+    export_saved_model(model, directory)
+    evaluation = (_images(24, 2), np.arange(24) % 3)
+    results = deploy.deploy(
+        directory, ["saved_model", *ALL], model, calibration=_images(64, 1), evaluation=evaluation
+    )
+    return model, directory, {r.format: r for r in results}
+
+
+def test_the_savedmodel_signature_converts_with_the_plain_converter(deployed):
+    import tensorflow as tf
+
+    _, directory, _ = deployed
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(directory), signature_keys=["serving_default"]
+    )
+    assert len(converter.convert()) > 0  # was: 'tf.EnsureShape' op is neither custom nor flex
+
+
+def test_each_format_is_within_its_parity_bound(deployed):
+    _, _, results = deployed
+    assert set(results) == set(ALL)
+    assert results["tflite"].parity <= 1e-4
+    assert results["onnx"].parity <= 1e-4
+    assert results["tflite-fp16"].parity <= 1e-2
+    assert 0.0 <= results["tflite-int8"].parity <= 1.0
+    for result in results.values():
+        assert result.passed
+        assert result.top1 is not None and result.top1_drop is not None
+        assert result.latency_ms > 0 and result.images_per_s > 0
+
+
+def test_the_files_run_and_match_the_keras_model(deployed):
+    model, directory, _ = deployed
+    probe = _images(5, 7)
+    expected = np.asarray(model(probe, training=False))
+    for name in ("tflite", "onnx"):
+        logits = deploy.load_runner(directory / deploy.FORMATS[name].file)(probe)
+        np.testing.assert_allclose(logits, expected, atol=1e-4)
+    int8 = deploy.load_runner(directory / "model_int8.tflite")
+    assert int8(probe).shape == expected.shape
+
+
+def test_int8_is_full_integer_with_uint8_input(deployed):
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, directory, results = deployed
+    interpreter = Interpreter(model_path=str(directory / "model_int8.tflite"))
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    float_types = {d["dtype"] for d in interpreter.get_tensor_details()} & {np.float32}
+    assert not float_types, "a float tensor is left in the int8 model"
+    assert results["tflite-int8"].bytes < results["tflite"].bytes
+
+
+def test_labels_travel_inside_each_file_and_beside_it(deployed):
+    _, directory, _ = deployed
+    for spec in deploy.FORMATS.values():
+        assert deploy.labels_inside(directory / spec.file) == tl.CLASS_NAMES
+    assert (directory / LABELS_FILE).read_text().splitlines() == tl.CLASS_NAMES
+
+
+def test_the_manifest_lists_every_file_with_its_sha256(deployed):
+    _, directory, results = deployed
+    manifest = json.loads((directory / "assets" / MANIFEST_FILE).read_text())
+    listed = manifest[deploy.DEPLOYED_KEY]
+    assert set(listed) == {r.file for r in results.values()} | {LABELS_FILE}
+    for name, entry in listed.items():
+        assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == entry["sha256"]
+    result = verify_export(directory)
+    assert result.passed, result.report()
+    assert any(c.name == "deployed" and c.passed for c in result.checks)
+
+
+def test_verify_names_a_flipped_byte_in_a_tflite(deployed, tmp_path):
+    _, directory, _ = deployed
+    copy = shutil.copytree(directory, tmp_path / "export")
+    path = copy / "model_int8.tflite"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    (copy / "model.onnx").unlink()
+    result = verify_export(copy)
+    assert not result.passed
+    assert any("model_int8.tflite: sha256 differs" in f for f in result.failures)
+    assert any("model.onnx is missing" in f for f in result.failures)
+
+
+@pytest.mark.parametrize("name", ["tflite", "tflite-int8", "onnx"])
+def test_predictor_runs_a_deployed_format(deployed, name):
+    _, directory, _ = deployed
+    images = _images(3, 3)
+    reference = Predictor(directory).outputs(images)
+    outputs = Predictor(directory, format=name).outputs(images)
+    assert outputs["logits"].shape == reference["logits"].shape
+    if name != "tflite-int8":
+        np.testing.assert_allclose(outputs["probabilities"], reference["probabilities"], atol=1e-4)
+        assert list(outputs["class_name"]) == list(reference["class_name"])
+
+
+def _listing(directory):
+    return sorted((p.name, p.stat().st_size) for p in directory.rglob("*"))
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(deployed, tmp_path, capsys):
+    _, directory, _ = deployed
+    before = _listing(directory)
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    cases = {
+        "Unknown export format": [str(directory), "--format", "tflite-int4"],
+        "calibration set": [str(directory), "--format", "tflite-int8", "--calibration", str(empty)],
+        "needs calibration images": [str(directory), "--format", "tflite-int8"],
+    }
+    for expected, argv in cases.items():
+        assert main(["export", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1, err
+    assert _listing(directory) == before
+
+    no_keras = shutil.copytree(directory, tmp_path / "export")
+    (no_keras / "model.keras").unlink()
+    assert main(["export", str(no_keras), "--format", "tflite"]) == 2
+    assert "no model.keras" in capsys.readouterr().err
+
+
+def test_cli_export_writes_and_reports(deployed, tmp_path, capsys):
+    _, directory, _ = deployed
+    run_dir = tmp_path / "run"
+    shutil.copytree(directory, run_dir / "export")
+    np.save(tmp_path / "calibration.npy", _images(16, 5))
+    argv = ["export", str(run_dir), "--format", "tflite-int8"]
+    assert main([*argv, "--calibration", str(tmp_path / "calibration.npy")]) == 0
+    assert "tflite-int8" in capsys.readouterr().out
+    assert verify_export(run_dir / "export").passed
+
+
+class _Sine(keras.layers.Layer):
+    """An op TFLite has no int8 kernel for."""
+
+    def call(self, x):
+        return keras.ops.sin(x)
+
+
+def test_a_model_int8_cannot_quantize_names_the_op():
+    inputs = keras.Input((*tl.INPUT_SIZE, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = _Sine()(x)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(deploy.DeployError, match="(?i)sin"):
+        deploy.convert(model, "tflite-int8", calibration=_images(8, 0))
+
+
+def test_recipe_formats_are_validated():
+    from recipes.config import ExportConfig
+
+    assert ExportConfig(formats=["saved_model", "tflite-int8"]).formats[-1] == "tflite-int8"
+    with pytest.raises(ValueError, match="unknown formats"):
+        ExportConfig(formats=["saved_model", "tflite-int4"])
+
+
+def test_the_catalog_main_job_exports_tflite_int8():
+    from recipes.config import load_recipe
+
+    assert load_recipe("fashion-mnist-lite0").export.formats == ["saved_model", "tflite-int8"]
+
+
+def test_report_has_a_deployment_table(deployed):
+    from recipes.report import _deployment_section
+
+    _, _, results = deployed
+    lines = _deployment_section([r.to_dict() for r in results.values()])
+    assert lines[0] == "## Deployment"
+    assert any("model_int8.tflite" in line for line in lines)
