@@ -751,6 +751,12 @@ def _multi_label_problems(recipe: Recipe) -> list[str]:
             "data.options.labels_csv: gives several labels per image, which a single-label "
             "head cannot learn; set [model.head] multi_label = true"
         )
+    deployed = [f for f in recipe.export.formats if f != "saved_model"]
+    if head.multi_label and deployed:
+        problems.append(
+            f"export.formats: {deployed} are measured by top-1 and deployed single-label "
+            'only; a multi-label model exports as formats = ["saved_model"]'
+        )
     return problems
 
 

@@ -363,3 +363,18 @@ def test_multi_label_mixup_mixes_multi_hot_labels_and_smooths_them_once(multi_la
     # Each row is a convex mix of the two multi-hot rows: columns 0 and 2 move together.
     np.testing.assert_allclose(mixed[:, 0], mixed[:, 2])
     np.testing.assert_allclose(mixed[:, 0] + mixed[:, 1], 1.0, rtol=1e-6)
+
+
+def test_multi_label_recipe_refuses_litert_and_onnx_formats():
+    from recipes.config import RecipeError
+
+    data = {
+        "data": {"source": "folder:/x", "options": {"labels_csv": "labels.csv"}},
+        "model": {"backbone": "efficientnet_lite0", "head": {"multi_label": True}},
+        "stages": [
+            {"name": "head", "policy": "freeze_backbone", "epochs": 1, "learning_rate": 0.01}
+        ],
+        "export": {"formats": ["saved_model", "tflite-int8"]},
+    }
+    with pytest.raises(RecipeError, match=r"export.formats: \['tflite-int8'\]"):
+        parse_recipe(data)
