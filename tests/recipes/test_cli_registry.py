@@ -55,3 +55,31 @@ def test_weights_path_points_into_keras_cache(capsys, isolated_caches):
     out = capsys.readouterr().out.strip()
     assert out.startswith(str(isolated_caches / "keras" / "models"))
     assert out.endswith("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
+
+
+@pytest.mark.parametrize("bug", [ValueError("index out of range"), KeyError("stage"), OSError(5)])
+def test_a_bug_keeps_its_traceback_and_is_not_a_user_error(monkeypatch, bug):
+    """Only a zoo.ZooError is a user's mistake (one line, exit 2); a builtin exception
+    raised by a bug propagates (Python prints the traceback and exits 1)."""
+    import zoo
+
+    def broken(pattern=None):
+        raise bug
+
+    monkeypatch.setattr(zoo, "list_backbones", broken)
+    with pytest.raises(type(bug)):
+        main(["list"])
+
+
+def test_a_bug_in_a_subprocess_exits_1_with_a_traceback():
+    code = (
+        "import zoo, sys; from recipes.cli import main\n"
+        "zoo.list_backbones = lambda pattern=None: [][1]\n"
+        "sys.exit(main(['list']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "IndexError" in result.stderr
+    assert "zoo: error:" not in result.stderr
