@@ -391,6 +391,16 @@ class RunConfig(BaseModel):
             the fastest whose loss agrees (the report records the choice and the times).
         jit_compile: XLA-compile training steps: ``true``, ``false`` or ``"auto"``
             (probed the same way; XLA is slower for convolutions on CPU, faster on GPU).
+        distribute: ``"none"`` (one device), ``"mirrored"`` (``tf.distribute``'s
+            MirroredStrategy over the visible GPUs, or the logical CPU devices),
+            ``"multi_worker"`` (MultiWorkerMirroredStrategy, the cluster from the
+            ``TF_CONFIG`` environment variable) or ``"auto"`` (mirrored when more than one
+            accelerator is visible). ``[data] batch_size`` is the global batch, split
+            evenly among the replicas; learning rates are not rescaled
+            (``zoo.training.distribute``).
+        logical_cpu_devices: a testing aid: split the CPU into this many logical devices
+            before TensorFlow starts, so ``"mirrored"`` has that many replicas on a
+            machine without GPUs (they share the cores: overhead, not speed).
     """
 
     model_config = _STRICT
@@ -399,6 +409,8 @@ class RunConfig(BaseModel):
     deterministic: bool = False
     mixed_precision: Literal["off", "bfloat16", "float16", "auto"] = "off"
     jit_compile: bool | Literal["auto"] = False
+    distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "none"
+    logical_cpu_devices: int | None = Field(default=None, ge=1)
 
     @field_validator("jit_compile", mode="before")
     @classmethod

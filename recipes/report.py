@@ -444,6 +444,12 @@ class SettingsReport:
         mixed_precision: the policy used (``None`` for float32); jit_compile: XLA used.
         probe: ``FineTuneResult.settings_probe`` (each candidate's seconds per step and
             loss, and the choice) when a setting was ``"auto"``; None otherwise.
+        distribute_asked: ``[run] distribute`` as written.
+        strategy: the ``tf.distribute`` strategy used (class name), or ``"none"``.
+        replicas: replicas in sync (1: one device); workers: processes in the cluster.
+        global_batch: images per training step over all replicas (``[data] batch_size``);
+            per_replica_batch: each replica's share. Learning rates are not rescaled.
+        logical_cpu_devices: ``[run] logical_cpu_devices`` (a testing aid), or None.
     """
 
     mixed_precision_asked: str = "off"
@@ -451,6 +457,13 @@ class SettingsReport:
     mixed_precision: str | None = None
     jit_compile: bool = False
     probe: dict[str, Any] | None = None
+    distribute_asked: str = "none"
+    strategy: str = "none"
+    replicas: int = 1
+    workers: int = 1
+    global_batch: int | None = None
+    per_replica_batch: int | None = None
+    logical_cpu_devices: int | None = None
 
 
 @dataclass(frozen=True)
@@ -803,9 +816,28 @@ def _settings_section(settings: SettingsReport) -> list[str]:
                 settings.mixed_precision or "float32",
             ],
             ["XLA (jit_compile)", settings.jit_compile_asked, settings.jit_compile],
+            [
+                "distribute",
+                settings.distribute_asked,
+                f"{settings.strategy}, {settings.replicas} replica(s) on "
+                f"{settings.workers} worker(s)",
+            ],
+            [
+                "batch (global / per replica)",
+                settings.global_batch,
+                f"{settings.global_batch} / {settings.per_replica_batch}",
+            ],
         ],
     )
     lines.append("")
+    if settings.replicas > 1:
+        lines += ["Learning rates are as written, not rescaled for the replicas.", ""]
+    if settings.logical_cpu_devices:
+        lines += [
+            f"The CPU was split into {settings.logical_cpu_devices} logical devices (a "
+            "testing aid: they share the same cores, so this measures overhead, not speed).",
+            "",
+        ]
     probe = settings.probe or {}
     for key, value in probe.items():
         rows = value if isinstance(value, list) else None

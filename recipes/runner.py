@@ -22,6 +22,12 @@ run directory's recipe.toml and source manifest, rebuilds the model and lets
 ``zoo.training.fine_tune(resume=True)`` continue from the last complete epoch. With
 ``[run].deterministic = true`` a resumed run ends with the same weights as one never
 interrupted.
+
+Many devices: ``[run] distribute`` picks a ``tf.distribute`` strategy
+(``zoo.training.distribute``). The model is built inside its scope, ``[data] batch_size`` is
+the global batch (it must divide among the replicas), and only the chief of a multi-worker
+cluster writes checkpoints, the export and the report. ``[run] logical_cpu_devices`` splits
+the CPU first, a testing aid for ``"mirrored"`` without GPUs.
 """
 
 from __future__ import annotations
@@ -182,26 +188,31 @@ def run_recipe(
     log(f"{'resuming' if resume else 'starting'} {recipe_cfg.name} in {run_dir}")
     timings: dict[str, float] = {}
     _configure_runtime(recipe_cfg, log)
+    strategy, distributed = _distribution(recipe_cfg, log)
 
     with _timed(timings, "load data"):
         data, test_fraction, test_split = _load_data(recipe_cfg, log)
     with _timed(timings, "build model"):
-        model = _build_model(recipe_cfg, data.class_names)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = _build_model(recipe_cfg, data.class_names)
         source_manifest = _source_manifest(model, run_dir, resume)
     with _timed(timings, "fine-tune"):
-        result = _fine_tune(recipe_cfg, model, data, run_dir, resume, log)
+        result = _fine_tune(recipe_cfg, model, data, run_dir, resume, log, strategy)
+    # Evaluation and export use a one-device copy: a SavedModel records distributed
+    # variables under other names, and predict on one device sees every image once.
+    single = _unreplicated(model)
     with _timed(timings, "evaluate"):
-        test = _evaluate(recipe_cfg, model, data, log)
+        test = _evaluate(recipe_cfg, single, data, log)
     verify: dict[str, Any] = {}
     export_path: Path | None = None
-    if recipe_cfg.export.enabled:
+    if recipe_cfg.export.enabled and distributed.is_chief:
         export_path, verify = _export_and_verify(
-            recipe_cfg, model, run_dir, source_manifest, result, timings, log
+            recipe_cfg, single, run_dir, source_manifest, result, timings, log
         )
     deployment: list[dict[str, Any]] = []
     if export_path is not None and len(recipe_cfg.export.formats) > 1:
         with _timed(timings, "deploy"):
-            deployment = _deploy(recipe_cfg, model, data, export_path, test, log)
+            deployment = _deploy(recipe_cfg, single, data, export_path, test, log)
     report = _assemble_report(
         recipe_cfg,
         model,
@@ -216,6 +227,9 @@ def run_recipe(
     )
     if deployment:
         report = dataclasses.replace(report, deployment=deployment)
+    if not distributed.is_chief:
+        log("done: this worker is not the chief, which writes the export and the report")
+        return RunResult(run_dir, 0, report, {})
     paths = write_report(report, run_dir)
     if export_path is not None:
         paths["export"] = export_path
@@ -237,12 +251,39 @@ def run_recipe(
 def _configure_runtime(recipe: Recipe, log: _Log) -> None:
     import keras
 
+    if recipe.run.logical_cpu_devices is not None:  # before anything starts TensorFlow
+        from zoo.training.distribute import configure_logical_cpus
+
+        configure_logical_cpus(recipe.run.logical_cpu_devices)
+        log(f"CPU split into {recipe.run.logical_cpu_devices} logical devices (a testing aid)")
     keras.utils.set_random_seed(recipe.run.seed)
     if recipe.run.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
         log("op determinism on: runs and resumes are bitwise reproducible")
+
+
+def _distribution(recipe: Recipe, log: _Log) -> tuple[Any, Any]:
+    """``[run] distribute`` as a strategy (or None) and its ``DistributionInfo``; the global
+    batch checked against the replicas before any data loads."""
+    from zoo.training.distribute import check_global_batch, resolve_distribution
+
+    strategy, info = resolve_distribution(recipe.run.distribute)
+    check_global_batch(recipe.data.batch_size, info, "[data] batch_size")
+    if strategy is not None:
+        log(
+            f"distribute: {info.strategy}, {info.replicas} replicas, global batch "
+            f"{recipe.data.batch_size} ({info.per_replica_batch(recipe.data.batch_size)} "
+            "per replica), learning rates as written"
+        )
+    return strategy, info
+
+
+def _unreplicated(model: Any) -> Any:
+    from zoo.training.distribute import unreplicated
+
+    return unreplicated(model)
 
 
 def _source(source: str) -> str:
@@ -392,7 +433,13 @@ def _batches(recipe: Recipe, data: Any, split: str, training: bool) -> Any:
 
 
 def _fine_tune(
-    recipe: Recipe, model: Any, data: Any, run_dir: Path, resume: bool, log: _Log
+    recipe: Recipe,
+    model: Any,
+    data: Any,
+    run_dir: Path,
+    resume: bool,
+    log: _Log,
+    strategy: Any = None,
 ) -> Any:
     from zoo.training import fine_tune
 
@@ -414,6 +461,7 @@ def _fine_tune(
         data_fingerprint=fingerprint,
         seed=recipe.run.seed,
         verbose=1,  # Keras progress bars
+        distribution=strategy,
     )
 
 
@@ -571,12 +619,22 @@ def _data_report(
 
 
 def _settings_report(recipe: Recipe, result: Any) -> SettingsReport:
+    dist = getattr(result, "distribution", None) or {}
+    replicas = int(dist.get("replicas", 1))
+    batch = recipe.data.batch_size
     return SettingsReport(
         mixed_precision_asked=recipe.run.mixed_precision,
         jit_compile_asked=recipe.run.jit_compile,
         mixed_precision=result.mixed_precision,
         jit_compile=bool(result.jit_compile),
         probe=getattr(result, "settings_probe", None),  # set by fine_tune's "auto"
+        distribute_asked=recipe.run.distribute,
+        strategy=dist.get("strategy", "none"),
+        replicas=replicas,
+        workers=int(dist.get("workers", 1)),
+        global_batch=batch,
+        per_replica_batch=batch // replicas,
+        logical_cpu_devices=recipe.run.logical_cpu_devices,
     )
 
 

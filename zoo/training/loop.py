@@ -16,6 +16,7 @@ copying back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -46,6 +47,12 @@ from zoo.training.checkpoint import (
     save_checkpoint,
 )
 from zoo.training.compile import loss_and_metrics, stage_optimizer, with_label_augmentation
+from zoo.training.distribute import (
+    DistributionInfo,
+    check_global_batch,
+    check_model_in_scope,
+    resolve_distribution,
+)
 from zoo.training.settings import (
     AUTO,
     MIXED_PRECISION,
@@ -76,6 +83,7 @@ def fine_tune(
     seed: int = 0,
     verbose: int = 1,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    distribution: Any = None,
 ) -> FineTuneResult:
     """Fine-tunes ``model`` stage by stage, caching frozen activations where valid.
 
@@ -121,6 +129,13 @@ def fine_tune(
         verbose: Keras verbosity (1: progress bars).
         callbacks: extra Keras callbacks. In a cached stage they see the suffix model,
             whose variables are the full model's.
+        distribution: None (the strategy ``model`` was built under, if any), ``"none"``,
+            ``"auto"``, ``"mirrored"``, ``"multi_worker"`` or a ``tf.distribute.Strategy``
+            (:mod:`zoo.training.distribute`). The model must have been built inside the
+            strategy's scope; a name then stands for that strategy. ``train``'s batch is
+            the global batch, split evenly among the replicas; learning rates are not
+            rescaled. Caches are built once per process (not per replica), and only the
+            chief writes checkpoints and logs.
 
     Exact resume: a training pipeline that reshuffles every iteration (tf.data's
     ``shuffle(..., seed=s, reshuffle_each_iteration=True)``, as ``zoo.data.pipeline``
@@ -147,8 +162,58 @@ def fine_tune(
         InvalidValueError: no stages, a bad ``mixed_precision`` or ``jit_compile``,
             ``resume`` without ``run_dir``, or a checkpoint written for different stages
             or another model.
+        DistributionError: the model was not built in the strategy's scope, a batch does
+            not divide among the replicas, or ``TF_CONFIG`` is unusable.
     """
     _check_args(stages, mixed_precision, jit_compile, resume, run_dir)
+    strategy, distributed = resolve_distribution(distribution, model)
+    check_model_in_scope(model, strategy)
+    check_global_batch(_static_batch_size(train), distributed, "The training batch")
+    check_global_batch(cache_batch_size, distributed, "cache_batch_size")
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        return _fine_tune(
+            model,
+            train,
+            validation,
+            stages,
+            distributed,
+            run_dir=run_dir,
+            mixed_precision=mixed_precision,
+            jit_compile=jit_compile,
+            resume=resume,
+            cache_dir=cache_dir,
+            cache_budget_bytes=cache_budget_bytes,
+            data_fingerprint=data_fingerprint,
+            shuffle_cache=shuffle_cache,
+            cache_batch_size=cache_batch_size,
+            seed=seed,
+            verbose=verbose,
+            callbacks=callbacks,
+        )
+
+
+def _fine_tune(
+    model: keras.Model,
+    train: Any,
+    validation: Any,
+    stages: Sequence[Stage],
+    distributed: DistributionInfo,
+    *,
+    run_dir: str | os.PathLike | None,
+    mixed_precision: str | None,
+    jit_compile: bool | str,
+    resume: bool,
+    cache_dir: str | os.PathLike | None,
+    cache_budget_bytes: int,
+    data_fingerprint: str | None,
+    shuffle_cache: bool,
+    cache_batch_size: int | None,
+    seed: int,
+    verbose: int,
+    callbacks: Sequence[keras.callbacks.Callback],
+) -> FineTuneResult:
+    """:func:`fine_tune` inside the strategy's scope (if any), its arguments checked."""
     stages = [with_label_augmentation(model, stage) for stage in stages]
     start = time.perf_counter()
     run_path = Path(run_dir) if run_dir is not None else None
@@ -166,7 +231,8 @@ def fine_tune(
         seed=seed,
         jit_compile=settings.jit_compile,
         verbose=verbose,
-        run_dir=run_path,
+        # Activations kept for a resume are the chief's to write.
+        run_dir=run_path if distributed.is_chief else None,
     )
     counter = TrainIterations()
     loop = _StageLoop(
@@ -178,6 +244,7 @@ def fine_tune(
         run_path=run_path,
         verbose=verbose,
         callbacks=list(callbacks),
+        writes=distributed.is_chief,
     )
     with mixed_precision_policy(model, settings.mixed_precision):
         try:
@@ -193,6 +260,7 @@ def fine_tune(
         run_dir=str(run_path) if run_path else None,
         resumed=resumed is not None,
         settings_probe=settings.to_dict() if AUTO in (mixed_precision, jit_compile) else None,
+        distribution=distributed.to_dict(),
     )
 
 
@@ -263,6 +331,7 @@ class _StageLoop:
     run_path: Path | None
     verbose: int
     callbacks: list[Any]
+    writes: bool = True  # False on a multi-worker cluster's non-chief workers
     results: list[StageResult] = field(default_factory=list)
     frozen: list[set[str]] = field(default_factory=list)
 
@@ -352,7 +421,7 @@ class _StageLoop:
         )
 
     def _save(self, state: CheckpointState, optimizer: Any) -> None:
-        if self.run_path is not None:
+        if self.run_path is not None and self.writes:
             save_checkpoint(self.run_path, state, self.model, optimizer)
 
     def _callbacks(
@@ -364,7 +433,7 @@ class _StageLoop:
         resuming: bool,
     ) -> list[Any]:
         cbs: list[Any] = [History(result.history), early]
-        if self.run_path is not None:
+        if self.run_path is not None and self.writes:
             self.run_path.mkdir(parents=True, exist_ok=True)
             name = f"{index}_{self.stages[index].name}"
             csv = str(self.run_path / f"{name}.csv")

@@ -146,6 +146,9 @@ class FineTuneResult:
         settings_probe: with ``mixed_precision`` or ``jit_compile`` ``"auto"``, what was
             chosen and why, and each candidate's seconds per step and loss
             (``zoo.training.settings.SettingsProbe.to_dict()``); None otherwise.
+        distribution: how training was distributed
+            (``zoo.training.distribute.DistributionInfo.to_dict()``: strategy, replicas,
+            workers, devices, chief); one device reads ``strategy="none"``, ``replicas=1``.
     """
 
     stages: list[StageResult]
@@ -156,6 +159,7 @@ class FineTuneResult:
     run_dir: str | None = None
     resumed: bool = False
     settings_probe: dict[str, Any] | None = None
+    distribution: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (``frozen_in_all_stages`` as a sorted list)."""
@@ -168,4 +172,5 @@ class FineTuneResult:
             "run_dir": self.run_dir,
             "resumed": self.resumed,
             "settings_probe": self.settings_probe,
+            "distribution": self.distribution,
         }
