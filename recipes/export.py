@@ -22,6 +22,7 @@ manifest paths.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -179,12 +180,22 @@ def _is_path(value: Any) -> bool:
 
 
 def _check_backend() -> None:
-    if keras.backend.backend() != "tensorflow":
+    """Refuses before any work when the SavedModel cannot be written (one line, a fix)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    if importlib.util.find_spec("tensorflow") is None:
         raise InvalidValueError(
-            f"export_saved_model writes a TensorFlow SavedModel and needs the TensorFlow "
-            f"backend; Keras runs on {keras.backend.backend()!r}. Run with "
-            "KERAS_BACKEND=tensorflow (load the .keras file there and export it)."
+            f"export_saved_model writes a TensorFlow SavedModel and needs TensorFlow, which "
+            f"is not installed (Keras runs on {backend!r}). Save the model with "
+            "model.save('model.keras'), then in an environment with `pip install tensorflow` "
+            "load it with KERAS_BACKEND=tensorflow and export it there."
         )
+    raise InvalidValueError(
+        f"export_saved_model writes a TensorFlow SavedModel and needs the TensorFlow "
+        f"backend; Keras runs on {backend!r}. Run with "
+        "KERAS_BACKEND=tensorflow (load the .keras file there and export it)."
+    )
 
 
 def _check_target(target: Path) -> None:

@@ -5,7 +5,15 @@ Quick start::
     import zoo
     zoo.list_backbones("efficientnet*")
     backbone = zoo.create_backbone("inception_v3", weights="imagenet")
+
+Model building (registry, backbones, heads, policies, classifier, fingerprint) is Keras 3
+on any backend: ``import zoo`` needs no TensorFlow (``KERAS_BACKEND=jax`` works without it
+installed). ``fine_tune`` and its stage types load on first use, so whatever the training
+loop imports is paid for only by those who train.
 """
+
+import importlib
+from typing import Any
 
 from zoo import backbones as _backbones  # noqa: F401  (registers every backbone)
 from zoo import fingerprint  # weight manifests: zoo.fingerprint.manifest(model)
@@ -25,7 +33,6 @@ from zoo.registry import (
     list_backbones,
     register_backbone,
 )
-from zoo.training import FineTuneResult, Stage, StageResult, fine_tune
 from zoo.weights import (
     WeightsHashMismatchError,
     WeightsMismatchError,
@@ -33,6 +40,22 @@ from zoo.weights import (
 )
 
 __version__ = "0.1.0"
+
+# Loaded on first attribute access (PEP 562): name -> the module that defines it.
+_LAZY = {name: "zoo.training" for name in ("FineTuneResult", "Stage", "StageResult", "fine_tune")}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this hook
+        return value
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "FineTuneResult",
