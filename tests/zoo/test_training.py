@@ -244,6 +244,23 @@ def test_auto_settings_are_probed_and_train_like_the_chosen_ones_given_explicitl
     assert changed == []
 
 
+@pytest.mark.parametrize(
+    "bf16_seconds, chosen", [(0.95, None), (0.85, "bfloat16"), (0.5, "bfloat16")]
+)
+def test_auto_keeps_float32_unless_another_setting_is_clearly_faster(
+    monkeypatch, bf16_seconds, chosen
+):
+    from zoo.training import settings
+
+    times = {None: (1.0, 2.0), "bfloat16": (bf16_seconds, 2.01)}
+    monkeypatch.setattr(settings, "_time_steps", lambda model, stage, x, y, m, j: times[m])
+    monkeypatch.setattr(settings, "accelerator", lambda: None)
+    stage = Stage("top", UnfreezeTop(blocks=1, batchnorm="frozen"), 1, 1e-2, cache="off")
+    probe = settings.choose_settings(_model(), [stage], ["plain"], "auto", "auto", 4)
+    assert probe.mixed_precision == chosen
+    assert (1.0 / bf16_seconds >= settings.MIN_SPEEDUP) == (chosen == "bfloat16")
+
+
 def test_auto_settings_skip_the_probe_when_every_stage_trains_a_head_on_features():
     stage = Stage("head", FreezeBackbone(), 1, 1e-2)
     result = fine_tune(_model(), _data(), None, [stage], mixed_precision="auto", verbose=0)
