@@ -55,6 +55,7 @@ from recipes.report import (
     write_report,
 )
 from zoo.errors import ZooError
+from zoo.files import write_text_atomic
 
 __all__ = ["RunError", "RunResult", "default_run_dir", "run_recipe"]
 
@@ -125,8 +126,8 @@ def _prepare_run_dir(
             f"{run_dir} already holds a run; add --resume to continue it, or pick another --out."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.toml").write_text(
-        f"# recipe as run, from {source}\n" + recipe_to_toml(recipe), encoding="utf-8"
+    write_text_atomic(
+        run_dir / "recipe.toml", f"# recipe as run, from {source}\n" + recipe_to_toml(recipe)
     )
     return recipe, run_dir
 
@@ -404,7 +405,7 @@ def _source_manifest(model: Any, run_dir: Path, resume: bool) -> dict[str, Any]:
     if resume and path.is_file():
         return json.loads(path.read_text())
     taken = manifest(model)
-    path.write_text(json.dumps(taken, indent=1))
+    write_text_atomic(path, json.dumps(taken, indent=1))
     return taken
 
 

@@ -37,6 +37,7 @@ import keras
 import numpy as np
 
 from zoo.errors import InvalidValueError, MissingFileError, ZooError
+from zoo.files import write_text_atomic
 
 MANIFEST_FORMAT = "zoo.manifest/1"
 _ENTRY_KEYS = ("path", "shape", "dtype", "sha256", "frozen")
@@ -257,10 +258,8 @@ def to_json(manifest_: dict[str, Any]) -> str:
 
 
 def save(manifest_: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Writes :func:`to_json` of ``manifest_`` to ``path``; returns the path."""
-    path = Path(path)
-    path.write_text(to_json(manifest_), encoding="utf-8")
-    return path
+    """Writes :func:`to_json` of ``manifest_`` to ``path`` atomically; returns the path."""
+    return write_text_atomic(path, to_json(manifest_))
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
