@@ -231,10 +231,14 @@ def _convert_tflite(model: keras.Model, name: str, calibration: np.ndarray | Non
         _serving_saved_model(model, directory)
         converter = tf.lite.TFLiteConverter.from_saved_model(directory, signature_keys=["serve"])
         _configure(converter, name, calibration, model)
+        # ConverterError is what the converter raises for an op or model it cannot
+        # convert (a user's model); anything else is a bug and keeps its traceback.
+        from tensorflow.lite.python.convert_phase import ConverterError
+
         try:
             data = bytes(converter.convert())
-        except Exception as error:  # the converter raises several types; name the op
-            raise DeployError(_conversion_failure(name, error)) from None
+        except ConverterError as error:
+            raise DeployError(_conversion_failure(name, error)) from error
     if name == "tflite-int8":
         _check_full_integer(data)
     return data
@@ -341,8 +345,8 @@ def _convert_onnx(model: keras.Model, class_names: Sequence[str] | None) -> byte
     spec = [tf.TensorSpec((None, height, width, 3), tf.float32, "images")]
     try:
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=ONNX_OPSET)
-    except Exception as error:  # tf2onnx raises many types
-        raise DeployError(_conversion_failure("onnx", error)) from None
+    except Exception as error:  # tf2onnx has no error base class; the cause stays chained
+        raise DeployError(_conversion_failure("onnx", error)) from error
     if class_names is not None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = "labels", "\n".join(class_names)
