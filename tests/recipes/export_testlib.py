@@ -1,4 +1,5 @@
-"""Small classifiers for the export, verify and predict tests (not collected by pytest).
+"""Small classifiers for the export, verify and predict tests, and the photo folder the
+recipe-run tests train on (not collected by pytest).
 
 ``tiny_cnn`` is a registered test backbone: two conv -> BatchNorm -> ReLU blocks, a few
 thousand weights, so a SavedModel export takes about a second. Its BatchNorm statistics
@@ -8,8 +9,11 @@ statistics are worth checking.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
+from PIL import Image
 
 import zoo
 from zoo.registry import INCEPTION, BackboneSpec, Block
@@ -89,3 +93,16 @@ def freeze_backbone(model: keras.Model) -> None:
     from zoo.policies import FreezeBackbone
 
     FreezeBackbone().apply(model)
+
+
+def colour_squares(root: Path, per_class: int, size: int = 20) -> Path:
+    """A folder source of two classes, ``red`` and ``blue``: ``per_class`` noisy
+    ``size`` x ``size`` PNG squares each (seeded), under ``root`` (created)."""
+    rng = np.random.default_rng(0)
+    for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noise = rng.integers(-30, 30, size=(size, size, 3))
+            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root

@@ -3,8 +3,7 @@
 import json
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from export_testlib import colour_squares
 
 from recipes import export as export_lib
 from recipes import runner
@@ -39,21 +38,14 @@ seed = 0
 FAILURE = "frozen variable backbone/stem_conv/kernel changed since the pretrained source"
 
 
-def _photos(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
-        (root / name).mkdir(parents=True)
-        for i in range(8):
-            noise = rng.integers(-30, 30, size=(16, 16, 3))
-            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
-
-
 def test_failed_verification_exits_1(tmp_path, monkeypatch, capsys):
     """The real command, run to the end; only the export's verdict is forced to fail."""
     recipe = tmp_path / "one.toml"
-    recipe.write_text(ONE_EPOCH.format(photos=_photos(tmp_path / "photos").as_posix()))
+    recipe.write_text(
+        ONE_EPOCH.format(
+            photos=colour_squares(tmp_path / "photos", per_class=8, size=16).as_posix()
+        )
+    )
     failed = VerifyResult(tmp_path / "x", passed=False, failures=[FAILURE])
     seen = {}
 

@@ -10,9 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from export_testlib import colour_squares
 
 from recipes.config import parse_recipe
 from zoo.errors import ZooError
@@ -59,14 +58,8 @@ deterministic = true
 @pytest.fixture(scope="module")
 def recipe_file(tmp_path_factory) -> Path:
     """Two classes of small noisy colour squares and a recipe that trains on them."""
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
-        (root / name).mkdir()
-        for i in range(26):  # 52 images: no split ends in a batch smaller than 2
-            noise = rng.integers(-30, 30, size=(20, 20, 3))
-            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    # 52 images: no split ends in a batch smaller than 2
+    root = colour_squares(tmp_path_factory.mktemp("photos"), per_class=26)
     path = tmp_path_factory.mktemp("recipe") / "tiny.toml"
     path.write_text(RECIPE.format(photos=root.as_posix()))
     return path

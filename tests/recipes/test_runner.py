@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from export_testlib import colour_squares
 from PIL import Image
 
 from recipes import runner
@@ -62,15 +63,7 @@ deterministic = true
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     """Two classes of small noisy colour squares (red, blue) and one broken file."""
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
-        folder = root / name
-        folder.mkdir()
-        for i in range(16):
-            noise = rng.integers(-30, 30, size=(20, 20, 3))
-            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i}.png")
+    root = colour_squares(tmp_path_factory.mktemp("photos"), per_class=16)
     (root / "red" / "broken.png").write_bytes(b"this is not a PNG")
     return root
 
