@@ -48,7 +48,6 @@ from zoo.training.checkpoint import (
 )
 from zoo.training.compile import loss_and_metrics, stage_optimizer, with_label_augmentation
 from zoo.training.distribute import (
-    DistributionInfo,
     check_global_batch,
     check_model_in_scope,
     resolve_distribution,
@@ -172,96 +171,54 @@ def fine_tune(
     check_global_batch(cache_batch_size, distributed, "cache_batch_size")
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        return _fine_tune(
-            model,
-            train,
-            validation,
-            stages,
-            distributed,
-            run_dir=run_dir,
-            mixed_precision=mixed_precision,
-            jit_compile=jit_compile,
-            resume=resume,
+        stages = [with_label_augmentation(model, stage) for stage in stages]
+        start = time.perf_counter()
+        run_path = Path(run_dir) if run_dir is not None else None
+        resumed = load_checkpoint(run_path, model) if resume else None
+        if resumed is not None:
+            _check_same_stages(resumed[0], stages)
+        cuts = plan_cuts(model, stages)
+        settings = _settings(model, stages, cuts, mixed_precision, jit_compile, resumed, train)
+        options = CacheOptions(
             cache_dir=cache_dir,
-            cache_budget_bytes=cache_budget_bytes,
+            budget_bytes=cache_budget_bytes,
             data_fingerprint=data_fingerprint,
-            shuffle_cache=shuffle_cache,
-            cache_batch_size=cache_batch_size,
+            shuffle=shuffle_cache,
+            batch_size=cache_batch_size,
             seed=seed,
+            jit_compile=settings.jit_compile,
             verbose=verbose,
-            callbacks=callbacks,
+            # Activations kept for a resume are the chief's to write.
+            run_dir=run_path if distributed.is_chief else None,
         )
-
-
-def _fine_tune(
-    model: keras.Model,
-    train: Any,
-    validation: Any,
-    stages: Sequence[Stage],
-    distributed: DistributionInfo,
-    *,
-    run_dir: str | os.PathLike | None,
-    mixed_precision: str | None,
-    jit_compile: bool | str,
-    resume: bool,
-    cache_dir: str | os.PathLike | None,
-    cache_budget_bytes: int,
-    data_fingerprint: str | None,
-    shuffle_cache: bool,
-    cache_batch_size: int | None,
-    seed: int,
-    verbose: int,
-    callbacks: Sequence[keras.callbacks.Callback],
-) -> FineTuneResult:
-    """:func:`fine_tune` inside the strategy's scope (if any), its arguments checked."""
-    stages = [with_label_augmentation(model, stage) for stage in stages]
-    start = time.perf_counter()
-    run_path = Path(run_dir) if run_dir is not None else None
-    resumed = load_checkpoint(run_path, model) if resume else None
-    if resumed is not None:
-        _check_same_stages(resumed[0], stages)
-    cuts = plan_cuts(model, stages)
-    settings = _settings(model, stages, cuts, mixed_precision, jit_compile, resumed, train)
-    options = CacheOptions(
-        cache_dir=cache_dir,
-        budget_bytes=cache_budget_bytes,
-        data_fingerprint=data_fingerprint,
-        shuffle=shuffle_cache,
-        batch_size=cache_batch_size,
-        seed=seed,
-        jit_compile=settings.jit_compile,
-        verbose=verbose,
-        # Activations kept for a resume are the chief's to write.
-        run_dir=run_path if distributed.is_chief else None,
-    )
-    counter = TrainIterations()
-    loop = _StageLoop(
-        model=model,
-        stages=list(stages),
-        provider=ActivationProvider(model, stages, cuts, options, counter),
-        counter=counter,
-        settings=settings,
-        run_path=run_path,
-        verbose=verbose,
-        callbacks=list(callbacks),
-        writes=distributed.is_chief,
-    )
-    with mixed_precision_policy(model, settings.mixed_precision):
-        try:
-            loop.run(train, validation, resumed)
-        finally:
-            loop.provider.close()
-    return FineTuneResult(
-        stages=loop.results,
-        frozen_in_all_stages=set.intersection(*loop.frozen) if loop.frozen else set(),
-        wall_seconds=time.perf_counter() - start,
-        mixed_precision=settings.mixed_precision,
-        jit_compile=settings.jit_compile,
-        run_dir=str(run_path) if run_path else None,
-        resumed=resumed is not None,
-        settings_probe=settings.to_dict() if AUTO in (mixed_precision, jit_compile) else None,
-        distribution=distributed.to_dict(),
-    )
+        counter = TrainIterations()
+        loop = _StageLoop(
+            model=model,
+            stages=list(stages),
+            provider=ActivationProvider(model, stages, cuts, options, counter),
+            counter=counter,
+            settings=settings,
+            run_path=run_path,
+            verbose=verbose,
+            callbacks=list(callbacks),
+            writes=distributed.is_chief,
+        )
+        with mixed_precision_policy(model, settings.mixed_precision):
+            try:
+                loop.run(train, validation, resumed)
+            finally:
+                loop.provider.close()
+        return FineTuneResult(
+            stages=loop.results,
+            frozen_in_all_stages=set.intersection(*loop.frozen) if loop.frozen else set(),
+            wall_seconds=time.perf_counter() - start,
+            mixed_precision=settings.mixed_precision,
+            jit_compile=settings.jit_compile,
+            run_dir=str(run_path) if run_path else None,
+            resumed=resumed is not None,
+            settings_probe=settings.to_dict() if AUTO in (mixed_precision, jit_compile) else None,
+            distribution=distributed.to_dict(),
+        )
 
 
 def _check_args(stages: Sequence[Stage], mixed: Any, jit: Any, resume: bool, run_dir: Any) -> None:
