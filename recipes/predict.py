@@ -30,7 +30,7 @@ import numpy as np
 from recipes import export_format as fmt
 from zoo.errors import InvalidValueError, MissingFileError
 
-# What tf.io.decode_image (inside serve_bytes) can decode, as Pillow names the formats.
+# What serve_bytes decodes (zoo.data.decode_image_bytes), as Pillow names the formats.
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
 
 
