@@ -427,10 +427,25 @@ def _stages(recipe: Recipe, num_classes: int) -> list[Any]:
     return stages
 
 
-def _batches(recipe: Recipe, data: Any, split: str, training: bool) -> Any:
-    """Batches of one split, through the source's own pipeline (in-memory fast path)."""
+def _batches(recipe: Recipe, data: Any, split: str, training: bool, replicas: int = 1) -> Any:
+    """Batches of one split, through the source's own pipeline (in-memory fast path).
+
+    With ``replicas`` > 1, a last batch with fewer images than replicas is dropped
+    (:func:`_short_last_batch`): it would leave a replica with no images, which TensorFlow
+    cannot run.
+    """
     size = tuple(recipe.input_shape()[:2])
-    return data.pipeline(split, size, recipe.data.batch_size, training=training)
+    drop = _short_last_batch(data, split, recipe.data.batch_size, replicas) > 0
+    return data.pipeline(
+        split, size, recipe.data.batch_size, training=training, drop_remainder=drop
+    )
+
+
+def _short_last_batch(data: Any, split: str, batch: int, replicas: int) -> int:
+    """Images in ``split``'s last batch when that batch has fewer than ``replicas``, else 0."""
+    n = data.num_examples(split) or 0
+    left = n % batch
+    return left if replicas > 1 and left < replicas else 0
 
 
 def _fine_tune(
@@ -444,7 +459,16 @@ def _fine_tune(
 ) -> Any:
     from zoo.training import fine_tune
 
-    validation = None if data.validation is None else _batches(recipe, data, "validation", False)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    for split in ("train", "validation"):
+        if short := _short_last_batch(data, split, recipe.data.batch_size, replicas):
+            log(
+                f"distribute: the last {split} batch would hold {short} image(s), fewer than "
+                f"the {replicas} replicas; those {short} are left out of every epoch"
+            )
+    validation = None
+    if data.validation is not None:
+        validation = _batches(recipe, data, "validation", False, replicas)
     fingerprint = "+".join(
         data.fingerprint(split)
         for split in ("train", "validation")
@@ -453,7 +477,7 @@ def _fine_tune(
     log(f"fine-tuning: {', '.join(s.name for s in recipe.stages)}")
     return fine_tune(
         model,
-        _batches(recipe, data, "train", True),
+        _batches(recipe, data, "train", True, replicas),
         validation,
         _stages(recipe, len(data.class_names)),
         run_dir=run_dir,

@@ -137,3 +137,19 @@ def test_run_keys_are_validated():
         parsed(distribute="everywhere")
     with pytest.raises(ZooError, match="logical_cpu_devices"):
         parsed(logical_cpu_devices=0)
+
+
+def test_last_batch_smaller_than_the_replicas_is_left_out_and_said(tmp_path):
+    # 48 images: 25 train and 10 validation in batches of 8 end in batches of 1 and 2;
+    # the 1 would leave the second replica without an image, which TensorFlow cannot run.
+    root = colour_squares(tmp_path / "photos", per_class=24)
+    recipe = tmp_path / "short.toml"
+    recipe.write_text(RECIPE.format(photos=root.as_posix()))
+    out = tmp_path / "run"
+    result = _zoo_run(recipe, out, "run.distribute=mirrored", "run.logical_cpu_devices=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = result.stdout + result.stderr
+    assert "the last train batch would hold 1 image(s), fewer than the 2 replicas" in said
+    assert "last validation batch" not in said
+    report = json.loads((out / "report.json").read_text())
+    assert report["verify"]["passed"] is True
