@@ -133,3 +133,25 @@ def test_model_built_outside_the_scope_is_refused():
         inside = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     check_model_in_scope(inside, strategy)
     assert np.asarray(inside.variables[0]).shape == (3, 2)
+
+
+def test_unreplicated_copies_a_model_with_dropout_bitwise():
+    import tensorflow as tf
+
+    from zoo.classifier import build_classifier
+    from zoo.heads import LinearHead
+    from zoo.testing import TINY_NAME, temporary_backbone
+    from zoo.training.distribute import unreplicated
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with temporary_backbone():
+        with strategy.scope():  # dropout's seed generator is named by a global counter
+            model = build_classifier(
+                TINY_NAME, 3, weights=None, input_shape=(32, 32, 3), head=LinearHead(dropout=0.2)
+            )
+        for v in model.weights:
+            v.assign(np.random.default_rng(0).normal(size=v.shape))
+        copy = unreplicated(model)
+    assert copy is not model and getattr(copy, "_distribute_strategy", None) is None
+    ours = {v.path: np.asarray(v).tobytes() for v in model.weights}
+    assert {v.path: np.asarray(v).tobytes() for v in copy.weights} == ours

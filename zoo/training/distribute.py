@@ -344,6 +344,8 @@ def _check_same_kind(own: Any, asked: str | None) -> None:
 def unreplicated(model: Any) -> Any:
     """A copy of ``model`` made outside any strategy, with the same weights (bitwise).
 
+    Dropout seed-generator states are not weights and are not copied.
+
     A model built in a strategy's scope holds distributed variables, which a SavedModel
     records under other names; export (and anything that looks at variables one by one)
     takes this copy. A model built outside any strategy comes back as is.
@@ -361,8 +363,10 @@ def unreplicated(model: Any) -> Any:
             "unreplicated(model) must be called outside `with strategy.scope():`."
         )
     copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
-    ours = {v.path: v for v in model.variables}
-    theirs = {v.path: v for v in copy.variables}
+    # Weights, not all variables: a dropout layer's seed-generator state is named by a
+    # global counter (``seed_generator_2`` in the copy) and only draws masks in training.
+    ours = {v.path: v for v in model.weights}
+    theirs = {v.path: v for v in copy.weights}
     if set(ours) != set(theirs):
         raise DistributionError(
             f"Could not copy {model.name!r} out of its strategy: variables differ "
