@@ -36,6 +36,7 @@ from zoo.caching import (
     apply_policy,
     plan_cuts,
 )
+from zoo.caching.dataset import ArrayInput
 from zoo.caching.plan import stochastic_frozen_layers_off
 from zoo.errors import InvalidValueError
 from zoo.fingerprint import frozen_paths
@@ -52,6 +53,7 @@ from zoo.training.distribute import (
     check_model_in_scope,
     resolve_distribution,
 )
+from zoo.training.inputs import prepare_inputs
 from zoo.training.settings import (
     AUTO,
     MIXED_PRECISION,
@@ -83,6 +85,7 @@ def fine_tune(
     verbose: int = 1,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     distribution: Any = None,
+    batch_size: int | None = None,
 ) -> FineTuneResult:
     """Fine-tunes ``model`` stage by stage, caching frozen activations where valid.
 
@@ -101,8 +104,11 @@ def fine_tune(
         model: a classifier from ``zoo.build_classifier`` (layers ``preprocess``,
             ``backbone``, ``head``; outputs logits).
         train: batched ``tf.data.Dataset`` of ``(float32 pixels 0..255 (batch, h, w, 3),
-            int labels (batch,))``, as ``zoo.data.pipeline`` makes it.
-        validation: the same for validation, or None.
+            int labels (batch,))``, as ``zoo.data.pipeline`` makes it; or, on every Keras
+            backend, ``(x, y)`` numpy arrays: pixels 0..255 ``(n, h, w, 3)`` float32 or
+            uint8 and int labels ``(n,)`` or multi-hot ``(n, classes)``, with
+            ``batch_size`` (:mod:`zoo.training.inputs`).
+        validation: the same for validation (the same kind as ``train``), or None.
         stages: the stages, run in order.
         run_dir: where logs (``logs/<stage>``, ``<index>_<stage>.csv``) and the checkpoint
             (``checkpoints/last.npz``) go; None writes nothing (and cannot resume).
@@ -124,8 +130,10 @@ def fine_tune(
             epoch). False keeps the dataset's batches, e.g. to compare with plain training
             on an unshuffled dataset.
         cache_batch_size: batch size for training on the cache; default the dataset's.
-        seed: seed for the cache's shuffling.
+        seed: seed for the cache's shuffling (and the arrays').
         verbose: Keras verbosity (1: progress bars).
+        batch_size: images per batch for ``(x, y)`` arrays (required with them, not
+            allowed with datasets); their order is shuffled on every pass from ``seed``.
         callbacks: extra Keras callbacks. In a cached stage they see the suffix model,
             whose variables are the full model's.
         distribution: None (the strategy ``model`` was built under, if any), ``"none"``,
@@ -159,12 +167,14 @@ def fine_tune(
 
     Raises:
         InvalidValueError: no stages, a bad ``mixed_precision`` or ``jit_compile``,
-            ``resume`` without ``run_dir``, or a checkpoint written for different stages
-            or another model.
+            ``resume`` without ``run_dir``, a checkpoint written for different stages
+            or another model, arrays without ``batch_size`` or of different lengths, or
+            augmentation with arrays on a backend without TensorFlow.
         DistributionError: the model was not built in the strategy's scope, a batch does
             not divide among the replicas, or ``TF_CONFIG`` is unusable.
     """
     _check_args(stages, mixed_precision, jit_compile, resume, run_dir)
+    train, validation = prepare_inputs(train, validation, batch_size, seed, stages)
     strategy, distributed = resolve_distribution(distribution, model)
     check_model_in_scope(model, strategy)
     check_global_batch(_static_batch_size(train), distributed, "The training batch")
@@ -270,7 +280,9 @@ def _settings(
 
 
 def _static_batch_size(dataset: Any) -> int | None:
-    """The batch size in ``dataset``'s element spec, when it is fixed."""
+    """The batch size in ``dataset``'s element spec, when it is fixed (arrays: theirs)."""
+    if isinstance(dataset, ArrayInput):
+        return dataset.batch_size
     spec = getattr(dataset, "element_spec", None)
     shape = getattr(spec[0] if isinstance(spec, tuple) else spec, "shape", None)
     return int(shape[0]) if shape is not None and shape.rank and shape[0] is not None else None
@@ -407,4 +419,6 @@ class _StageLoop:
 def _tensorboard_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("tensorboard") is not None
+    # Keras' TensorBoard callback writes through TensorFlow's summary ops.
+    find = importlib.util.find_spec
+    return find("tensorboard") is not None and find("tensorflow") is not None
