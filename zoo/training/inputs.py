@@ -62,16 +62,16 @@ def prepare_inputs(
     arrays = is_arrays(train)
     problems = []
     if arrays:
+        if batch_size is None:
+            problems.append("arrays need batch_size: pass e.g. fine_tune(..., batch_size=32)")
+        elif not (isinstance(batch_size, int) and batch_size >= 1):
+            problems.append(f"batch_size must be an integer >= 1, got {batch_size!r}")
         problems += _array_problems("train", train)
         if validation is not None:
             if is_arrays(validation):
                 problems += _array_problems("validation", validation)
             else:
                 problems.append("validation must be (x, y) arrays too when train is")
-        if batch_size is None:
-            problems.append("arrays need batch_size: pass e.g. fine_tune(..., batch_size=32)")
-        elif not (isinstance(batch_size, int) and batch_size >= 1):
-            problems.append(f"batch_size must be an integer >= 1, got {batch_size!r}")
         augmented = [s.name for s in stages if s.augment is not None]
         if augmented and not tensorflow_backend():
             problems.append(

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,10 @@ from zoo.training.checkpoint import (
 )
 from zoo.training.compile import loss_and_metrics, stage_optimizer, with_label_augmentation
 from zoo.training.distribute import (
+    DistributionInfo,
     check_global_batch,
     check_model_in_scope,
+    jax_distribution,
     resolve_distribution,
 )
 from zoo.training.inputs import prepare_inputs
@@ -175,12 +177,9 @@ def fine_tune(
     """
     _check_args(stages, mixed_precision, jit_compile, resume, run_dir)
     train, validation = prepare_inputs(train, validation, batch_size, seed, stages)
-    strategy, distributed = resolve_distribution(distribution, model)
-    check_model_in_scope(model, strategy)
-    check_global_batch(_static_batch_size(train), distributed, "The training batch")
-    check_global_batch(cache_batch_size, distributed, "cache_batch_size")
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
+    with _distribution(distribution, model) as distributed:
+        check_global_batch(_static_batch_size(train), distributed, "The training batch")
+        check_global_batch(cache_batch_size, distributed, "cache_batch_size")
         stages = [with_label_augmentation(model, stage) for stage in stages]
         start = time.perf_counter()
         run_path = Path(run_dir) if run_dir is not None else None
@@ -229,6 +228,20 @@ def fine_tune(
             settings_probe=settings.to_dict() if AUTO in (mixed_precision, jit_compile) else None,
             distribution=distributed.to_dict(),
         )
+
+
+@contextlib.contextmanager
+def _distribution(distribution: Any, model: keras.Model) -> Iterator[DistributionInfo]:
+    """The call's distribution, entered: the Keras distribution API on JAX (set for the
+    call), else the ``tf.distribute`` strategy's scope (:mod:`zoo.training.distribute`)."""
+    if keras.backend.backend() == "jax":
+        with jax_distribution(distribution, model) as info:
+            yield info
+        return
+    strategy, info = resolve_distribution(distribution, model)
+    check_model_in_scope(model, strategy)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        yield info
 
 
 def _check_args(stages: Sequence[Stage], mixed: Any, jit: Any, resume: bool, run_dir: Any) -> None:
