@@ -236,11 +236,12 @@ class ArrayPlainData:
 
     def train_dataset(self, first_epoch: int, epochs: int, to_labels: LabelTransform) -> Any:
         """Endless batches from ``first_epoch`` on (``fit`` stops after ``epochs``)."""
-        base, train, steps = self.counter.count - first_epoch, self.train, self.train.steps
+        # The stage loop has counted the passes up to ``first_epoch`` already.
+        base, train, steps = self.counter.count, self.train, self.train.steps
 
         def make(index: int) -> Any:
             epoch, step = divmod(index, steps)
-            return _labelled(train.batch(train.order(base + first_epoch + epoch), step), to_labels)
+            return _labelled(train.batch(train.order(base + epoch), step), to_labels)
 
         return NumpyBatches(make, None)
 
