@@ -9,7 +9,8 @@ activations of the frozen prefix computed once. The package, in the order a stag
   (:func:`compute_activations`, :func:`derive_activations`);
 * :mod:`zoo.caching.store`: where activations live (memory, or a memmap on disk past a
   byte budget), their keys, atomic writes;
-* :mod:`zoo.caching.dataset`: cached (or plain) data as ``tf.data`` for ``fit``;
+* :mod:`zoo.caching.dataset`: cached (or plain) data for ``fit`` (tf.data on TensorFlow,
+  a ``keras.utils.PyDataset`` elsewhere);
 * :mod:`zoo.caching.provider`: :class:`ActivationProvider`, which decides for each stage
   of ``zoo.fine_tune`` what to fit and on which data, and records its :class:`CacheInfo`.
 """

@@ -5,8 +5,10 @@ over batches of pixels; :func:`derive_activations` computes the activations at a
 cut from those at a lower one (``zoo.caching.plan.middle_model``), so one pass over the
 images serves two stages. Results are stored by :class:`zoo.caching.store.ActivationWriter`.
 
-The forward pass is a ``tf.function`` (optionally XLA-compiled) and the input a
-``tf.data`` dataset, so TensorFlow is imported inside functions here.
+On the TensorFlow backend the forward pass is a ``tf.function`` (optionally XLA-compiled)
+over a ``tf.data`` dataset, TensorFlow imported inside functions; on other backends it is
+Keras' compiled ``predict_on_batch`` (jitted on JAX) over numpy batches
+(:class:`zoo.caching.dataset.ArrayInput`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from zoo.caching.dataset import without_autotune
+from zoo.caching.dataset import ArrayInput, tensorflow_backend, without_autotune
 from zoo.caching.store import (
     CACHE_DTYPES,
     DEFAULT_CACHE_BUDGET_BYTES,
@@ -30,20 +32,48 @@ from zoo.caching.store import (
 from zoo.errors import InvalidValueError
 
 
-def _forward_fn(prefix: keras.Model, tf_dtype: Any, jit_compile: bool) -> Any:
-    """A ``tf.function`` running ``prefix`` in inference mode, traced once per prefix."""
+def _forward_fn(prefix: keras.Model, dtype: str, jit_compile: bool) -> Any:
+    """``prefix`` in inference mode as a function of a batch -> numpy in ``dtype``.
+
+    On TensorFlow a ``tf.function`` traced once per prefix; elsewhere ``predict_on_batch``,
+    which Keras compiles (on JAX, a jitted call of the prefix with ``training=False``).
+    """
+    np_dtype = numpy_dtype(dtype)
+    if not tensorflow_backend():
+
+        def predict(x: Any) -> np.ndarray:
+            return np.asarray(prefix.predict_on_batch(np.asarray(x))).astype(np_dtype, copy=False)
+
+        return predict
     import tensorflow as tf
 
     cache = prefix.__dict__.setdefault("_zoo_forward", {})
-    key = (tf_dtype.name, jit_compile)
+    key = (dtype, jit_compile)
     if key not in cache:
+        tf_dtype = tf.as_dtype(dtype)
 
         @tf.function(jit_compile=jit_compile, reduce_retracing=True)
         def forward(x: Any) -> Any:
             return tf.cast(prefix(x, training=False), tf_dtype)
 
         cache[key] = forward
-    return cache[key]
+    fn = cache[key]
+    return lambda x: np.asarray(fn(x)).astype(np_dtype, copy=False)
+
+
+def _batches(dataset: Any) -> Iterator[Any]:
+    """One pass over ``dataset``: arrays in stored order (the cache sorts its rows by
+    :func:`example_keys` anyway), or tf.data without autotuning."""
+    if isinstance(dataset, ArrayInput):
+        return dataset.batches(None)
+    return iter(without_autotune(dataset))
+
+
+def _num_batches(dataset: Any) -> int | None:
+    if isinstance(dataset, ArrayInput):
+        return dataset.steps
+    batches = int(dataset.cardinality())
+    return batches if batches > 0 else None
 
 
 def compute_activations(
@@ -78,12 +108,11 @@ def compute_activations(
             unknown.
         CacheUnavailable: over budget without a ``disk_dir``.
     """
-    forward = _forward_fn(prefix, _tf_dtype(dtype), jit_compile)
-    np_dtype = numpy_dtype(dtype)
+    forward = _forward_fn(prefix, _checked_dtype(dtype), jit_compile)
     keys: list[np.ndarray] = []
 
     def outputs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for element in without_autotune(dataset):
+        for element in _batches(dataset):
             if not isinstance(element, tuple) or len(element) != 2:
                 raise InvalidValueError(
                     "Caching needs a dataset of (pixels, labels) pairs; got elements of "
@@ -91,7 +120,7 @@ def compute_activations(
                 )
             y = np.asarray(element[1])
             keys.append(example_keys(np.asarray(element[0]), y))
-            yield np.asarray(forward(element[0])).astype(np_dtype, copy=False), y
+            yield forward(element[0]), y
 
     def canonical() -> np.ndarray:
         return np.argsort(
@@ -99,8 +128,7 @@ def compute_activations(
         )
 
     store = ActivationWriter(dtype, budget_bytes, disk_dir, label)
-    batches = int(dataset.cardinality())
-    return store.run(outputs(), canonical, batches if batches > 0 else None, verbose)
+    return store.run(outputs(), canonical, _num_batches(dataset), verbose)
 
 
 def derive_activations(
@@ -134,15 +162,13 @@ def derive_activations(
     Raises:
         CacheUnavailable: over budget without a ``disk_dir``.
     """
-    forward = _forward_fn(middle, _tf_dtype(dtype), jit_compile)
-    np_dtype = numpy_dtype(dtype)
+    forward = _forward_fn(middle, _checked_dtype(dtype), jit_compile)
     step = base.batch_size or 32
 
     def outputs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, len(base.x), step):
             x = np.asarray(base.x[start : start + step], np.float32)
-            out = np.asarray(forward(x)).astype(np_dtype, copy=False)
-            yield out, base.y[start : start + step]
+            yield forward(x), base.y[start : start + step]
 
     def canonical() -> np.ndarray:
         return base.canonical if base.canonical is not None else np.arange(len(base.x))
@@ -151,9 +177,7 @@ def derive_activations(
     return store.run(outputs(), canonical, -(-len(base.x) // step), verbose)
 
 
-def _tf_dtype(name: str) -> Any:
-    import tensorflow as tf
-
+def _checked_dtype(name: str) -> str:
     if name not in CACHE_DTYPES:
         raise InvalidValueError(f"cache_dtype must be one of {CACHE_DTYPES}, got {name!r}.")
-    return tf.as_dtype(name)
+    return name

@@ -1,23 +1,29 @@
-"""The data a stage fits on, as tf.data: cached activations or the plain training batches.
+"""The data a stage fits on: cached activations or the plain training batches.
 
-TensorFlow is the point here (``fit`` reads ``tf.data`` datasets); it is imported inside
-functions only. Both kinds of stage data offer the same two methods, so the stage loop
-does not care which it has:
+On the TensorFlow backend ``fit`` reads ``tf.data`` (the fast path, benchmarked);
+TensorFlow is imported inside functions only. On other backends (JAX, PyTorch) the same
+batches come as a :class:`keras.utils.PyDataset` over numpy arrays, in the same order.
+Every kind of stage data offers the same two methods, so the stage loop does not care
+which it has:
 
 * :class:`CachedData`: batches of stored activations, each epoch's order a function of
   (seed, epoch) alone (:func:`epoch_permutation`), so a resumed run sees the same batches;
 * :class:`PlainData`: the caller's pixel dataset, epochs streamed so that each one makes
-  exactly one iterator of it (:class:`TrainIterations` counts them for exact resume).
+  exactly one iterator of it (:class:`TrainIterations` counts them for exact resume);
+* :class:`ArrayPlainData`: the caller's ``(x, y)`` arrays (:class:`ArrayInput`), epoch
+  k's order a function of (seed, k), k counted by :class:`TrainIterations` as above.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import keras
 import numpy as np
 
 from zoo.caching.store import Activations
@@ -44,6 +50,79 @@ def without_autotune(dataset: Any) -> Any:
     return dataset.with_options(options)
 
 
+def tensorflow_backend() -> bool:
+    """Whether Keras runs on TensorFlow, where ``fit`` is fed ``tf.data`` (the fast path)."""
+    return keras.backend.backend() == "tensorflow"
+
+
+@dataclass(frozen=True)
+class ArrayInput:
+    """Training or validation data given as numpy arrays, batched and shuffled by zoo.
+
+    Attributes:
+        x: pixels 0..255, ``(n, height, width, 3)``, float32 or uint8.
+        y: int labels ``(n,)`` or multi-hot ``(n, classes)``.
+        batch_size: images per batch; the last batch of a pass may be smaller.
+        seed: seed of the shuffling.
+        shuffle: reshuffle on every pass (training); False keeps the stored order.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    batch_size: int
+    seed: int = 0
+    shuffle: bool = True
+
+    @property
+    def steps(self) -> int:
+        """Batches per pass."""
+        return -(-len(self.x) // self.batch_size)
+
+    def order(self, iteration: int | None) -> np.ndarray:
+        """The example order of pass ``iteration``: a function of (seed, iteration) only,
+        as a tf.data pipeline that reshuffles each iteration draws it; None: stored order."""
+        n = len(self.x)
+        if iteration is None or not self.shuffle:
+            return np.arange(n)
+        return _permutation(n, (self.seed, 1, iteration))
+
+    def batch(self, order: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``step`` of ``order``: float32 pixels and the labels."""
+        rows = np.sort(order[step * self.batch_size : (step + 1) * self.batch_size])
+        return self.x[rows].astype(np.float32, copy=False), self.y[rows]
+
+    def batches(self, iteration: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One pass of batches in the order of ``iteration`` (see :meth:`order`)."""
+        order = self.order(iteration)
+        return (self.batch(order, s) for s in range(self.steps))
+
+
+class NumpyBatches(keras.utils.PyDataset):
+    """Batches made by ``make(index)`` for ``fit`` on any backend (``keras.utils.PyDataset``).
+
+    ``count`` batches, or endless with None (``fit`` with ``steps_per_epoch``): a batch is
+    a function of its index alone, so nothing depends on how far Keras reads ahead.
+    """
+
+    def __init__(self, make: Callable[[int], tuple[Any, ...]], count: int | None) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.make, self.count = make, count
+
+    @property
+    def num_batches(self) -> int | None:
+        return self.count
+
+    def __len__(self) -> int:
+        return self.count if self.count is not None else 2**62
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return self.make(index)
+
+
+def _labelled(batch: tuple[np.ndarray, np.ndarray], to_labels: LabelTransform) -> Any:
+    return to_labels(*batch) if to_labels is not None else batch
+
+
 @dataclass
 class TrainIterations:
     """Counts the iterators made of the training dataset in this :func:`fine_tune` call.
@@ -59,6 +138,8 @@ class TrainIterations:
     def look(self, dataset: Any) -> Iterator[Any]:
         """``iter(dataset)``, counted: each new iterator draws the next shuffle order."""
         self.count += 1
+        if isinstance(dataset, ArrayInput):
+            return dataset.batches(self.count - 1)
         return iter(dataset)
 
     def skip_to(self, dataset: Any, target: int) -> None:
@@ -129,6 +210,50 @@ class PlainData:
 
 
 @dataclass(frozen=True)
+class ArrayPlainData:
+    """A stage trained the plain way on the caller's arrays (any backend, no augmentation).
+
+    Attributes:
+        train: the training arrays.
+        validation: the validation arrays, or None.
+        counter: the call's :class:`TrainIterations`; plain epoch j of the stage shuffles
+            with the count at its start plus j, as one iterator of a tf.data pipeline
+            would.
+    """
+
+    train: ArrayInput
+    validation: ArrayInput | None
+    counter: TrainIterations
+    cached = False
+
+    @property
+    def steps(self) -> int:
+        return self.train.steps
+
+    @property
+    def examples(self) -> int:
+        return len(self.train.x)
+
+    def train_dataset(self, first_epoch: int, epochs: int, to_labels: LabelTransform) -> Any:
+        """Endless batches from ``first_epoch`` on (``fit`` stops after ``epochs``)."""
+        # The stage loop has counted the passes up to ``first_epoch`` already.
+        base, train, steps = self.counter.count, self.train, self.train.steps
+
+        def make(index: int) -> Any:
+            epoch, step = divmod(index, steps)
+            return _labelled(train.batch(train.order(base + epoch), step), to_labels)
+
+        return NumpyBatches(make, None)
+
+    def validation_dataset(self, to_labels: LabelTransform) -> Any:
+        va = self.validation
+        if va is None:
+            return None
+        order = va.order(None)
+        return NumpyBatches(lambda s: _labelled(va.batch(order, s), to_labels), va.steps)
+
+
+@dataclass(frozen=True)
 class CachedData:
     """A stage trained on cached activations (the suffix model's input).
 
@@ -158,6 +283,15 @@ class CachedData:
 
     def train_dataset(self, first_epoch: int, epochs: int, to_labels: LabelTransform) -> Any:
         """Endless batches from ``first_epoch`` on (``fit`` stops after ``epochs``)."""
+        if not tensorflow_backend():
+            acts, b, steps = self.train, self.batch_size, self.steps
+
+            def make(index: int) -> Any:
+                epoch, step = divmod(index, steps)
+                x, y = cached_batch(acts, b, self.shuffle, self.seed, first_epoch + epoch, step)
+                return _labelled((x.astype(np.float32, copy=False), y), to_labels)
+
+            return NumpyBatches(make, None)
         return cached_dataset(
             self.train,
             self.batch_size,
@@ -171,6 +305,14 @@ class CachedData:
     def validation_dataset(self, to_labels: LabelTransform) -> Any:
         if self.validation is None:
             return None
+        if not tensorflow_backend():
+            va, b = self.validation, self.batch_size
+
+            def make(step: int) -> Any:
+                x, y = cached_batch(va, b, False, 0, 0, step)
+                return _labelled((x.astype(np.float32, copy=False), y), to_labels)
+
+            return NumpyBatches(make, -(-len(va.x) // b))
         return cached_dataset(
             self.validation,
             self.batch_size,
@@ -183,8 +325,18 @@ class CachedData:
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The example order of ``epoch``: a function of (seed, epoch) only, so resume is exact."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
+    """The example order of ``epoch``: a function of (seed, epoch) only, so resume is exact.
+
+    Read-only: the last few are kept, as batches ask for their epoch's order one by one.
+    """
+    return _permutation(n, (seed, epoch))
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(n: int, entropy: tuple[int, ...]) -> np.ndarray:
+    order = np.random.default_rng(list(entropy)).permutation(n)
+    order.flags.writeable = False
+    return order
 
 
 def cached_dataset(
@@ -209,20 +361,14 @@ def cached_dataset(
 
     n = len(acts.x)
     steps = -(-n // batch_size)
-    canonical = acts.canonical if shuffle and acts.canonical is not None else np.arange(n)
 
     def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # Training data is endless (Keras stops after ``epochs``; epoch e's order depends on
         # e only); evaluation data is one pass.
         for epoch in itertools.count(first_epoch) if epochs is None else range(first_epoch, epochs):
-            order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
             for s in range(steps):
-                # A batch holds its examples in canonical order (the sum of the gradients
-                # depends on it), read in stored order (memmap reads stay sequential).
-                rows = canonical[np.sort(order[s * batch_size : (s + 1) * batch_size])]
-                by_row = np.argsort(rows)
-                back = np.argsort(by_row)
-                yield acts.x[rows[by_row]][back], acts.y[rows[by_row]][back]
+                x, y = cached_batch(acts, batch_size, shuffle, seed, epoch, s)
+                yield x, y
 
     spec = (
         tf.TensorSpec((None, *acts.x.shape[1:]), tf.as_dtype(acts.x.dtype)),
@@ -237,3 +383,20 @@ def cached_dataset(
     # A fixed prefetch, no autotuning: its thread would stall the iterator's deletion at
     # the end of ``fit`` for seconds (0.4 to 9.8 s measured), and the maps are trivial.
     return without_autotune(ds.prefetch(2))
+
+
+def cached_batch(
+    acts: Activations, batch_size: int, shuffle: bool, seed: int, epoch: int, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batch ``step`` of ``epoch`` in :func:`cached_dataset`'s order: activations, labels.
+
+    A batch holds its examples in canonical order (the sum of the gradients depends on
+    it), read in stored order (memmap reads stay sequential).
+    """
+    n = len(acts.x)
+    canonical = acts.canonical if shuffle and acts.canonical is not None else np.arange(n)
+    order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
+    rows = canonical[np.sort(order[step * batch_size : (step + 1) * batch_size])]
+    by_row = np.argsort(rows)
+    back = np.argsort(by_row)
+    return acts.x[rows[by_row]][back], acts.y[rows[by_row]][back]

@@ -28,7 +28,7 @@ import keras
 
 from zoo.caching import compute, store
 from zoo.caching import plan as planning
-from zoo.caching.dataset import CachedData, PlainData, TrainIterations
+from zoo.caching.dataset import ArrayInput, ArrayPlainData, CachedData, PlainData, TrainIterations
 from zoo.caching.plan import CacheUnavailable, CutPlan
 from zoo.caching.store import DEFAULT_CACHE_BUDGET_BYTES, Activations
 
@@ -129,7 +129,7 @@ class StageInput:
     """What a stage fits: ``model`` (the full model or its suffix) on ``data``."""
 
     model: keras.Model
-    data: CachedData | PlainData
+    data: CachedData | PlainData | ArrayPlainData
     cache: CacheInfo
 
 
@@ -212,7 +212,11 @@ class ActivationProvider:
         log.warning("Stage %r trains the plain way (no cache): %s", stage.name, info.reason)
         if self.options.verbose:
             print(f"Stage {stage.name!r}: no activation cache ({info.reason}).")
-        data = PlainData.of(train, validation, stage.augment, self.counter)
+        if isinstance(train, ArrayInput):
+            self.counter.look(train)  # as PlainData.of's look at a dataset of known length
+            data: PlainData | ArrayPlainData = ArrayPlainData(train, validation, self.counter)
+        else:
+            data = PlainData.of(train, validation, stage.augment, self.counter)
         return StageInput(self.model, data, info)
 
     def _cached(self, index: int, train: Any, validation: Any) -> StageInput:

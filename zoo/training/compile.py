@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 import keras
+import numpy as np
 
 from zoo.errors import ZooError
 from zoo.policies import make_optimizer
@@ -21,6 +22,8 @@ def with_label_augmentation(model: keras.Model, stage: Stage) -> Stage:
     binary cross-entropy smooths them itself (toward 1/2, not 1/classes). Other stages
     come back unchanged.
     """
+    if stage.augment is None:  # zoo.data (TensorFlow) is imported only when augmenting
+        return stage
     from zoo.data.augment import Augmentation
 
     if not isinstance(stage.augment, Augmentation):
@@ -42,10 +45,9 @@ def loss_and_metrics(model: keras.Model, stage: Stage) -> tuple[Any, list[Any], 
 
     With a label-mixing augmentation (:func:`with_label_augmentation`) the training labels
     arrive as smoothed, mixed probabilities: categorical cross-entropy with no smoothing
-    of its own, and validation labels one-hot (unsmoothed) by the augmentation.
+    of its own, and validation labels one-hot (unsmoothed) by the augmentation. The
+    label transform takes numpy batches (any backend) or tensors inside a ``tf.data`` map.
     """
-    import tensorflow as tf
-
     num_classes = int(model.outputs[0].shape[-1])
     multi = _multi_label(model)
     mixing = soft_label_augmentation(stage)
@@ -63,6 +65,10 @@ def loss_and_metrics(model: keras.Model, stage: Stage) -> tuple[Any, list[Any], 
         )
 
         def one_hot(x: Any, y: Any) -> Any:
+            if isinstance(y, np.ndarray):
+                return x, np.eye(num_classes, dtype=np.float32)[y.reshape(-1).astype(np.int64)]
+            import tensorflow as tf
+
             return x, tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), num_classes)
 
         return loss, [keras.metrics.CategoricalAccuracy(name="accuracy")], one_hot

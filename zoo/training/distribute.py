@@ -11,6 +11,12 @@
 * ``"auto"``: mirrored when more than one accelerator is visible, else none;
 * a ``tf.distribute.Strategy`` object, used as given.
 
+On the JAX backend (:func:`jax_distribution`) the same names map to the Keras distribution
+API: ``"mirrored"`` is ``keras.distribution.DataParallel`` over ``jax.devices()`` (set for
+the call, the model's variables replicated on its mesh, both undone afterwards), ``"auto"``
+picks it when more than one accelerator is visible, and ``"multi_worker"`` is not supported
+(a multi-host JAX run initialises ``jax.distributed`` itself, outside zoo).
+
 Data parallelism, synchronous: every replica runs the same step on its slice of the global
 batch and the gradients are summed across replicas (Keras scales each replica's loss by
 ``1 / replicas``, so the step is the one of the whole batch). The global batch is the
@@ -25,8 +31,10 @@ strategies from a config the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -375,3 +383,95 @@ def unreplicated(model: Any) -> Any:
     for path, variable in theirs.items():
         variable.assign(np.asarray(ours[path]))
     return copy
+
+
+# -- the JAX backend: the Keras distribution API ------------------------------------------------
+
+
+@contextlib.contextmanager
+def jax_distribution(distribution: Any, model: Any) -> Iterator[DistributionInfo]:
+    """On the JAX backend: ``distribution`` set for the block, ``model``'s variables on it.
+
+    With a ``keras.distribution.DataParallel`` (``"mirrored"``, ``"auto"`` with several
+    accelerators, or one given), the distribution is made the global one and every
+    variable of ``model`` is replicated on its device mesh; on leaving, the variables come
+    back to one device (same values, bitwise) and the previous distribution is restored.
+    Each batch is split along its first axis among the devices, so every batch (the last
+    of a pass included) must divide evenly among them.
+
+    Args:
+        distribution: None, ``"none"``, ``"auto"``, ``"mirrored"``, ``"multi_worker"`` or
+            a ``keras.distribution.DataParallel`` / ``ModelParallel``.
+        model: the Keras model to be trained.
+
+    Yields:
+        The :class:`DistributionInfo` of the call.
+
+    Raises:
+        InvalidValueError: an unknown name or object.
+        DistributionError: ``"multi_worker"`` (not supported on JAX here).
+    """
+    import keras
+
+    dist, info = _resolve_jax(distribution)
+    if dist is None:
+        yield info
+        return
+    with dist.scope():
+        _place(
+            model,
+            lambda v: keras.distribution.distribute_tensor(v.value, dist.get_variable_layout(v)),
+        )
+        try:
+            yield info
+        finally:
+            _place(model, lambda v: np.asarray(v.value))
+
+
+def _place(model: Any, value: Any) -> None:
+    for variable in model.variables:
+        variable.assign(value(variable))
+
+
+def _resolve_jax(distribution: Any) -> tuple[Any, DistributionInfo]:
+    """The Keras distribution (or None) for ``distribution`` on JAX, and its description."""
+    import jax
+    import keras
+
+    kinds = (keras.distribution.DataParallel, keras.distribution.ModelParallel)
+    if isinstance(distribution, kinds):
+        return distribution, _describe_jax(distribution, type(distribution).__name__, "given")
+    if distribution not in (None, *DISTRIBUTIONS):
+        raise InvalidValueError(
+            f"distribution must be one of {DISTRIBUTIONS}, None or a keras.distribution "
+            f"DataParallel / ModelParallel on the JAX backend, got {distribution!r}."
+        )
+    if distribution == "multi_worker":
+        raise DistributionError(
+            "distribute='multi_worker' is not supported on the JAX backend (it maps to "
+            "tf.distribute.MultiWorkerMirroredStrategy); use 'mirrored' for the devices of "
+            "this machine, or run with KERAS_BACKEND=tensorflow."
+        )
+    asked = distribution or "none"
+    if distribution == "auto":
+        count = sum(1 for d in jax.devices() if d.platform != "cpu")
+        if count <= 1:
+            why = f"{count} accelerator(s) visible: one device"
+            return None, DistributionInfo(asked="auto", reason=why)
+        dist = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+        return dist, _describe_jax(dist, "auto", f"{count} accelerators visible")
+    if distribution == "mirrored":
+        dist = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+        return dist, _describe_jax(dist, "mirrored", "given")
+    return None, DistributionInfo(asked=asked, reason="one device")
+
+
+def _describe_jax(dist: Any, asked: str, reason: str) -> DistributionInfo:
+    devices = tuple(str(d) for d in dist.device_mesh.devices.flatten())
+    return DistributionInfo(
+        asked=asked,
+        strategy=type(dist).__name__,
+        replicas=len(devices),
+        devices=devices,
+        reason=reason,
+    )

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from zoo.caching import (
     apply_policy,
     plan_cuts,
 )
+from zoo.caching.dataset import ArrayInput
 from zoo.caching.plan import stochastic_frozen_layers_off
 from zoo.errors import InvalidValueError
 from zoo.fingerprint import frozen_paths
@@ -48,10 +49,13 @@ from zoo.training.checkpoint import (
 )
 from zoo.training.compile import loss_and_metrics, stage_optimizer, with_label_augmentation
 from zoo.training.distribute import (
+    DistributionInfo,
     check_global_batch,
     check_model_in_scope,
+    jax_distribution,
     resolve_distribution,
 )
+from zoo.training.inputs import prepare_inputs
 from zoo.training.settings import (
     AUTO,
     MIXED_PRECISION,
@@ -83,6 +87,7 @@ def fine_tune(
     verbose: int = 1,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     distribution: Any = None,
+    batch_size: int | None = None,
 ) -> FineTuneResult:
     """Fine-tunes ``model`` stage by stage, caching frozen activations where valid.
 
@@ -101,8 +106,11 @@ def fine_tune(
         model: a classifier from ``zoo.build_classifier`` (layers ``preprocess``,
             ``backbone``, ``head``; outputs logits).
         train: batched ``tf.data.Dataset`` of ``(float32 pixels 0..255 (batch, h, w, 3),
-            int labels (batch,))``, as ``zoo.data.pipeline`` makes it.
-        validation: the same for validation, or None.
+            int labels (batch,))``, as ``zoo.data.pipeline`` makes it; or, on every Keras
+            backend, ``(x, y)`` numpy arrays: pixels 0..255 ``(n, h, w, 3)`` float32 or
+            uint8 and int labels ``(n,)`` or multi-hot ``(n, classes)``, with
+            ``batch_size`` (:mod:`zoo.training.inputs`).
+        validation: the same for validation (the same kind as ``train``), or None.
         stages: the stages, run in order.
         run_dir: where logs (``logs/<stage>``, ``<index>_<stage>.csv``) and the checkpoint
             (``checkpoints/last.npz``) go; None writes nothing (and cannot resume).
@@ -124,8 +132,10 @@ def fine_tune(
             epoch). False keeps the dataset's batches, e.g. to compare with plain training
             on an unshuffled dataset.
         cache_batch_size: batch size for training on the cache; default the dataset's.
-        seed: seed for the cache's shuffling.
+        seed: seed for the cache's shuffling (and the arrays').
         verbose: Keras verbosity (1: progress bars).
+        batch_size: images per batch for ``(x, y)`` arrays (required with them, not
+            allowed with datasets); their order is shuffled on every pass from ``seed``.
         callbacks: extra Keras callbacks. In a cached stage they see the suffix model,
             whose variables are the full model's.
         distribution: None (the strategy ``model`` was built under, if any), ``"none"``,
@@ -159,18 +169,17 @@ def fine_tune(
 
     Raises:
         InvalidValueError: no stages, a bad ``mixed_precision`` or ``jit_compile``,
-            ``resume`` without ``run_dir``, or a checkpoint written for different stages
-            or another model.
+            ``resume`` without ``run_dir``, a checkpoint written for different stages
+            or another model, arrays without ``batch_size`` or of different lengths, or
+            augmentation with arrays on a backend without TensorFlow.
         DistributionError: the model was not built in the strategy's scope, a batch does
             not divide among the replicas, or ``TF_CONFIG`` is unusable.
     """
     _check_args(stages, mixed_precision, jit_compile, resume, run_dir)
-    strategy, distributed = resolve_distribution(distribution, model)
-    check_model_in_scope(model, strategy)
-    check_global_batch(_static_batch_size(train), distributed, "The training batch")
-    check_global_batch(cache_batch_size, distributed, "cache_batch_size")
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
+    train, validation = prepare_inputs(train, validation, batch_size, seed, stages)
+    with _distribution(distribution, model) as distributed:
+        check_global_batch(_static_batch_size(train), distributed, "The training batch")
+        check_global_batch(cache_batch_size, distributed, "cache_batch_size")
         stages = [with_label_augmentation(model, stage) for stage in stages]
         start = time.perf_counter()
         run_path = Path(run_dir) if run_dir is not None else None
@@ -219,6 +228,20 @@ def fine_tune(
             settings_probe=settings.to_dict() if AUTO in (mixed_precision, jit_compile) else None,
             distribution=distributed.to_dict(),
         )
+
+
+@contextlib.contextmanager
+def _distribution(distribution: Any, model: keras.Model) -> Iterator[DistributionInfo]:
+    """The call's distribution, entered: the Keras distribution API on JAX (set for the
+    call), else the ``tf.distribute`` strategy's scope (:mod:`zoo.training.distribute`)."""
+    if keras.backend.backend() == "jax":
+        with jax_distribution(distribution, model) as info:
+            yield info
+        return
+    strategy, info = resolve_distribution(distribution, model)
+    check_model_in_scope(model, strategy)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        yield info
 
 
 def _check_args(stages: Sequence[Stage], mixed: Any, jit: Any, resume: bool, run_dir: Any) -> None:
@@ -270,7 +293,9 @@ def _settings(
 
 
 def _static_batch_size(dataset: Any) -> int | None:
-    """The batch size in ``dataset``'s element spec, when it is fixed."""
+    """The batch size in ``dataset``'s element spec, when it is fixed (arrays: theirs)."""
+    if isinstance(dataset, ArrayInput):
+        return dataset.batch_size
     spec = getattr(dataset, "element_spec", None)
     shape = getattr(spec[0] if isinstance(spec, tuple) else spec, "shape", None)
     return int(shape[0]) if shape is not None and shape.rank and shape[0] is not None else None
@@ -407,4 +432,6 @@ class _StageLoop:
 def _tensorboard_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("tensorboard") is not None
+    # Keras' TensorBoard callback writes through TensorFlow's summary ops.
+    find = importlib.util.find_spec
+    return find("tensorboard") is not None and find("tensorflow") is not None
