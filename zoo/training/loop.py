@@ -144,7 +144,10 @@ def fine_tune(
             strategy's scope; a name then stands for that strategy. ``train``'s batch is
             the global batch, split evenly among the replicas; learning rates are not
             rescaled. Caches are built once per process (not per replica), and only the
-            chief writes checkpoints and logs.
+            chief writes checkpoints and logs. Every batch needs at least one image per
+            replica (TensorFlow cannot run a replica on none): batch with
+            ``drop_remainder=True`` when the last batch would be smaller than the replica
+            count (``zoo run`` leaves such a batch out itself and says so).
 
     Exact resume: a training pipeline that reshuffles every iteration (tf.data's
     ``shuffle(..., seed=s, reshuffle_each_iteration=True)``, as ``zoo.data.pipeline``
