@@ -233,11 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     def _cmd_export(args: argparse.Namespace) -> int:
         from recipes.deploy import main_export
+        from recipes.runner import run_deploy_inputs
 
-        return main_export(args.path, args.format, args.calibration)
+        # A run directory brings its own calibration images and evaluation split.
+        return main_export(args.path, args.format, args.calibration, run_deploy_inputs(args.path))
 
     p = sub.add_parser("export", help="write LiteRT / ONNX files into an export, checked")
-    p.add_argument("path", help="a run directory or its export/ directory")
+    p.add_argument(
+        "path",
+        help="a run directory (calibration and top-1 from its data) or an export directory",
+    )
     p.add_argument(
         "--format",
         action="append",
@@ -246,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--calibration",
-        help="training images for tflite-int8: a directory of image files or a .npy array",
+        help="training images for tflite-int8 (default for a run directory: its own): "
+        "a directory of image files or a .npy array",
     )
     p.set_defaults(func=_cmd_export)
 

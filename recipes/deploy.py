@@ -731,8 +731,21 @@ def load_calibration(path: str | Path, input_size: Sequence[int]) -> np.ndarray:
     return images
 
 
-def main_export(path: str, formats: Sequence[str], calibration: str | None = None) -> int:
+def main_export(
+    path: str,
+    formats: Sequence[str],
+    calibration: str | None = None,
+    run_inputs: dict[str, Any] | None = None,
+) -> int:
     """``zoo export``: writes the formats into an export, prints what each measured.
+
+    Args:
+        path: an export directory, or the run directory holding it.
+        formats: format names.
+        calibration: ``--calibration``: a directory of training images or a ``.npy``.
+        run_inputs: for a run directory, what ``recipes.runner.run_deploy_inputs`` read
+            from the run (its calibration images and evaluation split); an explicit
+            ``calibration`` takes precedence over the run's images.
 
     Raises:
         ZooError: unknown format, no export or Keras model, empty or missing
@@ -741,25 +754,27 @@ def main_export(path: str, formats: Sequence[str], calibration: str | None = Non
     names = check_formats(formats)
     directory = resolve_export_dir(path)
     meta = _read_metadata(directory)
-    images = None
+    kwargs = dict(run_inputs or {})
     if calibration is not None:
-        images = load_calibration(calibration, meta["input_size"])
-    elif "tflite-int8" in names:
+        kwargs["calibration"] = load_calibration(calibration, meta["input_size"])
+    elif "tflite-int8" in names and kwargs.get("calibration") is None:
         raise InvalidValueError(
             "tflite-int8 needs calibration images: pass --calibration DIR_OR_NPY with a "
-            "few hundred training images (never test images)."
+            "few hundred training images (never test images), or give the run directory."
         )
-    results = deploy(directory, names, calibration=images)
+    results = deploy(directory, names, **kwargs)
     from recipes.text import print_table
 
-    rows = [("format", "file", "MB", "parity", "batch-1 ms", "images/s")]
+    rows = [("format", "file", "MB", "parity", "top-1 (drop)", "batch-1 ms", "images/s")]
     for r in results:
+        top1 = "-" if r.top1 is None else f"{r.top1:.4f} ({r.top1_drop or 0.0:+.4f})"
         rows.append(
             (
                 r.format,
                 r.file,
                 f"{r.bytes / 1e6:.2f}",
                 f"{r.parity:.3g}",
+                top1,
                 f"{r.latency_ms:.2f}",
                 f"{r.images_per_s:.0f}",
             )

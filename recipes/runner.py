@@ -588,22 +588,14 @@ def _deploy(
     int8 calibrates on the first training images (never test images); every format's
     top-1 is measured on the split the run evaluated on, streamed batch by batch.
     """
-    import numpy as np
+    from recipes.deploy import deploy
 
-    from recipes.deploy import CALIBRATION_IMAGES, deploy
-
-    calibration, count = [], 0
-    for images, _ in _batches(recipe, data, "train", training=False):
-        calibration.append(np.asarray(images, np.float32))
-        count += len(calibration[-1])
-        if count >= CALIBRATION_IMAGES:
-            break
     split = recipe.data.evaluate_on
     results = deploy(
         export_path,
         recipe.export.formats,
         model,
-        calibration=np.concatenate(calibration)[:CALIBRATION_IMAGES] if calibration else None,
+        calibration=_calibration_images(recipe, data),
         evaluation=lambda: _batches(recipe, data, split, training=False),
         float_top1=test.get("top1"),
     )
@@ -613,6 +605,55 @@ def _deploy(
             f"top-1 {r.top1:.4f}, batch-1 {r.latency_ms:.2f} ms, {r.images_per_s:.0f} images/s"
         )
     return [r.to_dict() for r in results]
+
+
+def _calibration_images(recipe: Recipe, data: Any) -> Any:
+    """The first ``CALIBRATION_IMAGES`` training images, unaugmented (never test images):
+    float32 ``(n, height, width, 3)`` 0..255, or None when there are none."""
+    import numpy as np
+
+    from recipes.deploy import CALIBRATION_IMAGES
+
+    calibration, count = [], 0
+    for images, _ in _batches(recipe, data, "train", training=False):
+        calibration.append(np.asarray(images, np.float32))
+        count += len(calibration[-1])
+        if count >= CALIBRATION_IMAGES:
+            break
+    return np.concatenate(calibration)[:CALIBRATION_IMAGES] if calibration else None
+
+
+def run_deploy_inputs(path: str | os.PathLike) -> dict[str, Any] | None:
+    """What ``zoo export RUN_DIR`` needs from a finished run: its data, read again.
+
+    From the run's ``recipe.toml``: calibration images from the training split (as the
+    run took them) and the split the run evaluated on, so every format's top-1 is measured
+    as in the run; the float model's top-1 comes from ``report.json`` when there.
+
+    Args:
+        path: a run directory, or its ``export/`` directory.
+
+    Returns:
+        ``deploy`` keyword arguments (``calibration``, ``evaluation``, ``float_top1``), or
+        None when ``path`` is not inside a run directory (an export on its own).
+
+    Raises:
+        ZooError: the recipe's data cannot be loaded (as for ``zoo run``).
+    """
+    path = Path(path)
+    run_dir = path.parent if (path.parent / "recipe.toml").is_file() else path
+    if not (run_dir / "recipe.toml").is_file():
+        return None
+    recipe = load_recipe(run_dir / "recipe.toml")
+    data, _, _ = _load_data(recipe, lambda message: None)
+    report = run_dir / "report.json"
+    test = json.loads(report.read_text()).get("test", {}) if report.is_file() else {}
+    split = recipe.data.evaluate_on
+    return {
+        "calibration": _calibration_images(recipe, data),
+        "evaluation": lambda: _batches(recipe, data, split, training=False),
+        "float_top1": test.get("top1"),
+    }
 
 
 def _verify_dict(outcome: Any) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -420,3 +422,18 @@ def test_recipe_augmentation_data_wide_per_stage_and_off():
     wide = runner._stages(parse_recipe(data), num_classes=2)[1].augment
     assert [type(m).__name__ for m in wide.mixes] == ["MixUp"]
     assert [type(layer).__name__ for layer in wide.layers] == ["RandomFlip"]
+
+
+def test_zoo_export_of_a_run_directory_takes_the_runs_calibration_and_test_split(
+    finished_run, tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run.run_dir, run_dir)
+    assert main(["export", str(run_dir), "--format", "tflite-int8"]) == 0  # no --calibration
+    table = capsys.readouterr().out
+    float_top1 = json.loads((run_dir / "report.json").read_text())["test"]["top1"]
+    row = next(line for line in table.splitlines() if "model_int8.tflite" in line)
+    top1, drop = re.search(r"(\d\.\d{4}) \(([+-]\d\.\d{4})\)", row).groups()
+    assert float(drop) == pytest.approx(float_top1 - float(top1), abs=1e-4)
+    assert (run_dir / "export" / "model_int8.tflite").is_file()
+    assert main(["verify", str(run_dir / "export")]) == 0
