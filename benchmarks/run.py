@@ -16,6 +16,7 @@ median of several repeats after a warm-up; compile/trace time is reported apart.
 Writes ``<out>/<machine>-<date>.json``, ``.md`` (a table with medians and ratios) and
 ``.png`` (a chart). The JSON's stable keys: ``machine``, ``settings``, ``peak``,
 ``forward``, ``head_stage``, ``fine_tune``, ``prefix_cache``, ``serving``, ``pipeline``,
+``serving_formats`` (per backbone; see :mod:`benchmarks.serving_bench`),
 ``targets``.
 """
 
@@ -36,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks import report  # noqa: E402
 from benchmarks.common import SKIP_NEEDS_TF, has_tensorflow, machine_info, machine_slug
+from benchmarks.serving_bench import SERVING_BACKBONES
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results"
@@ -58,8 +60,9 @@ MEASUREMENTS = (
     "prefix_cache",
     "serving",
     "pipeline",
+    "serving_formats",
 )
-TF_ONLY = ("serving", "pipeline")
+TF_ONLY = ("serving", "pipeline", "serving_formats")
 
 # (dotted key, comparison, target): what the issues ask for.
 TARGETS = (
@@ -104,6 +107,7 @@ def settings(quick: bool) -> dict[str, Any]:
             "prefix_cache": {"images": 16, "epochs": 2, "batch_size": 8, "input_size": 96},
             "serving": {"images": 16, "batch_size": 8, "repeats": 2, "input_size": 96},
             "pipeline": {"images": 16, "jpeg_size": [160, 120], "repeats": 2},
+            "serving_formats": {"batch_sizes": [1, 4], "repeats": 2, "input_size": 96},
         }
     return {
         "peak": {"size": 4096, "repeats": 5},
@@ -113,6 +117,7 @@ def settings(quick: bool) -> dict[str, Any]:
         "prefix_cache": {"images": 512, "epochs": 5, "batch_size": 32},
         "serving": {"images": 128, "batch_size": 32, "repeats": 5},
         "pipeline": {"images": 256, "jpeg_size": [500, 375], "repeats": 3},
+        "serving_formats": {"batch_sizes": [1, 32], "repeats": 5},
     }
 
 
@@ -251,6 +256,16 @@ class Runner:
         backbone = self.args.train_backbones[0]
         params = self._params("serving", backbone=backbone)
         self.results["serving"] = self.child("serving", params, backend="tensorflow")
+
+    def _serving_formats(self) -> None:
+        """Each format and timm per serving backbone (both of them, unless --quick)."""
+        backbones, _ = registered(list(SERVING_BACKBONES[: 1 if self.args.quick else None]))
+        self.results["serving_formats"] = {
+            b: self.child(
+                "serving_formats", self._params("serving_formats", backbone=b), "tensorflow"
+            )
+            for b in backbones
+        }
 
     def _pipeline(self) -> None:
         """Decode + resize against the fastest fine-tune measured (the hardest to feed)."""
