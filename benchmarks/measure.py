@@ -33,6 +33,7 @@ MEASUREMENTS: dict[str, tuple[str, str]] = {
     "serving": ("benchmarks.tf_bench", "measure_serving"),
     "pipeline": ("benchmarks.tf_bench", "measure_pipeline"),
     "serving_formats": ("benchmarks.serving_bench", "measure_serving_formats"),
+    "peer": ("benchmarks.timm_bench", "measure_timm_peer"),
 }
 
 

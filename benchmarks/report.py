@@ -38,7 +38,8 @@ def _why(section: Any) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     """The run as Markdown: machine, targets with raw figures, then one table per part."""
     parts = [_machine_md(doc), _targets_md(doc), _peak_md(doc), _forward_md(doc)]
-    parts += [serving_formats_md(doc.get("serving_formats")), _notes_md()]
+    parts += [serving_formats_md(doc.get("serving_formats")), peer_md(doc.get("peer"))]
+    parts += [_notes_md()]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
@@ -197,6 +198,31 @@ def serving_formats_md(section: Any) -> str:
                 + " | ".join(ratios)
                 + " |"
             )
+    return "\n".join(rows)
+
+
+def peer_md(section: Any) -> str:
+    """zoo beside timm: forward and top-2 training step images/s and zoo / timm."""
+    title = "## Peer: timm (PyTorch), same backbone, input and batch (images/s, median)"
+    if not isinstance(section, dict) or "skipped" in section or "error" in section:
+        return f"{title}\n\n{_why(section)}"
+    rows = [title, "", "| backbone | zoo forward | timm forward | zoo / timm | zoo train step "]
+    rows[-1] += "| timm train step | zoo / timm | zoo train settings |"
+    rows.append("|---" * 8 + "|")
+    for name, r in section.items():
+        if _why(r):
+            rows.append(f"| {name} | {_why(r)} |" + " |" * 6)
+            continue
+        cells = [
+            _num(r.get("zoo_forward_images_per_second")),
+            _num(r.get("forward_images_per_second")),
+            _num(r.get("forward_ratio"), 2, "x"),
+            _num(r.get("zoo_train_images_per_second")),
+            _num(r.get("train_step_images_per_second")),
+            _num(r.get("train_ratio"), 2, "x"),
+            str(r.get("zoo_train_settings") or "-"),
+        ]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

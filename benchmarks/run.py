@@ -38,6 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks import report  # noqa: E402
 from benchmarks.common import SKIP_NEEDS_TF, has_tensorflow, machine_info, machine_slug
 from benchmarks.serving_bench import SERVING_BACKBONES
+from benchmarks.timm_bench import peer_ratios
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results"
@@ -195,6 +196,7 @@ class Runner:
                 self.results[name] = {"skipped": SKIP_NEEDS_TF}
             else:
                 getattr(self, f"_{name}")()
+        self.results["peer"] = self._peer() if self.args.peer else {"skipped": "no --peer"}
         for name, fields in STABLE_FIELDS.items():
             for field in fields:
                 self.results[name].setdefault(field, None)
@@ -267,6 +269,15 @@ class Runner:
             for b in backbones
         }
 
+    def _peer(self) -> dict[str, Any]:
+        """timm beside zoo's forward and fine_tune rows, at their batch and input sizes."""
+        forward, fine_tune = self.config["forward"], self.config["fine_tune"]
+        params = {"batch_size": forward["batch_size"], "input_size": forward.get("input_size")}
+        params.update(train_batch_size=fine_tune["batch_size"], repeats=forward["repeats"])
+        params["train_input_size"] = fine_tune.get("input_size")
+        runs = {b: self.child("peer", {**params, "backbone": b}) for b in self.args.backbones}
+        return peer_ratios(runs, self.results.get("forward", {}), self.results.get("fine_tune", {}))
+
     def _pipeline(self) -> None:
         """Decode + resize against the fastest fine-tune measured (the hardest to feed)."""
         import zoo
@@ -330,6 +341,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tag", help="file name stem instead of <machine>-<date>")
     parser.add_argument("--timeout", type=float, help="seconds per measurement process")
     parser.add_argument("--render", help="re-render the .md and .png of an existing JSON")
+    parser.add_argument("--peer", choices=["timm"], help="measure timm beside zoo (peer extra)")
     args = parser.parse_args(argv)
     only = args.only.split(",") if args.only else list(MEASUREMENTS)
     unknown = sorted(set(only) - set(MEASUREMENTS))

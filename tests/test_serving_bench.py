@@ -66,3 +66,30 @@ def test_markdown_table_has_a_row_per_backbone_and_batch(measured):
     assert report.serving_formats_md({"skipped": "not selected (--only)"}).endswith(
         "not selected (--only)"
     )
+
+
+def test_peer_ratios_pair_each_backbone_with_zoo_where_both_ran():
+    runs = {
+        "a": {"forward_images_per_second": 20.0, "train_step_images_per_second": 5.0},
+        "b": {"skipped": timm_bench.SKIP_NEEDS_PEER, "forward_images_per_second": None},
+    }
+    forward = {"a": {"float32": {"images_per_second": 30.0}}, "b": {"float32": {}}}
+    fine_tune = {"a": {"zoo_images_per_second": 4.0, "zoo_settings": {"mixed_precision": None}}}
+    out = timm_bench.peer_ratios(runs, forward, fine_tune)
+    assert out["a"]["forward_ratio"] == pytest.approx(1.5)
+    assert out["a"]["train_ratio"] == pytest.approx(0.8)
+    assert out["b"]["forward_ratio"] is None and out["b"]["train_ratio"] is None
+    text = report.peer_md(out)
+    assert "| a | 30.0 | 20.0 | 1.50x | 4.0 | 5.0 | 0.80x |" in text
+    assert f"| b | {timm_bench.SKIP_NEEDS_PEER} |" in text
+
+
+def test_timm_peer_measurement_skips_without_timm():
+    if timm_bench.has_timm():
+        pytest.skip("timm is installed here (.venv-peer): the skip path does not apply")
+    out = timm_bench.measure_timm_peer("mobilenet_v2", batch_size=1, input_size=32)
+    assert out == {
+        "skipped": timm_bench.SKIP_NEEDS_PEER,
+        "forward_images_per_second": None,
+        "train_step_images_per_second": None,
+    }
