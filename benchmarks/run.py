@@ -4,6 +4,7 @@ Usage::
 
     python -m benchmarks.run [--quick] [--backbones NAME ...] [--out DIR]
                              [--only peak,forward,...] [--backend tensorflow|jax]
+                             [--peer timm]   (timm beside zoo: needs scripts/setup_peer.sh)
     python -m benchmarks.run --render benchmarks/results/<machine>-<date>.json
 
 Each measurement runs in its own Python process (:mod:`benchmarks.measure`), so each
