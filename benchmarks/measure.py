@@ -32,6 +32,8 @@ MEASUREMENTS: dict[str, tuple[str, str]] = {
     "prefix_cache": ("benchmarks.train_bench", "measure_prefix_cache"),
     "serving": ("benchmarks.tf_bench", "measure_serving"),
     "pipeline": ("benchmarks.tf_bench", "measure_pipeline"),
+    "serving_formats": ("benchmarks.serving_bench", "measure_serving_formats"),
+    "peer": ("benchmarks.timm_bench", "measure_timm_peer"),
 }
 
 

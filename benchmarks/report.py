@@ -37,7 +37,9 @@ def _why(section: Any) -> str:
 
 def markdown(doc: dict[str, Any]) -> str:
     """The run as Markdown: machine, targets with raw figures, then one table per part."""
-    parts = [_machine_md(doc), _targets_md(doc), _peak_md(doc), _forward_md(doc), _notes_md()]
+    parts = [_machine_md(doc), _targets_md(doc), _peak_md(doc), _forward_md(doc)]
+    parts += [serving_formats_md(doc.get("serving_formats")), peer_md(doc.get("peer"))]
+    parts += [_notes_md()]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
@@ -164,6 +166,72 @@ def _forward_md(doc: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+SERVING_COLUMNS = ("saved_model", "tflite", "tflite-fp16", "tflite-int8", "onnx", "timm")
+
+
+def serving_formats_md(section: Any) -> str:
+    """The serving-formats table: images/s per format and timm, the fastest, its ratios."""
+    title = "## Serving throughput per format (images/s, median)"
+    if not isinstance(section, dict) or "skipped" in section or "error" in section:
+        return f"{title}\n\n{_why(section)}"
+    head = "| backbone | batch | " + " | ".join(SERVING_COLUMNS)
+    rows = [title, "", head + " | fastest | vs SavedModel (>= 1.5) | vs timm (>= 1) |"]
+    rows.append("|---" * (len(SERVING_COLUMNS) + 5) + "|")
+    for name, r in section.items():
+        batches = [k for k in r if k.startswith("batch_")] if isinstance(r, dict) else []
+        if not batches:
+            rows.append(f"| {name} | {_why(r)} |" + " |" * (len(SERVING_COLUMNS) + 3))
+        for key in batches:
+            b = r[key]
+            rates = b["images_per_second"]
+            cells = [
+                _num(v) if isinstance(v, (int, float)) else (v or "-")
+                for v in (rates.get(c) for c in SERVING_COLUMNS)
+            ]
+            ratios = [
+                _ratio_cell(b["targets"][t]) for t in ("fastest_vs_saved_model", "fastest_vs_timm")
+            ]
+            rows.append(
+                f"| {name} | {key.removeprefix('batch_')} | "
+                + " | ".join(cells)
+                + f" | {b['fastest']} | "
+                + " | ".join(ratios)
+                + " |"
+            )
+    return "\n".join(rows)
+
+
+def peer_md(section: Any) -> str:
+    """zoo beside timm: forward and top-2 training step images/s and zoo / timm."""
+    title = "## Peer: timm (PyTorch), same backbone, input and batch (images/s, median)"
+    if not isinstance(section, dict) or "skipped" in section or "error" in section:
+        return f"{title}\n\n{_why(section)}"
+    rows = [title, "", "| backbone | zoo forward | timm forward | zoo / timm | zoo train step "]
+    rows[-1] += "| timm train step | zoo / timm | zoo train settings |"
+    rows.append("|---" * 8 + "|")
+    for name, r in section.items():
+        if _why(r):
+            rows.append(f"| {name} | {_why(r)} |" + " |" * 6)
+            continue
+        cells = [
+            _num(r.get("zoo_forward_images_per_second")),
+            _num(r.get("forward_images_per_second")),
+            _num(r.get("forward_ratio"), 2, "x"),
+            _num(r.get("zoo_train_images_per_second")),
+            _num(r.get("train_step_images_per_second")),
+            _num(r.get("train_ratio"), 2, "x"),
+            str(r.get("zoo_train_settings") or "-"),
+        ]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _ratio_cell(target: dict[str, Any]) -> str:
+    if target["value"] is None:
+        return "-"
+    return _num(target["value"], 2, "x") + ("" if target["met"] else " (**missed**)")
+
+
 def _notes_md() -> str:
     return "\n".join(
         [
@@ -188,6 +256,10 @@ def _notes_md() -> str:
             "Keras model's predict, same batches.",
             "- pipeline: JPEG decode + resize images/s (zoo.data pipeline) vs the training "
             "images/s of the fastest fine-tune measured; above 1 the model never waits.",
+            "- serving_formats: a classifier (random weights) as the SavedModel's serving_default, "
+            "LiteRT (XNNPACK, threads = cores) float32 / float16 / int8 (calibrated on random "
+            "pixels), onnxruntime (CPU), and timm eager (channels-last, inference_mode) on the "
+            "same architecture, same float32 pixels, one process per backbone.",
         ]
     )
 

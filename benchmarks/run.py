@@ -4,6 +4,7 @@ Usage::
 
     python -m benchmarks.run [--quick] [--backbones NAME ...] [--out DIR]
                              [--only peak,forward,...] [--backend tensorflow|jax]
+                             [--peer timm]   (timm beside zoo: needs scripts/setup_peer.sh)
     python -m benchmarks.run --render benchmarks/results/<machine>-<date>.json
 
 Each measurement runs in its own Python process (:mod:`benchmarks.measure`), so each
@@ -16,6 +17,7 @@ median of several repeats after a warm-up; compile/trace time is reported apart.
 Writes ``<out>/<machine>-<date>.json``, ``.md`` (a table with medians and ratios) and
 ``.png`` (a chart). The JSON's stable keys: ``machine``, ``settings``, ``peak``,
 ``forward``, ``head_stage``, ``fine_tune``, ``prefix_cache``, ``serving``, ``pipeline``,
+``serving_formats`` (per backbone; see :mod:`benchmarks.serving_bench`),
 ``targets``.
 """
 
@@ -36,6 +38,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks import report  # noqa: E402
 from benchmarks.common import SKIP_NEEDS_TF, has_tensorflow, machine_info, machine_slug
+from benchmarks.serving_bench import SERVING_BACKBONES
+from benchmarks.timm_bench import peer_ratios
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results"
@@ -58,8 +62,9 @@ MEASUREMENTS = (
     "prefix_cache",
     "serving",
     "pipeline",
+    "serving_formats",
 )
-TF_ONLY = ("serving", "pipeline")
+TF_ONLY = ("serving", "pipeline", "serving_formats")
 
 # (dotted key, comparison, target): what the issues ask for.
 TARGETS = (
@@ -104,6 +109,7 @@ def settings(quick: bool) -> dict[str, Any]:
             "prefix_cache": {"images": 16, "epochs": 2, "batch_size": 8, "input_size": 96},
             "serving": {"images": 16, "batch_size": 8, "repeats": 2, "input_size": 96},
             "pipeline": {"images": 16, "jpeg_size": [160, 120], "repeats": 2},
+            "serving_formats": {"batch_sizes": [1, 4], "repeats": 2, "input_size": 96},
         }
     return {
         "peak": {"size": 4096, "repeats": 5},
@@ -113,6 +119,7 @@ def settings(quick: bool) -> dict[str, Any]:
         "prefix_cache": {"images": 512, "epochs": 5, "batch_size": 32},
         "serving": {"images": 128, "batch_size": 32, "repeats": 5},
         "pipeline": {"images": 256, "jpeg_size": [500, 375], "repeats": 3},
+        "serving_formats": {"batch_sizes": [1, 32], "repeats": 5},
     }
 
 
@@ -190,6 +197,7 @@ class Runner:
                 self.results[name] = {"skipped": SKIP_NEEDS_TF}
             else:
                 getattr(self, f"_{name}")()
+        self.results["peer"] = self._peer() if self.args.peer else {"skipped": "no --peer"}
         for name, fields in STABLE_FIELDS.items():
             for field in fields:
                 self.results[name].setdefault(field, None)
@@ -251,6 +259,25 @@ class Runner:
         backbone = self.args.train_backbones[0]
         params = self._params("serving", backbone=backbone)
         self.results["serving"] = self.child("serving", params, backend="tensorflow")
+
+    def _serving_formats(self) -> None:
+        """Each format and timm per serving backbone (both of them, unless --quick)."""
+        backbones, _ = registered(list(SERVING_BACKBONES[: 1 if self.args.quick else None]))
+        self.results["serving_formats"] = {
+            b: self.child(
+                "serving_formats", self._params("serving_formats", backbone=b), "tensorflow"
+            )
+            for b in backbones
+        }
+
+    def _peer(self) -> dict[str, Any]:
+        """timm beside zoo's forward and fine_tune rows, at their batch and input sizes."""
+        forward, fine_tune = self.config["forward"], self.config["fine_tune"]
+        params = {"batch_size": forward["batch_size"], "input_size": forward.get("input_size")}
+        params.update(train_batch_size=fine_tune["batch_size"], repeats=forward["repeats"])
+        params["train_input_size"] = fine_tune.get("input_size")
+        runs = {b: self.child("peer", {**params, "backbone": b}) for b in self.args.backbones}
+        return peer_ratios(runs, self.results.get("forward", {}), self.results.get("fine_tune", {}))
 
     def _pipeline(self) -> None:
         """Decode + resize against the fastest fine-tune measured (the hardest to feed)."""
@@ -315,6 +342,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tag", help="file name stem instead of <machine>-<date>")
     parser.add_argument("--timeout", type=float, help="seconds per measurement process")
     parser.add_argument("--render", help="re-render the .md and .png of an existing JSON")
+    parser.add_argument("--peer", choices=["timm"], help="measure timm beside zoo (peer extra)")
     args = parser.parse_args(argv)
     only = args.only.split(",") if args.only else list(MEASUREMENTS)
     unknown = sorted(set(only) - set(MEASUREMENTS))

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import tempfile
 import time
@@ -382,13 +383,18 @@ def _interpreter_class() -> Any:
 
 
 class _LiteRT:
-    """Runs a .tflite with the LiteRT interpreter: float32 pixels 0..255 -> float logits."""
+    """Runs a .tflite with the LiteRT interpreter: float32 pixels 0..255 -> float logits.
+
+    ``threads`` defaults to the cores this process may use: the interpreter's own default
+    (``num_threads=None``) is one thread.
+    """
 
     def __init__(self, model: bytes | str | Path, threads: int | None = None) -> None:
         Interpreter = _interpreter_class()  # noqa: N806
         kind = "model_content" if isinstance(model, bytes) else "model_path"
         self._interpreter = Interpreter(
-            **{kind: model if kind == "model_content" else str(model)}, num_threads=threads
+            **{kind: model if kind == "model_content" else str(model)},
+            num_threads=threads or len(os.sched_getaffinity(0)),
         )
         self._batch = None
 
