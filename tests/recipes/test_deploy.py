@@ -206,3 +206,9 @@ def test_report_has_a_deployment_table(deployed):
     lines = _deployment_section([r.to_dict() for r in results.values()])
     assert lines[0] == "## Deployment"
     assert any("model_int8.tflite" in line for line in lines)
+
+
+def test_parity_bound_is_absolute_for_small_logits_and_relative_beyond():
+    assert deploy.parity_bound(1e-2, np.array([[0.5, -0.9]])) == pytest.approx(1e-2)
+    assert deploy.parity_bound(1e-2, np.array([[2.0, -5.0]])) == pytest.approx(5e-2)
+    assert deploy.parity_bound(1e-4, np.zeros((0, 3))) == pytest.approx(1e-4)
