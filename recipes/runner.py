@@ -26,8 +26,10 @@ interrupted.
 Many devices: ``[run] distribute`` picks a ``tf.distribute`` strategy
 (``zoo.training.distribute``). The model is built inside its scope, ``[data] batch_size`` is
 the global batch (it must divide among the replicas), and only the chief of a multi-worker
-cluster writes checkpoints, the export and the report. ``[run] logical_cpu_devices`` splits
-the CPU first, a testing aid for ``"mirrored"`` without GPUs.
+cluster writes (the run directory, checkpoints, the export and the report); the other
+workers write nothing and on ``--resume`` read the chief's run directory (shared storage).
+``[run] logical_cpu_devices`` splits the CPU first, a testing aid for ``"mirrored"``
+without GPUs.
 """
 
 from __future__ import annotations

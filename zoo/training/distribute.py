@@ -18,9 +18,22 @@ caller's (the recipe's ``batch_size``) and must divide evenly among the replicas
 rates are not rescaled. Variables must be created inside the strategy's scope, so the
 model is built there (:func:`check_model_in_scope` says how when it was not).
 
+Many processes (``"multi_worker"``): every worker runs the same program; the chief (worker
+0, or the task of type ``"chief"``: :func:`is_chief_task`) alone writes checkpoints, logs,
+the export and the report, and the others write nothing, so no temporary directories are
+needed. An exact resume needs every worker to start from the same bits, so every worker
+reads the chief's checkpoint, as TensorFlow's ``BackupAndRestore`` does: on two hosts the
+run directory must be on storage both see (or copied to the others before ``--resume``).
+Each worker rebuilds its activation caches itself (same keys, same order, same bits). A
+killed worker stops the others at their next collective: on loopback they fail at once
+(``UnavailableError``, connection reset); a host that vanishes without resetting its
+connections leaves them waiting, so restart them all, with ``resume``. Tested as two
+local processes on loopback ports (``tests/recipes/test_run_multi_worker.py``): the
+resumed run ends with the weights of one never interrupted, bit for bit.
+
 Source: TensorFlow's "Distributed training with Keras" guide and ``tf.distribute`` API
-(https://www.tensorflow.org/guide/distributed_training); TF Model Garden builds its
-strategies from a config the same way.
+(https://www.tensorflow.org/guide/distributed_training) and "Multi-worker training with
+Keras" tutorial; TF Model Garden builds its strategies from a config the same way.
 """
 
 from __future__ import annotations
