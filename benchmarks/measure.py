@@ -32,6 +32,7 @@ MEASUREMENTS: dict[str, tuple[str, str]] = {
     "prefix_cache": ("benchmarks.train_bench", "measure_prefix_cache"),
     "serving": ("benchmarks.tf_bench", "measure_serving"),
     "pipeline": ("benchmarks.tf_bench", "measure_pipeline"),
+    "distribute": ("benchmarks.distribute_bench", "measure_distribute"),
 }
 
 

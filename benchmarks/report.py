@@ -37,7 +37,10 @@ def _why(section: Any) -> str:
 
 def markdown(doc: dict[str, Any]) -> str:
     """The run as Markdown: machine, targets with raw figures, then one table per part."""
-    parts = [_machine_md(doc), _targets_md(doc), _peak_md(doc), _forward_md(doc), _notes_md()]
+    from benchmarks.distribute_bench import markdown_section
+
+    parts = [_machine_md(doc), _targets_md(doc), _peak_md(doc), _forward_md(doc)]
+    parts += [markdown_section(doc), _notes_md()]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 

@@ -58,8 +58,9 @@ MEASUREMENTS = (
     "prefix_cache",
     "serving",
     "pipeline",
+    "distribute",
 )
-TF_ONLY = ("serving", "pipeline")
+TF_ONLY = ("serving", "pipeline", "distribute")
 
 # (dotted key, comparison, target): what the issues ask for.
 TARGETS = (
@@ -104,6 +105,13 @@ def settings(quick: bool) -> dict[str, Any]:
             "prefix_cache": {"images": 16, "epochs": 2, "batch_size": 8, "input_size": 96},
             "serving": {"images": 16, "batch_size": 8, "repeats": 2, "input_size": 96},
             "pipeline": {"images": 16, "jpeg_size": [160, 120], "repeats": 2},
+            "distribute": {
+                "images": 16,
+                "epochs": 2,
+                "batch_size": 8,
+                "input_size": 96,
+                "rounds": 1,
+            },
         }
     return {
         "peak": {"size": 4096, "repeats": 5},
@@ -113,6 +121,7 @@ def settings(quick: bool) -> dict[str, Any]:
         "prefix_cache": {"images": 512, "epochs": 5, "batch_size": 32},
         "serving": {"images": 128, "batch_size": 32, "repeats": 5},
         "pipeline": {"images": 256, "jpeg_size": [500, 375], "repeats": 3},
+        "distribute": {"images": 128, "epochs": 4, "batch_size": 16, "input_size": 128},
     }
 
 
@@ -272,6 +281,11 @@ class Runner:
         rate = out.get("images_per_second")
         out["ratio"] = rate / train if rate and train else None
         self.results["pipeline"] = out
+
+    def _distribute(self) -> None:
+        """1 device vs mirrored on 2 logical CPUs (efficientnet_lite0 unless told)."""
+        params = self._params("distribute", backbone=self.args.train_backbones[0])
+        self.results["distribute"] = self.child("distribute", params, backend="tensorflow")
 
 
 def _why_not(*parts: dict[str, Any]) -> dict[str, str]:
