@@ -208,3 +208,17 @@ def test_kill_one_worker_then_resume_both_ends_with_the_uninterrupted_weights(
     assert sorted(ours) == sorted(theirs)
     different = [k for k in ours if ours[k].tobytes() != theirs[k].tobytes()]
     assert different == [], f"{len(different)} variables differ after the resume ({how})"
+
+
+def test_other_worker_resuming_without_the_chiefs_run_dir_says_where_it_must_be(
+    recipe_file, tmp_path, monkeypatch
+):
+    from recipes.runner import RunError, run_recipe
+
+    hosts = ["localhost:1", "localhost:2"]
+    tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": 1}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    with pytest.raises(RunError, match="holds no recipe.toml.*chief's run directory") as err:
+        run_recipe(recipe_file, out=tmp_path / "local", resume=True, echo=None)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "local").exists()
