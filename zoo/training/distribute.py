@@ -384,9 +384,11 @@ def _model_strategy(model: Any) -> Any:
 
 
 def _check_same_kind(own: Any, asked: str | None) -> None:
-    kind = {"MirroredStrategy": "mirrored", "MultiWorkerMirroredStrategy": "multi_worker"}.get(
-        type(own).__name__
-    )
+    kind = {
+        "MirroredStrategy": "mirrored",
+        "MultiWorkerMirroredStrategy": "multi_worker",
+        "CollectiveAllReduceStrategy": "multi_worker",  # TensorFlow's own class name
+    }.get(type(own).__name__)
     if asked in (None, "auto") or asked == kind:
         return
     raise DistributionError(
