@@ -37,9 +37,11 @@ def _why(section: Any) -> str:
 
 def markdown(doc: dict[str, Any]) -> str:
     """The run as Markdown: machine, targets with raw figures, then one table per part."""
+    from benchmarks.distribute_bench import markdown_section
+
     parts = [_machine_md(doc), _targets_md(doc), _peak_md(doc), _forward_md(doc)]
     parts += [serving_formats_md(doc.get("serving_formats")), peer_md(doc.get("peer"))]
-    parts += [_notes_md()]
+    parts += [markdown_section(doc), _notes_md()]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 

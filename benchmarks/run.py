@@ -63,8 +63,9 @@ MEASUREMENTS = (
     "serving",
     "pipeline",
     "serving_formats",
+    "distribute",
 )
-TF_ONLY = ("serving", "pipeline", "serving_formats")
+TF_ONLY = ("serving", "pipeline", "serving_formats", "distribute")
 
 # (dotted key, comparison, target): what the issues ask for.
 TARGETS = (
@@ -110,6 +111,13 @@ def settings(quick: bool) -> dict[str, Any]:
             "serving": {"images": 16, "batch_size": 8, "repeats": 2, "input_size": 96},
             "pipeline": {"images": 16, "jpeg_size": [160, 120], "repeats": 2},
             "serving_formats": {"batch_sizes": [1, 4], "repeats": 2, "input_size": 96},
+            "distribute": {
+                "images": 16,
+                "epochs": 2,
+                "batch_size": 8,
+                "input_size": 96,
+                "rounds": 1,
+            },
         }
     return {
         "peak": {"size": 4096, "repeats": 5},
@@ -120,6 +128,7 @@ def settings(quick: bool) -> dict[str, Any]:
         "serving": {"images": 128, "batch_size": 32, "repeats": 5},
         "pipeline": {"images": 256, "jpeg_size": [500, 375], "repeats": 3},
         "serving_formats": {"batch_sizes": [1, 32], "repeats": 5},
+        "distribute": {"images": 128, "epochs": 4, "batch_size": 16, "input_size": 128},
     }
 
 
@@ -299,6 +308,11 @@ class Runner:
         rate = out.get("images_per_second")
         out["ratio"] = rate / train if rate and train else None
         self.results["pipeline"] = out
+
+    def _distribute(self) -> None:
+        """1 device vs mirrored on 2 logical CPUs (efficientnet_lite0 unless told)."""
+        params = self._params("distribute", backbone=self.args.train_backbones[0])
+        self.results["distribute"] = self.child("distribute", params, backend="tensorflow")
 
 
 def _why_not(*parts: dict[str, Any]) -> dict[str, str]:

@@ -26,8 +26,10 @@ interrupted.
 Many devices: ``[run] distribute`` picks a ``tf.distribute`` strategy
 (``zoo.training.distribute``). The model is built inside its scope, ``[data] batch_size`` is
 the global batch (it must divide among the replicas), and only the chief of a multi-worker
-cluster writes checkpoints, the export and the report. ``[run] logical_cpu_devices`` splits
-the CPU first, a testing aid for ``"mirrored"`` without GPUs.
+cluster writes (the run directory, checkpoints, the export and the report); the other
+workers write nothing and on ``--resume`` read the chief's run directory (shared storage).
+``[run] logical_cpu_devices`` splits the CPU first, a testing aid for ``"mirrored"``
+without GPUs.
 """
 
 from __future__ import annotations
@@ -102,16 +104,20 @@ def _latest_run_dir(name: str, root: Path = Path("runs")) -> Path:
 
 
 def _prepare_run_dir(
-    recipe: Recipe, out: str | os.PathLike | None, resume: bool, source: str
+    recipe: Recipe, out: str | os.PathLike | None, resume: bool, source: str, writes: bool = True
 ) -> tuple[Recipe, Path]:
-    """Creates (or, with ``resume``, reopens) the run directory; returns the recipe to run."""
+    """Creates (or, with ``resume``, reopens) the run directory; returns the recipe to run.
+
+    A process that does not write (``writes=False``: a multi-worker cluster's non-chief)
+    only reads it: the chief's recipe on a resume, nothing on a fresh start.
+    """
     if resume:
         run_dir = Path(out) if out is not None else _latest_run_dir(recipe.name)
         saved = run_dir / "recipe.toml"
         if not saved.is_file():
             raise RunError(
                 f"--resume: {run_dir} holds no recipe.toml, so there is no run to continue; "
-                "run without --resume to start one."
+                "run without --resume to start one" + ("" if writes else _NON_CHIEF_RESUME) + "."
             )
         recorded = load_recipe(saved)
         if recorded.model_dump(exclude={"name"}) != recipe.model_dump(exclude={"name"}):
@@ -121,6 +127,8 @@ def _prepare_run_dir(
             )
         return recorded, run_dir
     run_dir = Path(out) if out is not None else default_run_dir(recipe)
+    if not writes:
+        return recipe, run_dir
     if (run_dir / "recipe.toml").exists():
         raise RunError(
             f"{run_dir} already holds a run; add --resume to continue it, or pick another --out."
@@ -132,18 +140,26 @@ def _prepare_run_dir(
     return recipe, run_dir
 
 
-class _Log:
-    """Prints and appends to ``logs/run.log``."""
+_NON_CHIEF_RESUME = (
+    " (a multi-worker cluster's other workers resume from the chief's run directory: "
+    "give them the same --out on shared storage, or a copy of it)"
+)
 
-    def __init__(self, path: Path, echo: Callable[[str], None] | None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+class _Log:
+    """Prints and appends to ``logs/run.log`` (``path`` None: prints only)."""
+
+    def __init__(self, path: Path | None, echo: Callable[[str], None] | None) -> None:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.echo = echo
 
     def __call__(self, message: str) -> None:
         stamp = _dt.datetime.now().strftime("%H:%M:%S")
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(f"{stamp} {message}\n")
+        if self.path is not None:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(f"{stamp} {message}\n")
         if self.echo is not None:
             self.echo(message)
 
@@ -184,8 +200,9 @@ def run_recipe(
     """
     wall_start = time.perf_counter()
     given = load_recipe(recipe, overrides)
-    recipe_cfg, run_dir = _prepare_run_dir(given, out, resume, str(recipe))
-    log = _Log(run_dir / "logs" / "run.log", echo)
+    writes = _writes_run_dir(given)
+    recipe_cfg, run_dir = _prepare_run_dir(given, out, resume, str(recipe), writes)
+    log = _Log(run_dir / "logs" / "run.log" if writes else None, echo)
     log(f"{'resuming' if resume else 'starting'} {recipe_cfg.name} in {run_dir}")
     timings: dict[str, float] = {}
     _configure_runtime(recipe_cfg, log)
@@ -196,7 +213,7 @@ def run_recipe(
     with _timed(timings, "build model"):
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model = _build_model(recipe_cfg, data.class_names)
-        source_manifest = _source_manifest(model, run_dir, resume)
+        source_manifest = _source_manifest(model, run_dir, resume, writes)
     with _timed(timings, "fine-tune"):
         result = _fine_tune(recipe_cfg, model, data, run_dir, resume, log, strategy)
     # Evaluation and export use a one-device copy: a SavedModel records distributed
@@ -247,6 +264,16 @@ def run_recipe(
 
 # ---------------------------------------------------------------------------------------
 # Steps. Each is small so that a failure points at one step.
+
+
+def _writes_run_dir(recipe: Recipe) -> bool:
+    """False on a multi-worker cluster's non-chief: it writes nothing (TF_CONFIG says,
+    checked here before anything starts), and on a resume reads the chief's run directory."""
+    if recipe.run.distribute != "multi_worker":
+        return True
+    from zoo.training.distribute import is_chief_task, read_tf_config
+
+    return is_chief_task(read_tf_config())
 
 
 def _configure_runtime(recipe: Recipe, log: _Log) -> None:
@@ -393,11 +420,12 @@ def _build_model(recipe: Recipe, class_names: list[str]) -> Any:
     )
 
 
-def _source_manifest(model: Any, run_dir: Path, resume: bool) -> dict[str, Any]:
+def _source_manifest(model: Any, run_dir: Path, resume: bool, writes: bool) -> dict[str, Any]:
     """The manifest of the weights as loaded, before any training.
 
-    Saved on the first start; a resumed run reads it back, so the frozen proof compares
-    against the weights the run began with, not whatever a rebuild gives.
+    Saved on the first start (by the chief only); a resumed run reads it back, so the
+    frozen proof compares against the weights the run began with, not whatever a rebuild
+    gives.
     """
     from zoo.fingerprint import manifest
 
@@ -405,7 +433,8 @@ def _source_manifest(model: Any, run_dir: Path, resume: bool) -> dict[str, Any]:
     if resume and path.is_file():
         return json.loads(path.read_text())
     taken = manifest(model)
-    write_text_atomic(path, json.dumps(taken, indent=1))
+    if writes:
+        write_text_atomic(path, json.dumps(taken, indent=1))
     return taken
 
 

@@ -19,6 +19,7 @@ from zoo.training.distribute import (
     DistributionInfo,
     check_global_batch,
     check_model_in_scope,
+    is_chief_task,
     read_tf_config,
     resolve_distribution,
 )
@@ -102,6 +103,20 @@ def test_multi_worker_without_tf_config_fails_before_training(monkeypatch):
 def test_well_formed_tf_config_is_read():
     text = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}}'
     assert read_tf_config({"TF_CONFIG": text})["task"]["index"] == 1
+
+
+@pytest.mark.parametrize(
+    ("cluster", "task", "chief"),
+    [
+        ({"worker": ["a:1", "b:2"]}, ("worker", 0), True),
+        ({"worker": ["a:1", "b:2"]}, ("worker", 1), False),
+        ({"chief": ["c:0"], "worker": ["a:1"]}, ("chief", 0), True),
+        ({"chief": ["c:0"], "worker": ["a:1"]}, ("worker", 0), False),
+    ],
+)
+def test_the_chief_is_worker_0_unless_the_cluster_names_one(cluster, task, chief):
+    text = json.dumps({"cluster": cluster, "task": {"type": task[0], "index": task[1]}})
+    assert is_chief_task(read_tf_config({"TF_CONFIG": text})) is chief
 
 
 def test_batch_not_divisible_by_the_replicas_names_the_fix():

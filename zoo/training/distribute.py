@@ -24,14 +24,28 @@ caller's (the recipe's ``batch_size``) and must divide evenly among the replicas
 rates are not rescaled. Variables must be created inside the strategy's scope, so the
 model is built there (:func:`check_model_in_scope` says how when it was not).
 
+Many processes (``"multi_worker"``): every worker runs the same program; the chief (worker
+0, or the task of type ``"chief"``: :func:`is_chief_task`) alone writes checkpoints, logs,
+the export and the report, and the others write nothing, so no temporary directories are
+needed. An exact resume needs every worker to start from the same bits, so every worker
+reads the chief's checkpoint, as TensorFlow's ``BackupAndRestore`` does: on two hosts the
+run directory must be on storage both see (or copied to the others before ``--resume``).
+Each worker rebuilds its activation caches itself (same keys, same order, same bits). A
+killed worker stops the others at their next collective: on loopback they fail at once
+(``UnavailableError``, connection reset); a host that vanishes without resetting its
+connections leaves them waiting, so restart them all, with ``resume``. Tested as two
+local processes on loopback ports (``tests/recipes/test_run_multi_worker.py``): the
+resumed run ends with the weights of one never interrupted, bit for bit.
+
 Source: TensorFlow's "Distributed training with Keras" guide and ``tf.distribute`` API
-(https://www.tensorflow.org/guide/distributed_training); TF Model Garden builds its
-strategies from a config the same way.
+(https://www.tensorflow.org/guide/distributed_training) and "Multi-worker training with
+Keras" tutorial; TF Model Garden builds its strategies from a config the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -183,8 +197,36 @@ def make_strategy(name: str) -> Any:
         return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker":
         read_tf_config()
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_class()()
     raise InvalidValueError(f"make_strategy takes 'mirrored' or 'multi_worker', got {name!r}.")
+
+
+@functools.cache
+def _multi_worker_class() -> type:
+    """``tf.distribute.MultiWorkerMirroredStrategy`` with a ``reduce`` Keras 3 can call.
+
+    Keras 3's ``fit`` / ``evaluate`` (3.15, TF 2.21) call the multi-worker strategy's
+    ``reduce`` in two ways it does not take (keras-team/keras#20585): with an ``(x, y)``
+    batch (a nest; it reduces one tensor) to build metrics symbolically, and with
+    ``axis=0`` on each replica's scalar logs (a scalar has no axis 0). What those calls mean
+    is a reduction of each tensor, across replicas only for a scalar, and that is what this
+    ``reduce`` does; everything else is TensorFlow's strategy as is.
+    """
+    import tensorflow as tf
+
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op: Any, value: Any, axis: Any = None) -> Any:
+            base = super().reduce
+
+            def one(v: Any) -> Any:
+                if v is None:
+                    return None
+                rank = getattr(self.experimental_local_results(v)[0], "shape", None)
+                return base(reduce_op, v, None if rank is not None and rank.rank == 0 else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorkerMirroredStrategy
 
 
 def read_tf_config(environ: Any = None) -> dict[str, Any]:
@@ -222,6 +264,19 @@ def read_tf_config(environ: Any = None) -> dict[str, Any]:
     if problems:
         raise DistributionError(f"TF_CONFIG is malformed: {'; '.join(problems)}; {example}.")
     return config
+
+
+def is_chief_task(config: dict[str, Any]) -> bool:
+    """Whether the task a checked ``TF_CONFIG`` (:func:`read_tf_config`) names is the chief.
+
+    TensorFlow's rule (``multi_worker_util.is_chief``): the task of type ``"chief"``, or,
+    when the cluster has none, worker 0. Known before any strategy exists, so a runner can
+    decide what this process may write before TensorFlow starts.
+    """
+    task = config["task"]
+    if "chief" in config["cluster"]:
+        return task["type"] == "chief"
+    return task["type"] == "worker" and task["index"] == 0
 
 
 def _tf_config_problems(config: Any) -> list[str]:
@@ -337,9 +392,11 @@ def _model_strategy(model: Any) -> Any:
 
 
 def _check_same_kind(own: Any, asked: str | None) -> None:
-    kind = {"MirroredStrategy": "mirrored", "MultiWorkerMirroredStrategy": "multi_worker"}.get(
-        type(own).__name__
-    )
+    kind = {
+        "MirroredStrategy": "mirrored",
+        "MultiWorkerMirroredStrategy": "multi_worker",
+        "CollectiveAllReduceStrategy": "multi_worker",  # TensorFlow's own class name
+    }.get(type(own).__name__)
     if asked in (None, "auto") or asked == kind:
         return
     raise DistributionError(
