@@ -13,12 +13,12 @@
 # efficientnet_lite0, mobilenet_v2, resnet50 and inception_v3 at their native input sizes,
 # batch 32: zoo's forward (mixed bfloat16, XLA) and top-2-blocks fine-tune (bfloat16, XLA)
 # beside timm's (AMP bfloat16, channels-last, on CUDA), then zoo's head stage against plain
-# Keras. Measurements still to start after BUDGET seconds (default 400) are skipped with the
-# reason. Writes <gpu>-<cores>c-<date>.{json,md,png,log} to $OUT when set (the device tool's
-# folder), else benchmarks/results/.
+# Keras. Measurements still to start after BUDGET seconds (default 330) are skipped with the
+# reason (the timm peer still runs wherever zoo ran). Writes <gpu>-<cores>c-<date>.{json,md,
+# png,log} to $OUT when set (the device tool's folder), else benchmarks/results/.
 #
-# Environment: PYTHON (default python3), WHEEL_DIR (.whl), SITE (/tmp/site), BUDGET (400),
-# TIMEOUT (per measurement, 240). Further arguments go to benchmarks.run.
+# Environment: PYTHON (default python3), WHEEL_DIR (.whl), SITE (/tmp/site), BUDGET (330),
+# TIMEOUT (per measurement, 180). Further arguments go to benchmarks.run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,6 +58,6 @@ PY
 
 out="${OUT:-benchmarks/results}"
 "$PYTHON" -m benchmarks.run --device gpu --peer timm --backend jax "${quick[@]}" \
-  --budget "${BUDGET:-400}" --timeout "${TIMEOUT:-240}" --out "$out" "$@" || status=$?
+  --budget "${BUDGET:-330}" --timeout "${TIMEOUT:-180}" --out "$out" "$@" || status=$?
 echo "device.sh: $(($(date +%s) - start)) s in all; results in $out"
 exit "${status:-0}"

@@ -6,6 +6,7 @@ The measurements themselves run in ``bash benchmarks/device.sh --quick`` (needs 
 """
 
 import json
+import types
 
 import pytest
 
@@ -109,10 +110,27 @@ def test_budget_skips_what_is_left_and_still_writes_results(gpu_run, monkeypatch
     monkeypatch.setattr(run.Runner, "__init__", _with_budget(run.Runner.__init__, 0.0))
     code, doc, calls = gpu_run()
     assert calls == [] and code == 0
-    assert doc["peak"]["skipped"].endswith("budget was used up")
-    assert doc["peer"]["resnet50"]["skipped"].endswith("budget was used up")
+    assert doc["peak"]["skipped"].startswith(run.BUDGET_SKIP)
+    assert doc["peer"]["resnet50"]["skipped"].startswith(run.BUDGET_SKIP)
     assert doc["peer"]["resnet50"]["forward_ratio"] is None
     assert doc["device"]["peak_tflops"] == {"float32": None, "bfloat16": None}
+
+
+def test_peer_still_runs_where_zoo_was_measured_before_the_budget_ran_out(gpu_run, monkeypatch):
+    clock = iter(range(0, 10_000, 10))  # each reading 10 s after the last
+    fake_time = types.SimpleNamespace(perf_counter=lambda: float(next(clock)))
+    monkeypatch.setattr(run, "time", fake_time)
+    monkeypatch.setattr(run.Runner, "__init__", _with_budget(run.Runner.__init__, 45.0))
+    code, doc, calls = gpu_run()
+    measured = [(name, p.get("backbone")) for name, p in calls]
+    assert measured[:3] == [
+        ("peak", None),
+        ("forward", "efficientnet_lite0"),
+        ("forward", "mobilenet_v2"),
+    ]
+    assert doc["forward"]["resnet50"]["skipped"].startswith(run.BUDGET_SKIP)
+    assert [b for name, b in measured if name == "peer"] == ["efficientnet_lite0", "mobilenet_v2"]
+    assert doc["peer"]["inception_v3"]["skipped"].startswith(run.BUDGET_SKIP)
 
 
 def _with_budget(init, seconds):
