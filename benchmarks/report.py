@@ -39,7 +39,8 @@ def markdown(doc: dict[str, Any]) -> str:
     """The run as Markdown: machine, targets with raw figures, then one table per part."""
     from benchmarks.distribute_bench import markdown_section
 
-    parts = [_machine_md(doc), _targets_md(doc), _peak_md(doc), _forward_md(doc)]
+    parts = [_machine_md(doc), _device_md(doc.get("device")), _targets_md(doc), _peak_md(doc)]
+    parts += [_forward_md(doc)]
     parts += [serving_formats_md(doc.get("serving_formats")), peer_md(doc.get("peer"))]
     parts += [markdown_section(doc), _notes_md()]
     return "\n\n".join(p for p in parts if p) + "\n"
@@ -62,6 +63,19 @@ def _machine_md(doc: dict[str, Any]) -> str:
             f"total {s['total_seconds']:.0f} s",
             f"- Not registered (skipped): {', '.join(s['not_registered']) or 'none'}",
         ]
+    )
+
+
+def _device_md(device: Any) -> str:
+    """One line: what ran the model side and its measured matmul peak (TFLOP/s)."""
+    if not isinstance(device, dict):
+        return ""
+    tflops = device.get("peak_tflops") or {}
+    peak = ", ".join(f"{k} {_num(v, 1)}" for k, v in tflops.items() if v is not None)
+    size = device.get("matmul_size")
+    where = f" ({size}^3 matmul)" if size else ""
+    return (
+        f"- Device: {device.get('name')} ({device.get('kind')}); peak TFLOP/s{where}: {peak or '-'}"
     )
 
 
@@ -209,11 +223,11 @@ def peer_md(section: Any) -> str:
     if not isinstance(section, dict) or "skipped" in section or "error" in section:
         return f"{title}\n\n{_why(section)}"
     rows = [title, "", "| backbone | zoo forward | timm forward | zoo / timm | zoo train step "]
-    rows[-1] += "| timm train step | zoo / timm | zoo train settings |"
-    rows.append("|---" * 8 + "|")
+    rows[-1] += "| timm train step | zoo / timm | zoo train settings | zoo forward mode | timm |"
+    rows.append("|---" * 10 + "|")
     for name, r in section.items():
         if _why(r):
-            rows.append(f"| {name} | {_why(r)} |" + " |" * 6)
+            rows.append(f"| {name} | {_why(r)} |" + " |" * 8)
             continue
         cells = [
             _num(r.get("zoo_forward_images_per_second")),
@@ -223,6 +237,9 @@ def peer_md(section: Any) -> str:
             _num(r.get("train_step_images_per_second")),
             _num(r.get("train_ratio"), 2, "x"),
             str(r.get("zoo_train_settings") or "-"),
+            str(r.get("zoo_forward_mode") or "-"),
+            f"{r.get('device', 'cpu')}, {r.get('precision', 'float32')}"
+            + (", torch.compile" if r.get("compiled") else ""),
         ]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

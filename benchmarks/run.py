@@ -5,20 +5,26 @@ Usage::
     python -m benchmarks.run [--quick] [--backbones NAME ...] [--out DIR]
                              [--only peak,forward,...] [--backend tensorflow|jax]
                              [--peer timm]   (timm beside zoo: needs scripts/setup_peer.sh)
+                             [--device gpu] [--budget SECONDS]
     python -m benchmarks.run --render benchmarks/results/<machine>-<date>.json
 
 Each measurement runs in its own Python process (:mod:`benchmarks.measure`), so each
 picks its Keras backend before Keras is imported and gives its memory back when done.
 Model-side measurements (peak, forward, head stage, fine-tune, prefix cache) use
 ``--backend``; serving and the input pipeline need TensorFlow and are skipped, with the
-reason, where it is absent. Every ratio is measured within one run on one machine, as the
+reason, where it is absent. ``--device gpu`` (``benchmarks/device.sh``) sizes the run
+for a GPU (:func:`device_settings`): batch 32 at native input sizes, zoo in mixed bfloat16
+with XLA beside timm with AMP bfloat16 on CUDA. Measurements run in the order ``--only``
+names them (the peer right after ``fine_tune``); past ``--budget`` seconds the rest are
+skipped, with the reason, and the results written all the same (the peer still runs for
+every backbone with a zoo row). Every ratio is measured within one run on one machine, as the
 median of several repeats after a warm-up; compile/trace time is reported apart.
 
 Writes ``<out>/<machine>-<date>.json``, ``.md`` (a table with medians and ratios) and
 ``.png`` (a chart). The JSON's stable keys: ``machine``, ``settings``, ``peak``,
 ``forward``, ``head_stage``, ``fine_tune``, ``prefix_cache``, ``serving``, ``pipeline``,
 ``serving_formats`` (per backbone; see :mod:`benchmarks.serving_bench`),
-``targets``.
+``peer``, ``device`` (the accelerator, its measured bf16 matmul TFLOP/s), ``targets``.
 """
 
 from __future__ import annotations
@@ -132,6 +138,50 @@ def settings(quick: bool) -> dict[str, Any]:
     }
 
 
+BUDGET_SKIP = "skipped: the run's time budget was used up"
+
+# GPU rows: what issue 18 part 4 asks for, at sizes a GPU keeps busy (the same for zoo and timm).
+DEVICE_BACKBONES = ("efficientnet_lite0", "mobilenet_v2", "resnet50", "inception_v3")
+DEVICE_ONLY = "peak,forward,fine_tune,head_stage"
+
+
+def device_settings(quick: bool) -> dict[str, Any]:
+    """Sizes of a ``--device gpu`` run: what :func:`settings` gives, GPU-sized.
+
+    Forward: batch 32 at the backbone's native input, zoo in mixed bfloat16 (XLA: JAX always
+    compiles), timed as a jitted call on device-resident input. Fine-tune: the top 2 blocks,
+    batch 32, zoo given bfloat16 + XLA explicitly (its ``"auto"`` probe would compile six
+    candidates, eager JAX among them: minutes per backbone) and no plain-Keras anchor (the
+    peer is the comparison here). The peer: timm on CUDA with AMP bfloat16, channels-last.
+    ``quick``: the same code paths at CPU-sized inputs, to test the harness without a GPU.
+    """
+    if quick:
+        base = settings(True)
+        size = base["forward"]["input_size"]
+        batch, images, repeats = 4, 8, 2
+    else:
+        base = settings(False)
+        size, batch, images, repeats = None, 32, 1024, 20
+    forward = {"batch_size": batch, "repeats": repeats, "input_size": size}
+    forward.update(modes=["mixed_bfloat16"], device_resident=True)
+    train = {"images": images, "batch_size": batch, "input_size": size}
+    return {
+        **base,
+        "peak": {"size": 1024 if quick else 8192, "repeats": 3 if quick else 10},
+        "forward": forward,
+        "fine_tune": {
+            **train,
+            "epochs": 3,
+            "probe": False,
+            "mixed_precision": "bfloat16",
+            "jit_compile": True,
+            "plain": False,
+        },
+        "head_stage": {**train, "epochs": 2 if quick else 5},
+        "peer": {"device": "auto", "amp": "bfloat16", "compile": False},
+    }
+
+
 def registered(names: list[str]) -> tuple[list[str], list[str]]:
     """Splits ``names`` into (registered, not registered) backbones."""
     import zoo
@@ -181,13 +231,21 @@ class Runner:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.config = settings(args.quick)
+        gpu = getattr(args, "device", "cpu") == "gpu"
+        self.config = device_settings(args.quick) if gpu else settings(args.quick)
         self.results: dict[str, Any] = {}
         self.log = Path(args.log)
+        self.budget = getattr(args, "budget", None)
+        self.start = time.perf_counter()
 
     def child(self, name: str, params: dict[str, Any], backend: str | None = None) -> dict:
         backend = backend or self.args.backend
         label = f"{name} {params.get('backbone', '')}".strip()
+        used = time.perf_counter() - self.start
+        # The peer is exempt: cheap, and zoo's rows mean little without it (see _peer).
+        if self.budget is not None and used > self.budget and name != "peer":
+            print(f"[benchmarks] {label}: skipped (over the budget)", flush=True)
+            return {"skipped": f"{BUDGET_SKIP} ({self.budget:.0f} s)"}
         print(f"[benchmarks] {label} ({backend}) ...", flush=True)
         out = run_child(name, params, backend, self.args.timeout, self.log)
         seconds = out.get("meta", {}).get("process_seconds", 0.0)
@@ -199,14 +257,20 @@ class Runner:
         return name in self.args.only
 
     def run(self) -> dict[str, Any]:
+        """Runs the selected measurements in ``--only``'s order; the peer after fine_tune."""
         for name in MEASUREMENTS:
             if not self.selected(name):
                 self.results[name] = {"skipped": "not selected (--only)"}
-            elif name in TF_ONLY and not has_tensorflow():
+        self.results["peer"] = {"skipped": "no --peer"}
+        # The peer's ratios read the forward and fine_tune rows: it runs after the later one.
+        after = [n for n in self.args.only if n in ("forward", "fine_tune")]
+        for name in self.args.only:
+            if name in TF_ONLY and not has_tensorflow():
                 self.results[name] = {"skipped": SKIP_NEEDS_TF}
             else:
                 getattr(self, f"_{name}")()
-        self.results["peer"] = self._peer() if self.args.peer else {"skipped": "no --peer"}
+            if self.args.peer and name == (after or self.args.only)[-1]:
+                self.results["peer"] = self._peer()
         for name, fields in STABLE_FIELDS.items():
             for field in fields:
                 self.results[name].setdefault(field, None)
@@ -285,8 +349,22 @@ class Runner:
         params = {"batch_size": forward["batch_size"], "input_size": forward.get("input_size")}
         params.update(train_batch_size=fine_tune["batch_size"], repeats=forward["repeats"])
         params["train_input_size"] = fine_tune.get("input_size")
-        runs = {b: self.child("peer", {**params, "backbone": b}) for b in self.args.backbones}
-        return peer_ratios(runs, self.results.get("forward", {}), self.results.get("fine_tune", {}))
+        params.update(self.config.get("peer", {}))
+        runs = {}
+        for b in self.args.backbones:
+            rows = [self.results.get(k, {}).get(b) or {} for k in ("forward", "fine_tune")]
+            if all(BUDGET_SKIP in str(r.get("skipped", "")) for r in rows):
+                runs[b] = {"skipped": f"{BUDGET_SKIP}: zoo's rows were not measured"}
+            else:
+                runs[b] = self.child("peer", {**params, "backbone": b})
+        mode = "mixed_bfloat16" if params.get("amp") == "bfloat16" else None
+        return peer_ratios(
+            runs,
+            self.results.get("forward", {}),
+            self.results.get("fine_tune", {}),
+            zoo_forward_mode=mode,
+            peak=self.results.get("peak"),
+        )
 
     def _pipeline(self) -> None:
         """Decode + resize against the fastest fine-tune measured (the hardest to feed)."""
@@ -324,6 +402,34 @@ def _why_not(*parts: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
+def device_section(info: dict[str, Any], peak: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``device`` section: what ran the model side, and its measured matmul peak.
+
+    Args:
+        info: :func:`benchmarks.common.machine_info`'s result.
+        peak: the run's ``peak`` section (``measure_peak``), or None.
+
+    Returns:
+        ``kind`` ("gpu" or "cpu"), ``name`` (nvidia-smi's first GPU, else the CPU),
+        ``devices`` (the backend's devices as the peak saw them), ``peak_tflops``
+        (``{"float32", "bfloat16"}``: median TFLOP/s of the square matmul, None where not
+        measured) and ``matmul_size``.
+    """
+    peak = peak if isinstance(peak, dict) else {}
+    gpu = bool(info.get("accelerators"))
+    tflops = {}
+    for dtype in ("float32", "bfloat16"):
+        gflops = (peak.get(dtype) or {}).get("gflops")
+        tflops[dtype] = gflops / 1e3 if gflops else None
+    return {
+        "kind": "gpu" if gpu else "cpu",
+        "name": info["accelerators"][0] if gpu else info.get("cpu"),
+        "devices": peak.get("devices"),
+        "matmul_size": peak.get("size"),
+        "peak_tflops": tflops,
+    }
+
+
 def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
     """``{dotted key: {"value", "target", "met"}}`` for every target in :data:`TARGETS`."""
     out = {}
@@ -357,8 +463,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, help="seconds per measurement process")
     parser.add_argument("--render", help="re-render the .md and .png of an existing JSON")
     parser.add_argument("--peer", choices=["timm"], help="measure timm beside zoo (peer extra)")
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="gpu: GPU sizes and settings (device_settings; benchmarks/device.sh)",
+    )
+    parser.add_argument("--budget", type=float, help="skip measurements after this many seconds")
     args = parser.parse_args(argv)
-    only = args.only.split(",") if args.only else list(MEASUREMENTS)
+    default_only = DEVICE_ONLY.split(",") if args.device == "gpu" else list(MEASUREMENTS)
+    only = args.only.split(",") if args.only else default_only
     unknown = sorted(set(only) - set(MEASUREMENTS))
     if unknown:
         parser.error(f"unknown measurement(s) {unknown}; expected some of {list(MEASUREMENTS)}")
@@ -369,6 +483,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _choose_backbones(args: argparse.Namespace) -> list[str]:
     """Resolves the backbone lists against the registry; returns the unregistered ones."""
+    if getattr(args, "device", "cpu") == "gpu" and not args.quick:
+        args.backbones = args.backbones or list(DEVICE_BACKBONES)
+        args.train_backbones = args.train_backbones or args.backbones
     if args.quick:
         default_quick, _ = registered(list(QUICK_PREFERENCE))
         args.backbones = args.backbones or default_quick[:1]
@@ -407,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "settings": {
             "quick": args.quick,
+            "device": args.device,
+            "budget_seconds": args.budget,
             "backend": args.backend,
             "backbones": args.backbones,
             "train_backbones": args.train_backbones,
@@ -416,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         **results,
     }
+    doc["device"] = device_section(info, doc.get("peak"))
     doc["targets"] = evaluate_targets(doc)
     json_path = out_dir / f"{stem}.json"
     json_path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")

@@ -8,8 +8,11 @@ figure is the string :data:`SKIP_NEEDS_PEER` instead of a number, never an error
 timm runs the way its users run inference on a CPU: ``timm.create_model(name,
 pretrained=False)``, ``eval()``, channels-last memory, float32, eager calls inside
 ``torch.inference_mode()``, ``torch.set_num_threads`` = the cores this process may use.
-Random weights: speed does not depend on their values. Nothing here imports torch or timm
-at module level.
+Random weights: speed does not depend on their values. On a GPU (``device="cuda"``, or
+``"auto"`` where CUDA is available) the peer runs as timm's users train there: model and
+batch on the GPU, ``torch.autocast`` bfloat16 (AMP), channels-last, optionally
+``torch.compile``, each timed call ended by ``torch.cuda.synchronize()``. Nothing here
+imports torch or timm at module level.
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ def has_timm() -> bool:
     return importlib.util.find_spec("timm") is not None
 
 
-def timm_model(backbone: str, num_classes: int) -> Any:
+def timm_model(backbone: str, num_classes: int, device: str = "cpu") -> Any:
     """timm's model for zoo's ``backbone``: random weights, eval mode, channels-last.
 
     Args:
         backbone: a key of :data:`TIMM_NAMES`.
         num_classes: classes of the new head (as zoo's classifier has).
+        device: torch device the model is moved to.
 
     Returns:
         A ``torch.nn.Module``: ``(batch, 3, height, width)`` float32 -> logits
@@ -62,7 +66,16 @@ def timm_model(backbone: str, num_classes: int) -> Any:
 
     torch.set_num_threads(cores())
     model = timm.create_model(TIMM_NAMES[backbone], pretrained=False, num_classes=num_classes)
-    return model.eval().to(memory_format=torch.channels_last)
+    return model.eval().to(device=device, memory_format=torch.channels_last)
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"``: ``"cuda"`` where torch sees a GPU, else ``"cpu"``; others as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def timm_runner(backbone: str, num_classes: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -109,6 +122,9 @@ def measure_timm_peer(
     num_classes: int = 10,
     train_batch_size: int | None = None,
     train_input_size: int | None = None,
+    device: str = "cpu",
+    amp: str | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """timm's forward images/s and top-2-blocks training step images/s for ``backbone``.
 
@@ -122,9 +138,19 @@ def measure_timm_peer(
     weights, float32, channels-last, ``torch.set_num_threads(cores)``; one warm-up call,
     then medians of ``repeats``.
 
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (:func:`resolve_device`); model and
+            batches live there, and CUDA calls are synchronized before a timer stops.
+        amp: ``"bfloat16"`` runs forward and training step under ``torch.autocast`` in
+            that dtype (the weights and Adam stay float32, as timm's ``--amp`` does);
+            None: float32.
+        compile: wrap both models in ``torch.compile`` (its compile time falls in the
+            warm-up call, reported apart as ``first_call_seconds``).
+
     Returns:
         ``forward_images_per_second``, ``train_step_images_per_second``, ``trainable_params``,
-        ``timm_model``, ``batch_size``, ``input_size``, ``versions``; without timm
+        ``timm_model``, ``batch_size``, ``input_size``, ``device``, ``precision``,
+        ``compiled``, ``first_call_seconds``, ``versions``; without timm
         ``{"skipped": SKIP_NEEDS_PEER, ...}`` with those numbers None.
     """
     fields = ("forward_images_per_second", "train_step_images_per_second")
@@ -138,30 +164,42 @@ def measure_timm_peer(
     size = input_size or get_spec(backbone).input_size[0]
     train_size = train_input_size or get_spec(backbone).input_size[0]
     train_batch = train_batch_size or batch_size
-    x = _pixels(batch_size, size)
-    x_train = _pixels(train_batch, train_size)
-    y = torch.from_numpy(np.random.default_rng(1).integers(0, num_classes, train_batch))
+    device = resolve_device(device)
+    x = _pixels(batch_size, size).to(device)
+    x_train = _pixels(train_batch, train_size).to(device)
+    labels = np.random.default_rng(1).integers(0, num_classes, train_batch)
+    y = torch.from_numpy(labels).to(device)
+    autocast = _autocast(device, amp)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
-    features = timm_model(backbone, num_classes=0)
-
-    def forward() -> None:
-        with torch.inference_mode():
-            features(x)
-
-    model = timm_model(backbone, num_classes)
+    features = timm_model(backbone, num_classes=0, device=device)
+    model = timm_model(backbone, num_classes, device=device)
     trainable = _freeze_all_but_top2(model, backbone)
     optimizer = torch.optim.Adam(trainable, lr=1e-4)
+    run_features, run_model = features, model
+    if compile:
+        run_features, run_model = torch.compile(features), torch.compile(model)
+
+    def forward() -> None:
+        with torch.inference_mode(), autocast():
+            run_features(x)
+        sync()
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x_train), y).backward()
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(run_model(x_train), y)
+        loss.backward()
         optimizer.step()
+        sync()
 
+    timings = {
+        field: time_calls(fn, repeats)
+        for field, fn in zip(fields, (forward, train_step), strict=True)
+    }
     rates = {
-        field: batch / time_calls(fn, repeats)["median_seconds"]
-        for field, fn, batch in zip(
-            fields, (forward, train_step), (batch_size, train_batch), strict=True
-        )
+        field: batch / timings[field]["median_seconds"]
+        for field, batch in zip(fields, (batch_size, train_batch), strict=True)
     }
     return {
         "backbone": backbone,
@@ -171,9 +209,34 @@ def measure_timm_peer(
         "train_batch_size": train_batch,
         "train_input_size": [train_size, train_size],
         "trainable_params": sum(p.numel() for p in trainable),
+        "device": _device_name(device),
+        "precision": f"amp {amp}" if amp else "float32",
+        "compiled": compile,
+        "first_call_seconds": {f: t["first_call_seconds"] for f, t in timings.items()},
         "versions": versions(),
         **rates,
     }
+
+
+def _autocast(device: str, amp: str | None) -> Callable[[], Any]:
+    """A factory of the AMP context for ``device`` (a no-op context without ``amp``)."""
+    import contextlib
+
+    import torch
+
+    if amp is None:
+        return contextlib.nullcontext
+    dtype = getattr(torch, amp)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return lambda: torch.autocast(device_type=kind, dtype=dtype)
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return device
 
 
 def _pixels(batch: int, size: int) -> Any:
@@ -204,33 +267,61 @@ def _freeze_all_but_top2(model: Any, backbone: str) -> list[Any]:
 
 
 def peer_ratios(
-    runs: dict[str, dict[str, Any]], forward: dict[str, Any], fine_tune: dict[str, Any]
+    runs: dict[str, dict[str, Any]],
+    forward: dict[str, Any],
+    fine_tune: dict[str, Any],
+    zoo_forward_mode: str | None = None,
+    peak: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """zoo / timm ratios per backbone, where both sides were measured in this run.
 
     Args:
         runs: :func:`measure_timm_peer` results per backbone.
-        forward: the run's ``forward`` section (zoo float32 images/s per backbone).
+        forward: the run's ``forward`` section (zoo images/s per backbone and mode).
         fine_tune: the run's ``fine_tune`` section (zoo's training images/s per backbone,
             with the settings zoo chose; its precision is recorded beside the ratio).
+        zoo_forward_mode: the zoo forward mode matching timm's precision; default
+            ``float32``, or ``float32_xla`` where that is the plain mode (JAX).
+        peak: the run's ``peak`` section; with it and the zoo row's GMACs, timm's forward
+            gets ``forward_fraction_of_peak`` (2 x GMACs x images/s over the matmul peak
+            of the same precision).
 
     Returns:
-        Per backbone the timm result plus ``zoo_forward_images_per_second``,
-        ``forward_ratio``, ``zoo_train_images_per_second``, ``zoo_train_settings`` and
-        ``train_ratio`` (None where a side is missing).
+        Per backbone the timm result plus ``zoo_forward_mode``,
+        ``zoo_forward_images_per_second``, ``forward_ratio``, ``zoo_train_images_per_second``,
+        ``zoo_train_settings``, ``train_ratio`` and ``forward_fraction_of_peak`` (None where
+        a side is missing).
     """
     out: dict[str, Any] = {}
     for name, timm in runs.items():
-        zoo_forward = ((forward.get(name) or {}).get("float32") or {}).get("images_per_second")
+        row = forward.get(name) or {}
+        mode = zoo_forward_mode or _plain_mode(row)
+        zoo_forward = (row.get(mode) or {}).get("images_per_second")
         zoo_train = (fine_tune.get(name) or {}).get("zoo_images_per_second")
         timm_forward = timm.get("forward_images_per_second")
         timm_train = timm.get("train_step_images_per_second")
         out[name] = {
             **timm,
+            "zoo_forward_mode": mode,
             "zoo_forward_images_per_second": zoo_forward,
             "forward_ratio": zoo_forward / timm_forward if zoo_forward and timm_forward else None,
             "zoo_train_images_per_second": zoo_train,
             "zoo_train_settings": (fine_tune.get(name) or {}).get("zoo_settings"),
             "train_ratio": zoo_train / timm_train if zoo_train and timm_train else None,
+            "forward_fraction_of_peak": _fraction(row.get("gmacs"), timm_forward, mode, peak),
         }
     return out
+
+
+def _plain_mode(row: dict[str, Any]) -> str:
+    """zoo's float32 forward mode in ``row``: ``float32``, unless it was skipped (JAX)."""
+    plain = row.get("float32") or {}
+    return "float32_xla" if "skipped" in plain and "float32_xla" in row else "float32"
+
+
+def _fraction(gmacs: Any, rate: Any, mode: str, peak: dict[str, Any] | None) -> float | None:
+    key = "bfloat16" if mode == "mixed_bfloat16" else "float32"
+    gflops = ((peak or {}).get(key) or {}).get("gflops")
+    if not (gmacs and rate and gflops):
+        return None
+    return 2.0 * gmacs * rate / gflops

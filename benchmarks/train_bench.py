@@ -5,7 +5,9 @@ transfer-learning guide: ``base.trainable = False``, ``base(x, training=False)``
 average pooling, ``Dense``; ``model.fit`` on the images) with ``zoo.training.fine_tune``
 on the same synthetic images (uniform 0..255 pixels, random labels: speed and weight
 equality do not depend on the values). Backend-agnostic: numpy in, any Keras backend;
-nothing imports TensorFlow at module level.
+nothing imports TensorFlow at module level. zoo gets an unshuffled ``tf.data`` dataset on
+TensorFlow and the ``(x, y)`` arrays with ``batch_size`` elsewhere (``fine_tune`` shuffles
+those per epoch; the cache's own order is kept with ``shuffle_cache=False``).
 """
 
 from __future__ import annotations
@@ -135,10 +137,6 @@ def plain_fit(
 
 def _zoo_training_problem() -> str | None:
     """Why the zoo side cannot run here (None when it can)."""
-    from benchmarks.common import has_tensorflow
-
-    if not has_tensorflow():
-        return "skipped: zoo.training needs TensorFlow (tf.data input, activation cache)"
     try:
         import zoo.training  # noqa: F401
     except ImportError as exc:
@@ -174,10 +172,15 @@ def zoo_fit(
         ``images_per_second`` (median over epochs after the first), ``cache`` (the
         stage's cache info) and ``zoo_images_per_second`` (zoo's own figure).
     """
+    import keras
+
     from zoo.training import fine_tune
 
     timer = EpochTimer()
-    data = _dataset(x, y, batch_size)
+    if keras.backend.backend() == "tensorflow":
+        data, options = _dataset(x, y, batch_size), options
+    else:  # fine_tune batches and feeds numpy arrays itself on the other backends
+        data, options = (x, y), {**options, "batch_size": batch_size}
     callbacks = [timer, *extra_callbacks]  # the timer first: it stops before the others run
     start = time.perf_counter()
     result = fine_tune(model, data, None, [stage], verbose=0, callbacks=callbacks, **options)
@@ -262,6 +265,9 @@ def measure_fine_tune(
     batch_size: int = 16,
     input_size: int | None = None,
     probe: bool = True,
+    mixed_precision: str | None = None,
+    jit_compile: bool = False,
+    plain: bool = True,
 ) -> dict[str, Any]:
     """Top 2 blocks unfrozen (BatchNorm frozen), no cache: training images/s.
 
@@ -269,8 +275,10 @@ def measure_fine_tune(
     ``fine_tune`` with ``UnfreezeTop(blocks=2)``, ``cache="off"`` (so the training step
     itself is measured) and its defaults as recipes use them: ``mixed_precision="auto"``,
     ``jit_compile="auto"`` (zoo probes the candidates on the device and keeps the fastest
-    whose loss agrees; the result records its choice and the probe). ``probe=False``: float32
-    without XLA, as ``--quick`` does to save time.
+    whose loss agrees; the result records its choice and the probe). ``probe=False``: the
+    given ``mixed_precision`` / ``jit_compile`` (default float32 without XLA, as ``--quick``
+    does to save time). ``plain=False`` leaves the plain-Keras anchor out (its compile costs
+    as much as zoo's; a GPU run compares with the peer instead): no speedup then.
     The two are interleaved, one plain epoch after each zoo epoch (the plain model traced
     beforehand), and the speedup is the median over epochs 2.. of the pairs' time ratio,
     so a change in the shared machine's load hits both alike. Images/s: the medians.
@@ -288,10 +296,12 @@ def measure_fine_tune(
     settings = (
         {"mixed_precision": "auto", "jit_compile": "auto"}
         if probe
-        else {"mixed_precision": None, "jit_compile": False}
+        else {"mixed_precision": mixed_precision, "jit_compile": jit_compile}
     )
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
+    if not plain:
+        return {**out, **_zoo_fine_tune_alone(backbone, x, y, epochs, batch_size, settings)}
     plain = plain_model(backbone, shape, unfreeze_blocks=2)
     warm = plain_fit(plain, x, y, 1, batch_size)  # compiles and traces: not timed below
     out["plain_first_epoch_seconds"] = warm["seconds"]
@@ -328,6 +338,28 @@ def measure_fine_tune(
         "probe": zoo_run["settings_probe"],
         "speedup": median([p / z for z, p in pairs]),
         "speedup_method": "median over epochs 2.. of plain/zoo epoch time, epochs interleaved",
+    }
+
+
+def _zoo_fine_tune_alone(
+    backbone: str, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int, settings: dict
+) -> dict[str, Any]:
+    """zoo's top-2 fine-tune without the plain anchor: images/s, median over epochs 2.."""
+    problem = _zoo_training_problem()
+    none = {"plain_images_per_second": None, "speedup": None}
+    if problem:
+        return skipped(problem, zoo_images_per_second=None, **none)
+    run = zoo_fit(
+        _classifier(backbone, x.shape[1:]), x, y, _fine_tune_stage(epochs), batch_size, **settings
+    )
+    return {
+        **none,
+        "plain": "not measured (plain=False)",
+        "zoo_images_per_second": run["images_per_second"],
+        "zoo_epoch_seconds": run["epoch_seconds"],
+        "zoo_settings": run["settings"],
+        "zoo_asked": settings,
+        "probe": run["settings_probe"],
     }
 
 
