@@ -106,3 +106,37 @@ def colour_squares(root: Path, per_class: int, size: int = 20) -> Path:
             pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(root / name / f"{i}.png")
     return root
+
+
+def tiny_recipe(
+    photos: Path | str,
+    *,
+    head_epochs: int = 1,
+    top_epochs: int | None = 1,
+    top: dict | None = None,
+    validation_fraction: float = 0.25,
+    **run: object,
+) -> str:
+    """A recipe (TOML text) that fine-tunes efficientnet_lite0 (random weights) at 32x32 on
+    the folder ``photos``: a head stage, then (unless ``top_epochs`` is None) its top
+    block; ``top`` adds keys to that stage, ``run`` to ``[run]`` (seed 0 always)."""
+    import tomli_w
+
+    stages = [
+        {"name": "head", "policy": "freeze_backbone", "epochs": head_epochs, "learning_rate": 0.01}
+    ]
+    if top_epochs is not None:
+        stage = {"name": "top", "policy": "unfreeze_top", "blocks": 1, "epochs": top_epochs}
+        stages.append({**stage, "learning_rate": 0.001, **(top or {})})
+    data = {
+        "source": f"folder:{Path(photos).as_posix()}",
+        "validation_fraction": validation_fraction,
+        "test_fraction": 0.25,
+        "seed": 0,
+        "image_size": [32, 32],
+        "batch_size": 8,
+    }
+    model = {"backbone": "efficientnet_lite0", "weights": "none"}
+    return tomli_w.dumps(
+        {"data": data, "model": model, "stages": stages, "run": {"seed": 0, **run}}
+    )

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from export_testlib import colour_squares
+from export_testlib import colour_squares, tiny_recipe
 
 from recipes import export as export_lib
 from recipes import runner
@@ -12,29 +12,6 @@ from recipes.cli import main
 from recipes.config import load_recipe
 from recipes.verify import VerifyResult
 
-ONE_EPOCH = """
-[data]
-source = "folder:{photos}"
-validation_fraction = 0.25
-test_fraction = 0.25
-seed = 0
-image_size = [32, 32]
-batch_size = 8
-
-[model]
-backbone = "efficientnet_lite0"
-weights = "none"
-
-[[stages]]
-name = "head"
-policy = "freeze_backbone"
-epochs = 1
-learning_rate = 0.01
-
-[run]
-seed = 0
-"""
-
 FAILURE = "frozen variable backbone/stem_conv/kernel changed since the pretrained source"
 
 
@@ -42,9 +19,7 @@ def test_failed_verification_exits_1(tmp_path, monkeypatch, capsys):
     """The real command, run to the end; only the export's verdict is forced to fail."""
     recipe = tmp_path / "one.toml"
     recipe.write_text(
-        ONE_EPOCH.format(
-            photos=colour_squares(tmp_path / "photos", per_class=8, size=16).as_posix()
-        )
+        tiny_recipe(colour_squares(tmp_path / "photos", per_class=8, size=16), top_epochs=None)
     )
     failed = VerifyResult(tmp_path / "x", passed=False, failures=[FAILURE])
     seen = {}
@@ -66,7 +41,7 @@ def test_failed_verification_exits_1(tmp_path, monkeypatch, capsys):
 
 def test_recipe_tolerance_and_registry_proof_reach_the_export(tmp_path, monkeypatch):
     """One verification per run: the export's own, with the recipe's tolerance."""
-    text = ONE_EPOCH.format(photos=tmp_path.as_posix()).replace('"none"', '"imagenet"')
+    text = tiny_recipe(tmp_path, top_epochs=None).replace('"none"', '"imagenet"')
     recipe_file = tmp_path / "one.toml"
     recipe_file.write_text(text + "[verify]\ntolerance = 0.001\n")
     seen = {}

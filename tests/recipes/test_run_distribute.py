@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from export_testlib import colour_squares
+from export_testlib import colour_squares, tiny_recipe
 
 from recipes.config import parse_recipe
 from zoo.errors import ZooError
@@ -23,37 +23,6 @@ else:  # Python 3.10 (pyproject: tomli; python_version < '3.11')
 
 REPO = Path(__file__).resolve().parents[2]
 
-RECIPE = """
-[data]
-source = "folder:{photos}"
-validation_fraction = 0.25
-test_fraction = 0.25
-seed = 0
-image_size = [32, 32]
-batch_size = 8
-
-[model]
-backbone = "efficientnet_lite0"
-weights = "none"
-
-[[stages]]
-name = "head"
-policy = "freeze_backbone"
-epochs = 1
-learning_rate = 0.01
-
-[[stages]]
-name = "top"
-policy = "unfreeze_top"
-blocks = 1
-epochs = 1
-learning_rate = 0.001
-
-[run]
-seed = 0
-deterministic = true
-"""
-
 
 @pytest.fixture(scope="module")
 def recipe_file(tmp_path_factory) -> Path:
@@ -61,7 +30,7 @@ def recipe_file(tmp_path_factory) -> Path:
     # 52 images: no split ends in a batch smaller than 2
     root = colour_squares(tmp_path_factory.mktemp("photos"), per_class=26)
     path = tmp_path_factory.mktemp("recipe") / "tiny.toml"
-    path.write_text(RECIPE.format(photos=root.as_posix()))
+    path.write_text(tiny_recipe(root, deterministic=True))
     return path
 
 
@@ -126,7 +95,7 @@ def test_multi_worker_with_no_or_malformed_tf_config_is_one_line_exit_2(
 
 def test_run_keys_are_validated():
     def parsed(**run):
-        data = tomllib.loads(RECIPE.format(photos="x"))
+        data = tomllib.loads(tiny_recipe("x", deterministic=True))
         data["run"].update(run)
         return parse_recipe(data)
 
@@ -144,7 +113,7 @@ def test_last_batch_smaller_than_the_replicas_is_left_out_and_said(tmp_path):
     # the 1 would leave the second replica without an image, which TensorFlow cannot run.
     root = colour_squares(tmp_path / "photos", per_class=24)
     recipe = tmp_path / "short.toml"
-    recipe.write_text(RECIPE.format(photos=root.as_posix()))
+    recipe.write_text(tiny_recipe(root, deterministic=True))
     out = tmp_path / "run"
     result = _zoo_run(recipe, out, "run.distribute=mirrored", "run.logical_cpu_devices=2")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -18,43 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from export_testlib import colour_squares
+from export_testlib import colour_squares, tiny_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 240  # one cluster run, start to finish; ~40 s on 2 idle cores
-
-# Three epochs in all, so a worker can be killed after the first with two still to run.
-RECIPE = """
-[data]
-source = "folder:{photos}"
-validation_fraction = 0.25
-test_fraction = 0.25
-seed = 0
-image_size = [32, 32]
-batch_size = 8
-
-[model]
-backbone = "efficientnet_lite0"
-weights = "none"
-
-[[stages]]
-name = "head"
-policy = "freeze_backbone"
-epochs = 1
-learning_rate = 0.01
-
-[[stages]]
-name = "top"
-policy = "unfreeze_top"
-blocks = 1
-epochs = 2
-learning_rate = 0.001
-
-[run]
-seed = 0
-deterministic = true
-distribute = "multi_worker"
-"""
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +29,9 @@ def recipe_file(tmp_path_factory) -> Path:
     # 52 images: 26 train, no split ends in a batch smaller than the 2 replicas
     root = colour_squares(tmp_path_factory.mktemp("photos"), per_class=26)
     path = tmp_path_factory.mktemp("recipe") / "two_workers.toml"
-    path.write_text(RECIPE.format(photos=root.as_posix()))
+    # Three epochs in all, so a worker can be killed after the first with two still to run.
+    recipe = tiny_recipe(root, top_epochs=2, deterministic=True, distribute="multi_worker")
+    path.write_text(recipe)
     return path
 
 

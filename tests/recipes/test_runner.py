@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from export_testlib import colour_squares
+from export_testlib import colour_squares, tiny_recipe
 from PIL import Image
 
 from recipes import runner
@@ -29,37 +29,13 @@ else:  # Python 3.10 (pyproject: tomli; python_version < '3.11')
 REPO = Path(__file__).resolve().parents[2]
 FINE_TUNE_EPOCHS = 8  # long enough to be killed in the middle of the stage
 
-TINY = """
-[data]
-source = "folder:{photos}"
-validation_fraction = 0.2
-test_fraction = 0.25
-seed = 0
-image_size = [32, 32]
-batch_size = 8
 
-[model]
-backbone = "efficientnet_lite0"
-weights = "none"
-
-[[stages]]
-name = "head"
-policy = "freeze_backbone"
-epochs = 2
-learning_rate = 0.01
-
-[[stages]]
-name = "top"
-policy = "unfreeze_top"
-blocks = 2
-epochs = 3
-learning_rate = 0.001
-optimizer = "adamw"
-
-[run]
-seed = 0
-deterministic = true
-"""
+def _tiny_text(photos) -> str:
+    """Two head epochs, then three of the top 2 blocks with AdamW."""
+    top = {"blocks": 2, "optimizer": "adamw"}
+    return tiny_recipe(
+        photos, head_epochs=2, top_epochs=3, top=top, validation_fraction=0.2, deterministic=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +49,7 @@ def photos(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def recipe_file(photos, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("recipe") / "tiny.toml"
-    path.write_text(TINY.format(photos=photos.as_posix()))
+    path.write_text(_tiny_text(photos))
     return path
 
 
@@ -273,7 +249,7 @@ def test_failed_verification_exits_1_and_leaves_no_export(tmp_path, monkeypatch)
     (tmp_path / "export").mkdir()  # an export from an earlier attempt must not survive
     (tmp_path / "export" / "saved_model.pb").write_bytes(b"old")
     path, verify = runner._export_and_verify(
-        parse_recipe(tomllib.loads(TINY.format(photos="unused"))),
+        parse_recipe(tomllib.loads(_tiny_text("unused"))),
         model=None,
         run_dir=tmp_path,
         source_manifest={},
@@ -288,7 +264,7 @@ def test_failed_verification_exits_1_and_leaves_no_export(tmp_path, monkeypatch)
 
 
 def _tiny(photos="unused", **changes) -> "runner.Recipe":
-    data = tomllib.loads(TINY.format(photos=photos))
+    data = tomllib.loads(_tiny_text(photos))
     for key, value in changes.items():
         section, _, name = key.partition(".")
         if value is None:
@@ -408,7 +384,7 @@ def test_auto_settings_reach_fine_tune_and_the_choice_reaches_the_report(photos,
 def test_recipe_augmentation_data_wide_per_stage_and_off():
     """[data].augment applies to every stage unless a stage names its own or says false;
     mixup / cutmix stages get an augmentation that makes soft labels for the classes."""
-    data = tomllib.loads(TINY.format(photos="unused"))
+    data = tomllib.loads(_tiny_text("unused"))
     data["data"]["augment"] = ["flip", "mixup"]
     data["stages"][0]["augment"] = False
     data["stages"][1]["augment"] = ["random_crop", "cutmix"]
