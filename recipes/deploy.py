@@ -36,6 +36,7 @@ a failing format leaves the export as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -195,6 +196,7 @@ def convert(
     name: str,
     calibration: np.ndarray | None = None,
     class_names: Sequence[str] | None = None,
+    serving_dir: str | Path | None = None,
 ) -> bytes:
     """Converts ``model`` (pixels 0..255 -> logits) to one format's file bytes.
 
@@ -205,6 +207,9 @@ def convert(
         calibration: float32 training images ``(n, height, width, 3)`` 0..255 for
             ``tflite-int8`` (never test images).
         class_names: stored inside the file (see the module doc).
+        serving_dir: an empty or earlier-used directory where the logits-only SavedModel
+            the TFLite converter reads is written once and reused (it takes about as
+            long as a conversion); default a temporary one per call.
 
     Returns:
         The file's bytes.
@@ -220,18 +225,24 @@ def convert(
     if name == "onnx":
         data = _convert_onnx(model, class_names)
     else:
-        data = _convert_tflite(model, name, calibration)
+        data = _convert_tflite(model, name, calibration, serving_dir)
         if class_names is not None:
             data = _append_labels(data, class_names)
     return data
 
 
-def _convert_tflite(model: keras.Model, name: str, calibration: np.ndarray | None) -> bytes:
+def _convert_tflite(
+    model: keras.Model, name: str, calibration: np.ndarray | None, serving_dir: Any
+) -> bytes:
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory() as directory:
-        _serving_saved_model(model, directory)
-        converter = tf.lite.TFLiteConverter.from_saved_model(directory, signature_keys=["serve"])
+    with contextlib.ExitStack() as stack:
+        directory = serving_dir or stack.enter_context(tempfile.TemporaryDirectory())
+        if not (Path(directory) / "saved_model.pb").is_file():
+            _serving_saved_model(model, str(directory))
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            str(directory), signature_keys=["serve"]
+        )
         _configure(converter, name, calibration, model)
         # ConverterError is what the converter raises for an op or model it cannot
         # convert (a user's model); anything else is a bug and keeps its traceback.
@@ -582,14 +593,16 @@ def deploy(
             float_top1 = _top1(lambda images: _keras_logits(model, images), batches)
         reference = (batches, float_top1)
     files, results, failures = {}, [], []
-    for name in names:
-        spec = FORMATS[name]
-        data = convert(model, name, calibration, meta["class_names"])
-        found = _check(spec, data, probe, reference, batch)
-        if not found["passed"]:
-            failures.append(f"{name}: parity {found['parity']:.3g} ({_parity_rule(spec)})")
-        files[spec.file] = data
-        results.append(DeployResult(name, spec.file, _sha256(data), len(data), **found))
+    # One logits-only SavedModel serves every TFLite conversion of this call.
+    with tempfile.TemporaryDirectory(prefix="zoo-deploy-") as serving_dir:
+        for name in names:
+            spec = FORMATS[name]
+            data = convert(model, name, calibration, meta["class_names"], serving_dir)
+            found = _check(spec, data, probe, reference, batch)
+            if not found["passed"]:
+                failures.append(f"{name}: parity {found['parity']:.3g} ({_parity_rule(spec)})")
+            files[spec.file] = data
+            results.append(DeployResult(name, spec.file, _sha256(data), len(data), **found))
     if failures:
         raise DeployError(
             "Deployed files failed their parity check, so none was written: " + "; ".join(failures)
