@@ -11,7 +11,7 @@ from zoo.classifier import build_classifier
 from zoo.errors import ZooError
 from zoo.policies import FreezeBackbone, UnfreezeTop
 from zoo.training import Stage, fine_tune
-from zoo.training.settings import LOSS_RTOL, accelerator
+from zoo.training.settings import LOSS_RTOL, accelerator, candidates
 
 SIZE = 32
 
@@ -312,3 +312,13 @@ def test_fine_tune_with_each_augmentation_trains_on_its_labels_and_lowers_the_lo
     # the loss must not smooth them a second time.
     assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
     assert model.loss.get_config()["label_smoothing"] == 0
+
+
+def test_auto_candidates_keep_xla_on_with_jax_and_off_on_a_tensorflow_cpu():
+    assert candidates("auto", "auto", None, "tensorflow") == [(None, False), ("bfloat16", False)]
+    on_gpu = candidates("auto", "auto", "gpu", "tensorflow")
+    assert (None, True) in on_gpu and ("float16", False) in on_gpu and len(on_gpu) == 6
+    # Keras-JAX without XLA runs op by op: compiled candidates only, on every device.
+    assert candidates("auto", "auto", None, "jax") == [(None, True), ("bfloat16", True)]
+    assert [j for _, j in candidates("auto", "auto", "gpu", "jax")] == [True, True, True]
+    assert candidates(None, False, None, "jax") == [(None, False)]  # as given: not probed

@@ -76,7 +76,7 @@ def fine_tune(
     *,
     run_dir: str | os.PathLike | None = None,
     mixed_precision: str | None = None,
-    jit_compile: bool | str = False,
+    jit_compile: bool | str | None = None,
     resume: bool = False,
     cache_dir: str | os.PathLike | None = None,
     cache_budget_bytes: int = DEFAULT_CACHE_BUDGET_BYTES,
@@ -118,7 +118,9 @@ def fine_tune(
             (probed: :mod:`zoo.training.settings`). Applied to the model's layers for the
             call, restored afterwards.
         jit_compile: compile training (and the cache's forward pass) with XLA; True,
-            False or ``"auto"`` (probed, tried only where an accelerator is present).
+            False, ``"auto"`` (probed, tried only where an accelerator is present) or None:
+            the backend's own default, off on TensorFlow and on with JAX (where a step
+            without XLA runs op by op).
         resume: continue from ``run_dir``'s checkpoint: completed stages are skipped and
             the current one carries on from its last complete epoch with the optimizer's
             state. Without a checkpoint, starts from the beginning. Pass ``train`` built
@@ -178,6 +180,8 @@ def fine_tune(
         DistributionError: the model was not built in the strategy's scope, a batch does
             not divide among the replicas, or ``TF_CONFIG`` is unusable.
     """
+    if jit_compile is None:
+        jit_compile = keras.backend.backend() == "jax"
     _check_args(stages, mixed_precision, jit_compile, resume, run_dir)
     train, validation = prepare_inputs(train, validation, batch_size, seed, stages)
     with _distribution(distribution, model) as distributed:

@@ -6,7 +6,7 @@ depthwise ones, and XLA slows convolutions down; on a GPU both usually help. So 
 ``mixed_precision="auto"`` or ``jit_compile="auto"`` zoo measures instead of guessing:
 
 1. the candidates: float32 and mixed bfloat16 (plus mixed float16 on a GPU); XLA off,
-   and on only where an accelerator (GPU, TPU) is present;
+   and on only where an accelerator (GPU, TPU) is present (on Keras-JAX always on);
 2. the probe stage: the first stage that trains more than a head on cached features
    (the plain way, or on a cache below the backbone's output). When every stage is a
    head-only cached stage the settings cannot matter much (a dense layer on features)
@@ -133,14 +133,23 @@ def accelerator() -> str | None:
     return next((k for k in ("gpu", "tpu") if k in kinds), None)
 
 
-def candidates(mixed: str | None, jit: bool | str, device: str | None) -> list[tuple]:
-    """The ``(mixed_precision, jit_compile)`` pairs to try; float32 (or the given) first."""
+def candidates(
+    mixed: str | None, jit: bool | str, device: str | None, backend: str | None = None
+) -> list[tuple]:
+    """The ``(mixed_precision, jit_compile)`` pairs to try; float32 (or the given) first.
+
+    On Keras-JAX (``backend``, default Keras' own) XLA is always on: without it JAX runs
+    the step op by op, many times slower on any device, so it is no candidate.
+    """
     precisions = [mixed]
     if mixed == AUTO:
         precisions = [None, "bfloat16", *(["float16"] if device == "gpu" else [])]
     jits = [jit]
     if jit == AUTO:
-        jits = [False, True] if device is not None else [False]
+        if (backend or keras.backend.backend()) == "jax":
+            jits = [True]
+        else:
+            jits = [False, True] if device is not None else [False]
     return [(m, j) for m in precisions for j in jits]
 
 
