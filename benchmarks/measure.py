@@ -34,6 +34,7 @@ MEASUREMENTS: dict[str, tuple[str, str]] = {
     "pipeline": ("benchmarks.tf_bench", "measure_pipeline"),
     "serving_formats": ("benchmarks.serving_bench", "measure_serving_formats"),
     "peer": ("benchmarks.timm_bench", "measure_timm_peer"),
+    "peer_head_stage": ("benchmarks.timm_bench", "measure_timm_head_stage"),
     "distribute": ("benchmarks.distribute_bench", "measure_distribute"),
 }
 

@@ -42,6 +42,7 @@ def markdown(doc: dict[str, Any]) -> str:
     parts = [_machine_md(doc), _device_md(doc.get("device")), _targets_md(doc), _peak_md(doc)]
     parts += [_forward_md(doc)]
     parts += [serving_formats_md(doc.get("serving_formats")), peer_md(doc.get("peer"))]
+    parts += [peer_head_stage_md(doc.get("peer_head_stage"))]
     parts += [markdown_section(doc), _notes_md()]
     return "\n\n".join(p for p in parts if p) + "\n"
 
@@ -243,6 +244,23 @@ def peer_md(section: Any) -> str:
         ]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def peer_head_stage_md(section: Any) -> str:
+    """zoo's head stage (cached features) beside timm's training loop, wall seconds."""
+    if not isinstance(section, dict) or section.get("seconds") is None:
+        return ""
+    return "\n".join(
+        [
+            "## Head stage beside timm (frozen backbone, linear head; wall seconds)",
+            "",
+            "| backbone, input | images x epochs | zoo (feature cache) | timm loop | timm / zoo |",
+            "|---|---|---|---|---|",
+            f"| {section['backbone']}, {section['input_size'][0]} | {section['images']} x "
+            f"{section['epochs']} | {_num(section.get('zoo_seconds'))} s | "
+            f"{_num(section.get('seconds'))} s | {_num(section.get('ratio'), 2, 'x')} |",
+        ]
+    )
 
 
 def _ratio_cell(target: dict[str, Any]) -> str:

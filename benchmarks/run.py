@@ -262,6 +262,7 @@ class Runner:
             if not self.selected(name):
                 self.results[name] = {"skipped": "not selected (--only)"}
         self.results["peer"] = {"skipped": "no --peer"}
+        self.results["peer_head_stage"] = {"skipped": "no --peer", "ratio": None}
         # The peer's ratios read the forward and fine_tune rows: it runs after the later one.
         after = [n for n in self.args.only if n in ("forward", "fine_tune")]
         for name in self.args.only:
@@ -271,6 +272,9 @@ class Runner:
                 getattr(self, f"_{name}")()
             if self.args.peer and name == (after or self.args.only)[-1]:
                 self.results["peer"] = self._peer()
+        # timm's head-stage loop runs on the CPU only (not part of the GPU run's budget).
+        if self.args.peer and self.selected("head_stage") and self.args.device == "cpu":
+            self.results["peer_head_stage"] = self._peer_head_stage()
         for name, fields in STABLE_FIELDS.items():
             for field in fields:
                 self.results[name].setdefault(field, None)
@@ -365,6 +369,18 @@ class Runner:
             zoo_forward_mode=mode,
             peak=self.results.get("peak"),
         )
+
+    def _peer_head_stage(self) -> dict[str, Any]:
+        """timm's head-stage loop on the head_stage row's backbone, images and epochs;
+        ``ratio`` = timm's seconds / zoo's (zoo caches features, timm recomputes them)."""
+        zoo_row = self.results.get("head_stage") or {}
+        if not zoo_row.get("zoo_seconds"):
+            return {"skipped": "zoo's head stage was not measured", "ratio": None}
+        backbone = self.args.train_backbones[0]
+        timm = self.child("peer_head_stage", self._params("head_stage", backbone=backbone))
+        seconds = timm.get("seconds")
+        ratio = seconds / zoo_row["zoo_seconds"] if seconds else None
+        return {**timm, "zoo_seconds": zoo_row["zoo_seconds"], "ratio": ratio}
 
     def _pipeline(self) -> None:
         """Decode + resize against the fastest fine-tune measured (the hardest to feed)."""

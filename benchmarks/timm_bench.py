@@ -325,3 +325,72 @@ def _fraction(gmacs: Any, rate: Any, mode: str, peak: dict[str, Any] | None) -> 
     if not (gmacs and rate and gflops):
         return None
     return 2.0 * gmacs * rate / gflops
+
+
+def measure_timm_head_stage(
+    backbone: str,
+    images: int = 256,
+    epochs: int = 10,
+    batch_size: int = 32,
+    input_size: int | None = None,
+) -> dict[str, Any]:
+    """timm's head stage as its users write it: the wall time of a PyTorch training loop.
+
+    The same images and labels as zoo's ``head_stage`` measurement
+    (``benchmarks.train_bench._data``), channels-last; ``timm.create_model(...,
+    num_classes=10)`` in eval mode (BatchNorm frozen), every parameter frozen but the
+    classifier's (``model.get_classifier()``), Adam at zoo's learning rate, a
+    ``DataLoader`` shuffling each epoch, and for each batch the full forward pass (the
+    frozen backbone runs every epoch: timm has no feature cache), the loss, backward and
+    step. Pixels are scaled to -1..1 in the loop, as a timm transform would.
+
+    Returns:
+        ``seconds`` (the whole loop, model creation excluded), ``epoch_seconds``,
+        ``backbone``, ``timm_model``, ``images``, ``epochs``, ``batch_size``,
+        ``input_size``; without timm, ``{"skipped": SKIP_NEEDS_PEER, "seconds": None}``.
+    """
+    if not has_timm():
+        return {"skipped": SKIP_NEEDS_PEER, "seconds": None}
+    import time
+
+    import torch
+
+    from benchmarks.train_bench import LEARNING_RATE, NUM_CLASSES, _data
+
+    x, y = _data(backbone, images, input_size)
+    pixels = torch.from_numpy(x).permute(0, 3, 1, 2)  # NCHW view of NHWC: channels-last
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(pixels, torch.from_numpy(y)),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    model = timm_model(backbone, NUM_CLASSES)  # eval mode, channels-last
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head = list(model.get_classifier().parameters())
+    for p in head:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(head, lr=LEARNING_RATE)
+    epoch_seconds = []
+    start = time.perf_counter()
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        for images_batch, labels in loader:
+            logits = model(images_batch / 127.5 - 1.0)
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        epoch_seconds.append(time.perf_counter() - t0)
+    return {
+        "backbone": backbone,
+        "timm_model": TIMM_NAMES[backbone],
+        "images": images,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "input_size": list(x.shape[1:3]),
+        "seconds": time.perf_counter() - start,
+        "epoch_seconds": epoch_seconds,
+        "versions": versions(),
+    }

@@ -93,3 +93,17 @@ def test_timm_peer_measurement_skips_without_timm():
         "forward_images_per_second": None,
         "train_step_images_per_second": None,
     }
+
+
+def test_timm_head_stage_is_skipped_without_timm_and_rendered_with_it():
+    from benchmarks import timm_bench
+    from benchmarks.report import peer_head_stage_md
+
+    if not timm_bench.has_timm():
+        got = timm_bench.measure_timm_head_stage("efficientnet_lite0", images=4, epochs=1)
+        assert got == {"skipped": timm_bench.SKIP_NEEDS_PEER, "seconds": None}
+    row = {"backbone": "efficientnet_lite0", "input_size": [96, 96], "images": 64, "epochs": 2}
+    assert peer_head_stage_md({**row, "seconds": 12.0, "zoo_seconds": 3.0, "ratio": 4.0}).endswith(
+        "| efficientnet_lite0, 96 | 64 x 2 | 3.0 s | 12.0 s | 4.00x |"
+    )
+    assert peer_head_stage_md({"skipped": "no --peer", "ratio": None}) == ""
