@@ -236,7 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
         from recipes.runner import run_deploy_inputs
 
         # A run directory brings its own calibration images and evaluation split.
-        return main_export(args.path, args.format, args.calibration, run_deploy_inputs(args.path))
+        def run_inputs(calibrate: bool) -> dict | None:
+            return run_deploy_inputs(args.path, calibrate)
+
+        return main_export(args.path, args.format, args.calibration, run_inputs)
 
     p = sub.add_parser("export", help="write LiteRT / ONNX files into an export, checked")
     p.add_argument(

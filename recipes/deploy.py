@@ -358,7 +358,10 @@ def _convert_onnx(model: keras.Model, class_names: Sequence[str] | None) -> byte
     spec = [tf.TensorSpec((None, height, width, 3), tf.float32, "images")]
     try:
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=ONNX_OPSET)
-    except Exception as error:  # tf2onnx has no error base class; the cause stays chained
+    # tf2onnx has no error base class: a model it cannot convert fails its checks
+    # (``make_sure``: ValueError), an op handler (RuntimeError) or an unported op
+    # (NotImplementedError). Anything else is a bug and keeps its traceback.
+    except (ValueError, RuntimeError, NotImplementedError) as error:
         raise DeployError(_conversion_failure("onnx", error)) from error
     if class_names is not None:
         entry = proto.metadata_props.add()
@@ -772,7 +775,7 @@ def main_export(
     path: str,
     formats: Sequence[str],
     calibration: str | None = None,
-    run_inputs: dict[str, Any] | None = None,
+    run_inputs: Callable[[bool], dict[str, Any] | None] | None = None,
 ) -> int:
     """``zoo export``: writes the formats into an export, prints what each measured.
 
@@ -780,9 +783,10 @@ def main_export(
         path: an export directory, or the run directory holding it.
         formats: format names.
         calibration: ``--calibration``: a directory of training images or a ``.npy``.
-        run_inputs: for a run directory, what ``recipes.runner.run_deploy_inputs`` read
-            from the run (its calibration images and evaluation split); an explicit
-            ``calibration`` takes precedence over the run's images.
+        run_inputs: ``recipes.runner.run_deploy_inputs`` for ``path``: called once the
+            formats are checked, with whether the run's own calibration images are
+            needed (int8 asked, no ``calibration`` given); it gives the run's evaluation
+            split too, or None when ``path`` is not in a run directory.
 
     Raises:
         ZooError: unknown format, no export or Keras model, empty or missing
@@ -791,7 +795,8 @@ def main_export(
     names = check_formats(formats)
     directory = resolve_export_dir(path)
     meta = _read_metadata(directory)
-    kwargs = dict(run_inputs or {})
+    own_calibration = "tflite-int8" in names and calibration is None
+    kwargs = dict((run_inputs(own_calibration) if run_inputs else None) or {})
     if calibration is not None:
         kwargs["calibration"] = load_calibration(calibration, meta["input_size"])
     elif "tflite-int8" in names and kwargs.get("calibration") is None:

@@ -652,7 +652,7 @@ def _calibration_images(recipe: Recipe, data: Any) -> Any:
     return np.concatenate(calibration)[:CALIBRATION_IMAGES] if calibration else None
 
 
-def run_deploy_inputs(path: str | os.PathLike) -> dict[str, Any] | None:
+def run_deploy_inputs(path: str | os.PathLike, calibrate: bool = True) -> dict[str, Any] | None:
     """What ``zoo export RUN_DIR`` needs from a finished run: its data, read again.
 
     From the run's ``recipe.toml``: calibration images from the training split (as the
@@ -661,10 +661,12 @@ def run_deploy_inputs(path: str | os.PathLike) -> dict[str, Any] | None:
 
     Args:
         path: a run directory, or its ``export/`` directory.
+        calibrate: read the calibration images (only ``tflite-int8`` needs them).
 
     Returns:
-        ``deploy`` keyword arguments (``calibration``, ``evaluation``, ``float_top1``), or
-        None when ``path`` is not inside a run directory (an export on its own).
+        ``deploy`` keyword arguments (``evaluation``, ``float_top1``, and with
+        ``calibrate`` ``calibration``), or None when ``path`` is not inside a run
+        directory (an export on its own).
 
     Raises:
         ZooError: the recipe's data cannot be loaded (as for ``zoo run``).
@@ -678,11 +680,13 @@ def run_deploy_inputs(path: str | os.PathLike) -> dict[str, Any] | None:
     report = run_dir / "report.json"
     test = json.loads(report.read_text()).get("test", {}) if report.is_file() else {}
     split = recipe.data.evaluate_on
-    return {
-        "calibration": _calibration_images(recipe, data),
+    inputs: dict[str, Any] = {
         "evaluation": lambda: _batches(recipe, data, split, training=False),
         "float_top1": test.get("top1"),
     }
+    if calibrate:
+        inputs["calibration"] = _calibration_images(recipe, data)
+    return inputs
 
 
 def _verify_dict(outcome: Any) -> dict[str, Any]:
