@@ -6,7 +6,8 @@ activations of the frozen prefix computed once. The package, in the order a stag
 * :mod:`zoo.caching.plan`: where a classifier can be cut (blocks, :func:`plan_cut`) and
   the model surgery (:func:`split_model` into prefix and suffix, :func:`middle_model`);
 * :mod:`zoo.caching.compute`: the prefix run once over the data
-  (:func:`compute_activations`, :func:`derive_activations`);
+  (:func:`compute_activations`, :func:`derive_activations`), with its BatchNorms folded
+  into the convolutions before them (:mod:`zoo.caching.fold`, :func:`fold_batchnorm`);
 * :mod:`zoo.caching.store`: where activations live (memory, or a memmap on disk past a
   byte budget), their keys, atomic writes;
 * :mod:`zoo.caching.dataset`: cached (or plain) data for ``fit`` (tf.data on TensorFlow,
@@ -23,6 +24,7 @@ from zoo.caching.dataset import (
     cached_dataset,
     epoch_permutation,
 )
+from zoo.caching.fold import fold_batchnorm
 from zoo.caching.plan import (
     CacheUnavailable,
     CutPlan,
@@ -81,6 +83,7 @@ __all__ = [
     "derive_activations",
     "epoch_permutation",
     "example_keys",
+    "fold_batchnorm",
     "frozen_layers_in_inference",
     "layers_to_probe",
     "load_activations",

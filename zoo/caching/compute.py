@@ -8,7 +8,8 @@ images serves two stages. Results are stored by :class:`zoo.caching.store.Activa
 On the TensorFlow backend the forward pass is a ``tf.function`` (optionally XLA-compiled)
 over a ``tf.data`` dataset, TensorFlow imported inside functions; on other backends it is
 Keras' compiled ``predict_on_batch`` (jitted on JAX) over numpy batches
-(:class:`zoo.caching.dataset.ArrayInput`).
+(:class:`zoo.caching.dataset.ArrayInput`). Both run a copy of the frozen layers with their
+BatchNorms folded into the convolutions (:mod:`zoo.caching.fold`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import keras
 import numpy as np
 
 from zoo.caching.dataset import ArrayInput, tensorflow_backend, without_autotune
+from zoo.caching.fold import fold_batchnorm
 from zoo.caching.store import (
     CACHE_DTYPES,
     DEFAULT_CACHE_BUDGET_BYTES,
@@ -35,26 +37,32 @@ from zoo.errors import InvalidValueError
 def _forward_fn(prefix: keras.Model, dtype: str, jit_compile: bool) -> Any:
     """``prefix`` in inference mode as a function of a batch -> numpy in ``dtype``.
 
-    On TensorFlow a ``tf.function`` traced once per prefix; elsewhere ``predict_on_batch``,
-    which Keras compiles (on JAX, a jitted call of the prefix with ``training=False``).
+    Runs a copy of ``prefix`` with its BatchNorms folded into the convolutions before them
+    (:func:`zoo.caching.fold.fold_batchnorm`: the same function to float rounding, made
+    once per prefix; its layers are frozen while it is cached). On TensorFlow a
+    ``tf.function`` traced once per prefix; elsewhere ``predict_on_batch``, which Keras
+    compiles (on JAX, a jitted call with ``training=False``).
     """
     np_dtype = numpy_dtype(dtype)
+    cache = prefix.__dict__.setdefault("_zoo_forward", {})
+    if "folded" not in cache:
+        cache["folded"] = fold_batchnorm(prefix)[0]
+    folded = cache["folded"]
     if not tensorflow_backend():
 
         def predict(x: Any) -> np.ndarray:
-            return np.asarray(prefix.predict_on_batch(np.asarray(x))).astype(np_dtype, copy=False)
+            return np.asarray(folded.predict_on_batch(np.asarray(x))).astype(np_dtype, copy=False)
 
         return predict
     import tensorflow as tf
 
-    cache = prefix.__dict__.setdefault("_zoo_forward", {})
     key = (dtype, jit_compile)
     if key not in cache:
         tf_dtype = tf.as_dtype(dtype)
 
         @tf.function(jit_compile=jit_compile, reduce_retracing=True)
         def forward(x: Any) -> Any:
-            return tf.cast(prefix(x, training=False), tf_dtype)
+            return tf.cast(folded(x, training=False), tf_dtype)
 
         cache[key] = forward
     fn = cache[key]
