@@ -7,6 +7,7 @@ from typing import Any
 
 MODE_LABELS = {
     "float32": "float32",
+    "float32_folded": "float32, BatchNorm folded",
     "float32_xla": "float32 + XLA",
     "mixed_bfloat16": "mixed bfloat16",
 }

@@ -44,6 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks import report  # noqa: E402
 from benchmarks.common import SKIP_NEEDS_TF, has_tensorflow, machine_info, machine_slug
+from benchmarks.model_bench import MODES
 from benchmarks.serving_bench import SERVING_BACKBONES
 from benchmarks.timm_bench import peer_ratios
 
@@ -289,8 +290,11 @@ class Runner:
     def _forward(self) -> None:
         peak = self.results.get("peak", {})
         peak = {k: {"gflops": peak[k]["gflops"]} for k in ("float32", "bfloat16") if k in peak}
+        modes = {"modes": self.args.forward_modes} if self.args.forward_modes else {}
         self.results["forward"] = {
-            backbone: self.child("forward", self._params("forward", backbone=backbone, peak=peak))
+            backbone: self.child(
+                "forward", self._params("forward", backbone=backbone, peak=peak, **modes)
+            )
             for backbone in self.args.backbones
         }
 
@@ -463,6 +467,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--backbones", nargs="+", help="forward-throughput backbones")
+    parser.add_argument(
+        "--forward-modes",
+        nargs="+",
+        choices=MODES,
+        help="forward-throughput modes (default all; on --device gpu, mixed_bfloat16)",
+    )
     parser.add_argument(
         "--train-backbones",
         nargs="+",

@@ -28,6 +28,7 @@ def test_quick_run_writes_json_markdown_and_chart(tmp_path):
     assert {"float32", "bfloat16"} <= set(doc["peak"])
     forward = doc["forward"]["efficientnet_lite0"]
     assert {"images_per_second", "gflops", "fraction_of_peak"} <= set(forward["float32"])
+    assert forward["float32_folded"]["images_per_second"] > 0
     prefix = doc["prefix_cache"]["efficientnet_lite0"]
     assert {"plain_seconds", "cached_seconds", "speedup", "max_weight_diff"} <= set(prefix)
     # The arithmetic bound: 2 epochs of P + 3S against P + 2 x 3S, from the counted MACs.
