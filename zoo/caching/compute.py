@@ -39,14 +39,16 @@ def _forward_fn(prefix: keras.Model, dtype: str, jit_compile: bool) -> Any:
 
     Runs a copy of ``prefix`` with its BatchNorms folded into the convolutions before them
     (:func:`zoo.caching.fold.fold_batchnorm`: the same function to float rounding, made
-    once per prefix; its layers are frozen while it is cached). On TensorFlow a
-    ``tf.function`` traced once per prefix; elsewhere ``predict_on_batch``, which Keras
-    compiles (on JAX, a jitted call with ``training=False``).
+    once per prefix; its layers are frozen while it is cached), except under a
+    ``tf.distribute`` strategy: there the copy's new variables would be mirrored and, on a
+    multi-worker cluster, broadcast at creation by every worker, so ``prefix`` runs as is.
+    On TensorFlow a ``tf.function`` traced once per prefix; elsewhere ``predict_on_batch``,
+    which Keras compiles (on JAX, a jitted call with ``training=False``).
     """
     np_dtype = numpy_dtype(dtype)
     cache = prefix.__dict__.setdefault("_zoo_forward", {})
     if "folded" not in cache:
-        cache["folded"] = fold_batchnorm(prefix)[0]
+        cache["folded"] = prefix if _under_tf_strategy() else fold_batchnorm(prefix)[0]
     folded = cache["folded"]
     if not tensorflow_backend():
 
@@ -67,6 +69,15 @@ def _forward_fn(prefix: keras.Model, dtype: str, jit_compile: bool) -> Any:
         cache[key] = forward
     fn = cache[key]
     return lambda x: np.asarray(fn(x)).astype(np_dtype, copy=False)
+
+
+def _under_tf_strategy() -> bool:
+    """Whether a ``tf.distribute`` strategy other than the default is in scope."""
+    if not tensorflow_backend():
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
 
 
 def _batches(dataset: Any) -> Iterator[Any]:
