@@ -9,7 +9,8 @@ On the TensorFlow backend the forward pass is a ``tf.function`` (optionally XLA-
 over a ``tf.data`` dataset, TensorFlow imported inside functions; on other backends it is
 Keras' compiled ``predict_on_batch`` (jitted on JAX) over numpy batches
 (:class:`zoo.caching.dataset.ArrayInput`). Both run a copy of the frozen layers with their
-BatchNorms folded into the convolutions (:mod:`zoo.caching.fold`).
+BatchNorms folded into the convolutions (:mod:`zoo.caching.fold`), except under a
+``tf.distribute`` strategy.
 """
 
 from __future__ import annotations
