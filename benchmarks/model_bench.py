@@ -192,8 +192,13 @@ def _count_gmacs(model: Any) -> float | None:
         return None
 
 
+def peak_gflops(peak: dict[str, Any] | None, mode: str) -> float | None:
+    """The matmul peak (GFLOP/s) that a forward in ``mode`` is measured against, or None."""
+    key = "bfloat16" if mode == "mixed_bfloat16" else "float32"
+    return ((peak or {}).get(key) or {}).get("gflops")
+
+
 def _add_gflops(entry: dict[str, Any], gmacs: float, mode: str, peak: dict | None) -> None:
     entry["gflops"] = 2.0 * gmacs * entry["images_per_second"]
-    peak_key = "bfloat16" if mode == "mixed_bfloat16" else "float32"
-    peak_gflops = (peak or {}).get(peak_key, {}).get("gflops")
-    entry["fraction_of_peak"] = entry["gflops"] / peak_gflops if peak_gflops else None
+    limit = peak_gflops(peak, mode)
+    entry["fraction_of_peak"] = entry["gflops"] / limit if limit else None

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import cores
+from benchmarks.model_bench import peak_gflops
 
 SKIP_NEEDS_PEER = "skipped: needs the peer extra (scripts/setup_peer.sh)"
 
@@ -320,8 +321,7 @@ def _plain_mode(row: dict[str, Any]) -> str:
 
 
 def _fraction(gmacs: Any, rate: Any, mode: str, peak: dict[str, Any] | None) -> float | None:
-    key = "bfloat16" if mode == "mixed_bfloat16" else "float32"
-    gflops = ((peak or {}).get(key) or {}).get("gflops")
+    gflops = peak_gflops(peak, mode)
     if not (gmacs and rate and gflops):
         return None
     return 2.0 * gmacs * rate / gflops

@@ -26,6 +26,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from zoo.caching.plan import all_layers
+
 # Exact types: a subclass may override ``call``.
 _CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
@@ -58,7 +60,7 @@ def foldable_pairs(model: keras.Model) -> list[tuple[Any, Any]]:
     channels-last) that is called once, has a linear activation and feeds only it.
     """
     pairs = []
-    for layer in _leaf_layers(model):
+    for layer in all_layers(model):
         if type(layer) is not keras.layers.BatchNormalization or len(layer._inbound_nodes) != 1:
             continue
         rank = len(layer.input.shape)
@@ -137,10 +139,3 @@ def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, int]:
         else:
             new.set_weights(old.get_weights())
     return folded, len(pairs)
-
-
-def _leaf_layers(model: Any) -> list[Any]:
-    layers = []
-    for layer in getattr(model, "layers", []):
-        layers.extend(_leaf_layers(layer) if hasattr(layer, "layers") else [layer])
-    return layers
