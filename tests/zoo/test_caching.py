@@ -105,7 +105,7 @@ def test_prefix_cache_with_trainable_batchnorm_matches_plain_training(monkeypatc
     # Folded (what zoo runs), the cached activations are the same to float rounding
     # (tests/backend_neutral/test_fold.py). Training on them is not compared weight by weight
     # here: four steps at 1e-2 through BatchNorm in training mode, on batches of 16, amplify
-    # rounding up to 1e-3 in some weights, with Adam and with SGD alike.
+    # rounding to about 1e-3 in some weights with SGD, and to 1e-2 with Adam.
 
 
 def test_head_only_cache_predictions_match_full_model():
