@@ -17,7 +17,7 @@ import tensorflow as tf
 from PIL import Image
 
 from zoo import data
-from zoo.data import sources
+from zoo.data import fashion_mnist, sources
 
 # -- fixtures -----------------------------------------------------------------------------
 
@@ -116,7 +116,7 @@ def test_fashion_mnist_pipeline_resizes_in_batches(fashion):
 
 
 def test_fashion_mnist_missing_offline_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     with pytest.raises(data.DatasetUnavailableError, match="apt-get install dataset-fashion-mnist"):
@@ -133,7 +133,7 @@ def _write_idx(path: Path, array: np.ndarray, magic: bytes | None = None) -> Non
 
 
 def test_fashion_mnist_from_keras_cache_and_idx_validation(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     cache = tmp_path / "keras" / "datasets" / "fashion-mnist"
     cache.mkdir(parents=True)

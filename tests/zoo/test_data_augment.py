@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from zoo import data
-from zoo.data import augment, pipeline, plans, sources
+from zoo.data import arrays, augment, datasource, fashion_mnist, folder, pipeline, plans, sources
+from zoo.data import tfds as tfds_source
 from zoo.errors import ZooError
 
 NUM_CLASSES = 6
@@ -142,7 +143,8 @@ def test_augmentation_errors_and_keras_layers():
 
 
 def test_no_side_channels_the_plan_is_an_argument():
-    for module in (augment, pipeline, plans, sources):
+    modules = (augment, pipeline, plans, sources, datasource, arrays, fashion_mnist, folder)
+    for module in (*modules, tfds_source):
         channels = [
             name
             for name, value in vars(module).items()

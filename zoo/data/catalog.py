@@ -14,10 +14,10 @@ def available_sources() -> list[dict[str, str]]:
 
     Checks the file system only; nothing is downloaded or decoded.
     """
-    from zoo.data.sources import _find_idx, fashion_mnist_search_dirs
+    from zoo.data.fashion_mnist import fashion_mnist_search_dirs, find_idx
 
     rows = []
-    found = next((d for d in fashion_mnist_search_dirs() if _find_idx(d)), None)
+    found = next((d for d in fashion_mnist_search_dirs() if find_idx(d)), None)
     rows.append(
         {
             "source": "fashion_mnist",
