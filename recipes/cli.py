@@ -1,4 +1,4 @@
-"""The ``zoo`` command.
+"""The ``zoo`` command: pretrained backbones to verified, deployable image classifiers.
 
 Each subcommand is a ``_cmd_*`` function registered in :func:`build_parser`. A user
 error (a :class:`zoo.ZooError`: unknown name, bad file, bad recipe) prints one line to
@@ -42,21 +42,32 @@ with _quiet_native_stderr():
     from zoo.errors import ZooError
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("zoo")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 class UserError(ZooError):
     """A mistake in a command's arguments; printed as one line, exit code 2."""
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from zoo import get_spec, list_backbones
-    from zoo.weights import is_cached
+    from zoo.weights import availability
 
     names = list_backbones(args.pattern)
     if not names:
         raise UserError(f"No backbone matches {args.pattern!r}; try `zoo list` for all.")
-    rows = [("name", "input", "params", "GMACs", "top-1", "cached")]
+    rows = [("name", "input", "params", "GMACs", "top-1", "weights")]
     for name in names:
         spec = get_spec(name)
-        top1 = f"{spec.top1:.3f}" if spec.top1 is not None else "-"
+        weights = availability(spec)
+        # A top-1 belongs to weights: none where the registry has no ImageNet weights.
+        top1 = f"{spec.top1:.3f}" if spec.top1 is not None and weights != "none" else "-"
         rows.append(
             (
                 name,
@@ -64,7 +75,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 f"{spec.params / 1e6:.1f}M",
                 f"{spec.gmacs:.2f}",
                 top1,
-                "yes" if is_cached(spec) else "no",
+                weights,
             )
         )
     print_table(rows)
@@ -139,7 +150,14 @@ def _cmd_weights_import_torch(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``zoo`` command, one sub-parser per subcommand."""
-    parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="zoo",
+        description="zoo: pretrained backbones to verified, deployable image classifiers.",
+        epilog="Environment: ZOO_OFFLINE=1 never touches the network (weights and datasets "
+        "come from the cache, installed packages and local files, or fail at once with one "
+        "line); KERAS_HOME and ZOO_HOME move the caches.",
+    )
+    parser.add_argument("--version", action="version", version=f"zoo {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered backbones")

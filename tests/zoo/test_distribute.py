@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 # terms as one device's sum, added in another order. float32 rounding of that order moves
 # the trained weights by ~3e-6 here (measured); the bound is the 1e-5.
 TOLERANCE = 1e-5
+# Cached vs plain training: the same sums in an order the CPU's kernels choose (see below).
+CACHE_TOLERANCE = 1e-6
 
 
 def _worker(mode: str, tmp_path: Path) -> dict:
@@ -60,7 +62,11 @@ def test_frozen_weights_stay_bitwise_under_the_strategy(compared):
 
 def test_prefix_cache_under_the_strategy_gives_the_same_weights(compared):
     assert compared["two_cache"]["cache_used"] == [True, True]
-    assert compared["max_diff two_plain two_cache"] == 0.0
+    # Cached and plain training do the same arithmetic, but the prefix runs in a different
+    # graph (the cache pass vs inside the train step). Which oneDNN kernel a graph gets, and
+    # so the order of a convolution's sums, depends on the CPU: bitwise on the AVX-512
+    # machines, 6e-8 apart on the AVX2 ones (measured). Float32 rounding, not a bug.
+    assert compared["max_diff two_plain two_cache"] <= CACHE_TOLERANCE
     assert compared["max_diff one_cache two_cache"] <= TOLERANCE
 
 

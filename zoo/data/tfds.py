@@ -170,6 +170,7 @@ def _ensure_prepared(builder: Any, name: str, download: bool | None) -> None:
     if download is None:
         download = not os.environ.get("ZOO_OFFLINE")
     if download:
+        _check_network(name, builder)
         try:
             builder.download_and_prepare()
         except Exception as error:  # network, checksum and tfds' own errors alike
@@ -188,6 +189,29 @@ def _ensure_prepared(builder: Any, name: str, download: bool | None) -> None:
             f"off{' (ZOO_OFFLINE is set)' if os.environ.get('ZOO_OFFLINE') else ''}. Prepare it "
             f"where the internet is (`tfds build {name}`) and copy the folder there, or pass "
             "data_dir= / download=True."
+        ) from error
+
+
+# tfds fetches prepared datasets from this host first. Its downloader retries a failed
+# connection 10 times with backoff (about 3.5 minutes), so a machine with no network would
+# wait that long for the error; a name lookup answers at once.
+TFDS_HOST = "storage.googleapis.com"
+
+
+def _check_network(name: str, builder: Any) -> None:
+    """Fails at once, as offline weights do, when the network cannot even resolve names."""
+    import socket
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return  # a proxy resolves names for us
+    try:
+        socket.getaddrinfo(TFDS_HOST, 443)
+    except OSError as error:
+        raise DatasetUnavailableError(
+            f"tfds dataset {name!r} is not prepared in {builder.data_dir} and cannot be "
+            f"downloaded: no network ({TFDS_HOST}: {error}). Prepare it on a machine with "
+            f"internet access (`tfds build {name}`) and copy {builder.data_dir} here (or pass "
+            "data_dir=)."
         ) from error
 
 
