@@ -208,7 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     def _cmd_verify(args: argparse.Namespace) -> int:
         from recipes.verify import main_verify
 
-        return main_verify(args.export_dir, args.source_manifest, args.require_proof)
+        return main_verify(
+            args.export_dir,
+            args.source_manifest,
+            args.require_proof,
+            recipe=args.recipe,
+            expect_frozen=args.expect_frozen,
+        )
 
     p = sub.add_parser("verify", help="check an export: manifest, frozen weights, parity")
     p.add_argument("export_dir", help="a directory written by the export step")
@@ -220,7 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--require-proof",
         action="store_true",
-        help="exit 1 when no anchor proves the frozen weights unchanged (not proven)",
+        help="exit 1 unless the frozen set is derived from a recipe, is not empty when the "
+        "recipe froze anything, and an anchor proves it unchanged",
+    )
+    p.add_argument(
+        "--recipe",
+        metavar="FILE",
+        help="the recipe you trust (e.g. the run's recipe.toml): the frozen set is derived "
+        "from it instead of the recipe recorded in the export",
+    )
+    p.add_argument(
+        "--expect-frozen",
+        type=int,
+        metavar="N",
+        help="exit 1 unless at least N variables are frozen in every stage",
     )
     p.set_defaults(func=_cmd_verify)
 

@@ -12,21 +12,33 @@ recompute:
    the four outputs (``recipes.export_format.outputs_of``: multi-label exports return
    multi-hot ``class_ids`` / ``class_names``), and the variables it serves with hash
    the same;
-4. frozen: every variable frozen in all stages is bitwise equal to an anchor outside
-   the export: the registry's pinned pretrained file, loaded into a fresh backbone
-   (:mod:`zoo.proof`; the backbone and weight source are read from ``metadata.json``),
-   and the ``--source-manifest`` file when one is given; both when both are there. The
-   source manifest embedded in the export is never evidence. With no anchor the check
-   says "not proven" (a failure when a proof is required);
-5. labels: ``labels.txt`` matches the class names in ``metadata.json``;
-6. parity: the signatures' outputs on a fixed probe batch match the Keras model (the
+4. claim: which variables must be frozen follows from the recipe, not from the export's
+   flags. The recipe recorded in ``metadata.json`` (or the one the caller pins,
+   ``--recipe FILE``) is rebuilt with random weights, each stage's policy is applied
+   and the variables frozen in every stage are the claim
+   (:func:`zoo.proof.derive_frozen`). Every difference is named: variables the export
+   adds or lacks against the recipe's classifier, shapes, frozen flags that disagree
+   with the claim, a pretrained origin in ``metadata.json`` other than the recipe's, a
+   recorded recipe other than the pinned one, a claim smaller than ``expect_frozen``.
+   With no recipe the claim is the export's own flags ("not proven from a recipe");
+5. frozen: every variable of the claim is bitwise equal to an anchor outside the
+   export: the registry's pinned pretrained file, loaded into a fresh backbone
+   (:mod:`zoo.proof`; the backbone and weight source are the recipe's, else read from
+   ``metadata.json``), and the ``--source-manifest`` file when one is given; both when
+   both are there. The source manifest embedded in the export is never evidence. With
+   no anchor the check says "not proven" (a failure when a proof is required);
+6. labels: ``labels.txt`` matches the class names in ``metadata.json``;
+7. parity: the signatures' outputs on a fixed probe batch match the Keras model (the
    one in memory, else the ``model.keras`` file in the export), max absolute difference
    <= 1e-5 in float32, through float32 pixels, uint8 pixels and PNG bytes; class ids
    and names agree wherever the decision is clear (argmax, or a multi-label
    probability farther than 10x the tolerance from the threshold);
-7. deployed: every file ``zoo_manifest.json`` lists under ``"deployed"`` (the LiteRT
+8. deployed: every file ``zoo_manifest.json`` lists under ``"deployed"`` (the LiteRT
    and ONNX files of :mod:`recipes.deploy`, and their ``labels.txt``) is there and
-   hashes as listed.
+   hashes as listed, no LiteRT or ONNX file lies there unlisted, and each model file
+   runs, with the runtime users deploy it with, on the probe batch: its logits match
+   the SavedModel's within the format's parity bound
+   (:func:`recipes.deploy.parity_bound`; int8 files report their top-1 agreement).
 
 Every failure is collected and named; nothing stops at the first one.
 """
@@ -44,6 +56,8 @@ import keras
 import numpy as np
 
 from recipes import export_format as fmt
+from recipes.config import Recipe, RecipeError, load_recipe, parse_recipe
+from recipes.deploy import FORMATS, expected_outputs, load_runner, parity_bound
 from recipes.export_format import PROBE_BATCH, PROBE_SEED, TOLERANCE, probe_batch
 from zoo import fingerprint, proof
 from zoo.errors import InvalidValueError, MissingFileError, ZooError
@@ -80,7 +94,15 @@ class VerifyResult:
         failures: one line per failure, naming the variable, signature or file.
         checks: every step with its outcome and a one-line detail.
         num_variables: variables in the manifest.
-        num_frozen: variables frozen in all stages.
+        num_frozen: variables in the frozen claim: derived from the recipe when there
+            is one, else the variables the export flags frozen.
+        claim_source: where the claim came from: ``"the recorded recipe"``,
+            ``"--recipe"`` or ``"the export's flags"`` (not proven from a recipe).
+        num_proven: claimed backbone variables proven bitwise equal to an anchor.
+        num_proven_other: claimed variables outside the backbone proven so.
+        num_backbone: the backbone's variables in the manifest.
+        trained: what the recipe's policies train (blocks, then ``"head"``); None
+            without a recipe.
         max_abs_diff: the largest output difference found in the parity check.
     """
 
@@ -90,6 +112,11 @@ class VerifyResult:
     checks: list[Check] = field(default_factory=list)
     num_variables: int = 0
     num_frozen: int = 0
+    claim_source: str | None = None
+    num_proven: int = 0
+    num_proven_other: int = 0
+    num_backbone: int = 0
+    trained: tuple[str, ...] | None = None
     max_abs_diff: float | None = None
 
     def _record(self, name: str, failures: list[str], detail: str) -> None:
@@ -107,11 +134,32 @@ class VerifyResult:
         """The frozen check's outcome: True proven, False disproven, None not proven."""
         return next((c.passed for c in self.checks if c.name == "frozen"), None)
 
+    def proven_line(self) -> str:
+        """How much is proven, e.g. ``"proven: 224 of 260 backbone variables bitwise
+        pretrained; trained: block6, block7, top, head (per the recipe's policies)"``."""
+        line = (
+            f"proven: {self.num_proven} of {self.num_backbone} backbone variables bitwise "
+            "pretrained"
+        )
+        if self.num_proven_other:
+            line += f" (and {self.num_proven_other} variables outside the backbone)"
+        missing = self.num_frozen - self.num_proven - self.num_proven_other
+        if missing and self.frozen_proven is None:
+            line += f"; {self.num_frozen} frozen variables not proven"
+        elif missing:
+            line += f"; {missing} of the {self.num_frozen} claimed frozen variables are not"
+        if self.trained is not None:
+            return f"{line}; trained: {', '.join(self.trained)} (per the recipe's policies)"
+        return f"{line}; the frozen set is the export's own word (not proven from a recipe)"
+
     def report(self) -> str:
-        """A short human-readable report: one line per check, then every failure."""
+        """A short human-readable report: one line per check, how much is proven, then
+        the verdict and every failure."""
         mark = {True: "ok  ", False: "FAIL", None: "skip"}
         lines = [f"verify {self.export_dir}"]
         lines += [f"  {mark[c.passed]} {c.name}: {c.detail}" for c in self.checks]
+        if self.claim_source is not None:
+            lines.append(self.proven_line())
         if self.passed and self.frozen_proven is None and self.num_frozen:
             lines.append("passed, but the frozen weights are not proven unchanged")
         elif self.passed:
@@ -128,6 +176,9 @@ def verify_export(
     model: keras.Model | None = None,
     tolerance: float = TOLERANCE,
     require_proof: bool = False,
+    recipe: Recipe | str | os.PathLike | None = None,
+    expect_frozen: int | None = None,
+    require_claim: bool = False,
 ) -> VerifyResult:
     """Checks an export (see the module doc) and returns every failure found.
 
@@ -139,8 +190,18 @@ def verify_export(
             manifest comparison; default the export's ``model.keras``.
         tolerance: the largest absolute difference allowed between the signatures'
             logits or probabilities and the Keras model's (float32).
-        require_proof: when no anchor proves the frozen variables (check 4 says "not
+        require_proof: when no anchor proves the frozen variables (check 5 says "not
             proven"), record that as a failure.
+        recipe: the recipe you trust (a ``Recipe``, or a ``.toml`` path such as the run
+            directory's ``recipe.toml``); the claim is derived from it instead of the
+            recipe recorded in the export, and a recorded recipe that differs from it
+            in the model or the stages' policies is a failure.
+        expect_frozen: the least number of variables the claim must hold (frozen in
+            every stage); fewer is a failure.
+        require_claim: also fail when the claim is not derived from a recipe (the
+            export records none and ``recipe`` is not given), and when the recipe froze
+            variables in some stage but none in every stage, so nothing is left to
+            prove. ``zoo verify --require-proof`` sets this and ``require_proof``.
 
     Returns:
         A :class:`VerifyResult`; ``result.passed`` is False with ``result.failures``
@@ -148,9 +209,11 @@ def verify_export(
         ``result.frozen_proven`` tells proven (True) from not proven (None).
 
     Raises:
-        FileNotFoundError: ``export_dir`` (or ``source_manifest``) does not exist, or
-            is not a SavedModel directory.
+        FileNotFoundError: ``export_dir`` (or ``source_manifest``, or ``recipe``) does
+            not exist, or is not a SavedModel directory.
         zoo.fingerprint.ManifestError: ``source_manifest`` is not a manifest.
+        recipes.config.RecipeError: ``recipe`` is not a valid recipe.
+        ValueError: ``expect_frozen`` is negative.
     """
     directory = Path(export_dir)
     if not directory.is_dir():
@@ -164,16 +227,24 @@ def verify_export(
         source_manifest = fingerprint.load(source_manifest)
     elif source_manifest is not None:
         fingerprint.check(source_manifest)
+    pinned = load_recipe(recipe) if isinstance(recipe, (str, os.PathLike)) else recipe
+    if expect_frozen is not None and expect_frozen < 0:
+        raise InvalidValueError(
+            f"expect_frozen must be a number of variables >= 0, got {expect_frozen}."
+        )
 
     result = VerifyResult(directory)
     zoo_manifest, meta, labels = _read_assets(directory, result)
     entries = _manifest_entries(zoo_manifest, result)
     actual = _checkpoint_hashes(directory, entries, result) if entries is not None else None
     loaded = _load(directory, meta, entries, actual, result)
-    _check_frozen(zoo_manifest, meta, entries, actual, source_manifest, require_proof, result)
+    claim = _check_claim(meta, entries, pinned, expect_frozen, require_claim, result)
+    _check_frozen(
+        zoo_manifest, meta, entries, actual, source_manifest, require_proof, claim, result
+    )
     _check_labels(meta, labels, result)
-    _check_parity(directory, loaded, meta, entries, model, result, tolerance)
-    _check_deployed(directory, zoo_manifest, result)
+    served = _check_parity(directory, loaded, meta, entries, model, result, tolerance)
+    _check_deployed(directory, zoo_manifest, meta, served, result)
     return result
 
 
@@ -361,7 +432,232 @@ def _load(
     return loaded
 
 
-# -- 4. frozen == the pretrained weights, from an anchor outside the export ----------------
+# -- 4. the claim: which variables must be frozen, derived from the recipe ------------------
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What check 5 proves: ``frozen`` paths, and the origin of the anchor when known."""
+
+    frozen: tuple[str, ...]
+    origin: proof.PretrainedOrigin | None  # from the recipe; None: read metadata.json
+
+
+def _check_claim(
+    meta: Any,
+    entries: list[dict[str, Any]] | None,
+    pinned: Recipe | None,
+    expect_frozen: int | None,
+    require_claim: bool,
+    result: VerifyResult,
+) -> _Claim | None:
+    if entries is None:
+        result._skip("claim", "no manifest")
+        return None
+    flagged = tuple(e["path"] for e in entries if e["frozen"])
+    recorded, why = _recorded_recipe(meta)
+    failures = [] if pinned is None or recorded is None else _recipes_differ(recorded, pinned)
+    recipe = pinned if pinned is not None else recorded
+    result.num_backbone = sum(e["path"].startswith(f"{proof.BACKBONE_LAYER}/") for e in entries)
+    if recipe is None:
+        result.claim_source, result.num_frozen = "the export's flags", len(flagged)
+        failures += _too_few(len(flagged), expect_frozen, "the export flags")
+        detail = (
+            f"{len(flagged)} variables flagged frozen: the export's own word, not proven "
+            f"from a recipe ({why}; pass --recipe FILE, the run's recipe.toml)"
+        )
+        if require_claim:
+            failures.append(
+                f"frozen claim: not proven from a recipe: {why}; pass --recipe FILE (the "
+                "recipe.toml of the run) to derive which variables must be frozen"
+            )
+        result._record("claim", failures, detail)
+        return _Claim(flagged, None)
+    where = "--recipe" if pinned is not None else "the recorded recipe"
+    result.claim_source = where
+    try:
+        derived = _derive(recipe, meta)
+    except (ZooError, KeyError, ValueError) as error:
+        failures.append(f"frozen claim: {where} does not build a classifier: {_message(error)}")
+        result._record("claim", failures, "")
+        return _Claim(flagged, None)
+    origin = _recipe_origin(recipe)
+    result.num_frozen, result.trained = len(derived.frozen), derived.trained
+    failures += _structure_differs(entries, derived, where)
+    failures += _flags_differ(flagged, derived, where)
+    failures += _origin_differs(meta, origin, recipe)
+    failures += _too_few(len(derived.frozen), expect_frozen, f"{where}'s policies freeze")
+    stages = ", ".join(f"{name} {count}" for name, count in derived.per_stage)
+    if require_claim and not derived.frozen and derived.froze_anything:
+        failures.append(
+            f"frozen claim: {where}'s policies freeze no variable in every stage (frozen per "
+            f"stage: {stages}), so nothing is left to prove"
+        )
+    result._record(
+        "claim",
+        failures,
+        f"{len(derived.frozen)} variables frozen in every stage by {where}'s policies "
+        f"(frozen per stage: {stages}); the export's flags agree",
+    )
+    return _Claim(derived.frozen, origin)
+
+
+def _recorded_recipe(meta: Any) -> tuple[Recipe | None, str]:
+    """The recipe recorded in ``metadata.json``, or None and why there is none."""
+    data = meta.get("recipe") if isinstance(meta, dict) else None
+    if data is None:
+        return None, "the export records no recipe"
+    try:
+        return parse_recipe(data, source="recorded in metadata.json"), ""
+    except RecipeError as error:
+        return None, f"its recorded recipe is not valid ({_message(error)})"
+
+
+def _claim_fields(recipe: Recipe) -> dict[str, Any]:
+    """What the claim and its anchor follow from: the model and each stage's policy."""
+    return {
+        "model.backbone": recipe.model.backbone,
+        "model.weights": recipe.model.weights,
+        "model.head": recipe.model.head.model_dump(mode="json"),
+        "input shape": list(recipe.input_shape()),
+        **{
+            f"stages[{i}] ({stage.name})": stage.policy_config()
+            for i, stage in enumerate(recipe.stages)
+        },
+    }
+
+
+def _recipes_differ(recorded: Recipe, pinned: Recipe) -> list[str]:
+    a, b = _claim_fields(recorded), _claim_fields(pinned)
+    return [
+        f"the recipe recorded in the export differs from --recipe: {key} is "
+        f"{a.get(key, 'missing')!r} there, {b.get(key, 'missing')!r} in --recipe"
+        for key in sorted(a.keys() | b.keys())
+        if a.get(key) != b.get(key)
+    ]
+
+
+def _derive(recipe: Recipe, meta: Any) -> proof.FrozenClaim:
+    """Builds the recipe's classifier (random weights) and derives the frozen claim."""
+    from zoo.classifier import build_classifier
+    from zoo.heads import HEADS
+
+    num_classes = meta.get("num_classes") if isinstance(meta, dict) else None
+    if not isinstance(num_classes, int) or num_classes < 1:
+        names = meta.get("class_names") if isinstance(meta, dict) else None
+        num_classes = len(names) if isinstance(names, list) and names else None
+    if num_classes is None:
+        raise InvalidValueError("metadata.json gives neither num_classes nor class_names")
+    head = HEADS[recipe.model.head.type](**recipe.model.head.kwargs())
+    model = build_classifier(
+        recipe.model.backbone,
+        num_classes=num_classes,
+        head=head,
+        weights=None,  # only which layers train matters here, not the values
+        input_shape=recipe.input_shape(),
+        multi_label=recipe.model.head.multi_label,
+    )
+    return proof.derive_frozen(model, [(s.name, s.make_policy()) for s in recipe.stages])
+
+
+def _recipe_origin(recipe: Recipe) -> proof.PretrainedOrigin:
+    weights = recipe.model.weights_arg
+    kind = weights if weights in (None, proof.IMAGENET) else proof.USER_FILE
+    return proof.PretrainedOrigin(recipe.model.backbone, kind, tuple(recipe.input_shape()))
+
+
+def _structure_differs(
+    entries: list[dict[str, Any]], derived: proof.FrozenClaim, where: str
+) -> list[str]:
+    """The export's variables against the recipe's classifier: added, missing, reshaped."""
+    exported = {e["path"]: e for e in entries}
+    failures = [
+        f"variable {path} of {where}'s classifier is missing from the export"
+        for path in sorted(derived.variables.keys() - exported.keys())
+    ]
+    failures += [
+        f"variable {path} in the export is not a variable of {where}'s classifier"
+        for path in sorted(exported.keys() - derived.variables.keys())
+    ]
+    for path in sorted(exported.keys() & derived.variables.keys()):
+        shape, dtype = derived.variables[path]
+        entry = exported[path]
+        if list(entry["shape"]) != list(shape) or entry["dtype"] != dtype:
+            failures.append(
+                f"variable {path}: {entry['dtype']}{list(entry['shape'])} in the export, "
+                f"{dtype}{list(shape)} in {where}'s classifier"
+            )
+    return failures
+
+
+def _flags_differ(flagged: tuple[str, ...], derived: proof.FrozenClaim, where: str) -> list[str]:
+    claimed, flags = set(derived.frozen), set(flagged)
+    failures = []
+    if claimed != flags:
+        failures.append(
+            f"frozen claim: the export flags {len(flags)} variables frozen in all stages, "
+            f"{where}'s policies freeze {len(claimed)}"
+        )
+    failures += [
+        f"variable {path} is frozen in every stage by {where}'s policies, but the export "
+        "does not flag it frozen"
+        for path in sorted(claimed - flags)
+    ]
+    failures += [
+        f"variable {path} is flagged frozen, but {where}'s policies train it in some stage"
+        for path in sorted(flags - claimed)
+    ]
+    return failures
+
+
+def _origin_differs(meta: Any, origin: proof.PretrainedOrigin, recipe: Recipe) -> list[str]:
+    """metadata.json's pretrained origin against the recipe's model."""
+    record = meta.get(fmt.PRETRAINED_KEY) if isinstance(meta, dict) else None
+    try:
+        stored = proof.PretrainedOrigin.from_dict(record)
+    except ZooError as error:
+        return [f"metadata.json: pretrained origin: {_message(error)}"]
+    failures = []
+    if stored.backbone != origin.backbone:
+        failures.append(
+            f"metadata.json names backbone {stored.backbone!r}; the recipe builds "
+            f"{origin.backbone!r}"
+        )
+    # A weights file the recipe names may be the registry's own file (zoo then records
+    # "imagenet"); any other difference downgrades or upgrades what the anchor is.
+    loaded_from_file = origin.weights == proof.USER_FILE and stored.weights == proof.IMAGENET
+    if stored.weights != origin.weights and not loaded_from_file:
+        failures.append(
+            f"metadata.json says the backbone weights were {_weights_words(stored.weights)}; "
+            f"the recipe loads {_weights_words(origin.weights)} (model.weights = "
+            f"{recipe.model.weights!r})"
+        )
+    if list(stored.input_shape) != list(origin.input_shape):
+        failures.append(
+            f"metadata.json gives input shape {list(stored.input_shape)}; the recipe builds "
+            f"{list(origin.input_shape)}"
+        )
+    return failures
+
+
+def _weights_words(kind: str | None) -> str:
+    return {
+        None: "random (weights=None)",
+        proof.IMAGENET: "the registry's imagenet file",
+        proof.USER_FILE: "a file the registry does not pin",
+    }.get(kind, repr(kind))
+
+
+def _too_few(count: int, expect: int | None, what: str) -> list[str]:
+    if expect is None or count >= expect:
+        return []
+    return [
+        f"frozen claim: {what} {count} variables frozen in every stage; --expect-frozen "
+        f"asks for at least {expect}"
+    ]
+
+
+# -- 5. frozen == the pretrained weights, from an anchor outside the export ----------------
 
 
 @dataclass(frozen=True)
@@ -384,13 +680,19 @@ class _Anchor:
         return []
 
 
-def _registry_anchor(meta: Any) -> tuple[_Anchor | None, str]:
-    """The registry's pinned file as an anchor, or why there is none."""
-    record = meta.get(fmt.PRETRAINED_KEY) if isinstance(meta, dict) else None
-    if record is None:
-        return None, "metadata.json names no pretrained origin (not a zoo classifier?)"
+def _registry_anchor(
+    meta: Any, origin: proof.PretrainedOrigin | None
+) -> tuple[_Anchor | None, str]:
+    """The registry's pinned file as an anchor, or why there is none.
+
+    ``origin`` is the recipe's when there is a recipe; else metadata.json's is read.
+    """
+    if origin is None:
+        record = meta.get(fmt.PRETRAINED_KEY) if isinstance(meta, dict) else None
+        if record is None:
+            return None, "metadata.json names no pretrained origin (not a zoo classifier?)"
     try:
-        origin = proof.PretrainedOrigin.from_dict(record)
+        origin = origin or proof.PretrainedOrigin.from_dict(record)
         reference = proof.pretrained_manifest(origin)
     except ZooError as error:  # unavailable offline, unknown backbone, bad hash: no anchor
         return None, _message(error)
@@ -410,29 +712,36 @@ def _check_frozen(
     actual: dict[str, str] | None,
     given: dict[str, Any] | None,
     require_proof: bool,
+    claim: _Claim | None,
     result: VerifyResult,
 ) -> None:
-    if entries is None:
+    if entries is None or claim is None:
         result._skip("frozen", "no manifest")
         return
-    frozen = [e for e in entries if e["frozen"]]
+    by_path = {e["path"]: e for e in entries}
+    frozen = [by_path[p] for p in claim.frozen if p in by_path]  # a missing one: check 4
     if not frozen:
         result._record("frozen", [], "no variable is frozen in all stages; nothing to prove")
         return
-    registry, why = _registry_anchor(meta)
+    registry, why = _registry_anchor(meta, claim.origin)
     anchors = [registry] if registry is not None else []
     if given is not None:
         anchors.append(_Anchor("--source-manifest", fingerprint.entries(given)))
     failures = _embedded_disagrees(zoo_manifest, given)
-    unproven = []
+    unproven: list[str] = []
+    proven: list[str] = []
     for entry in frozen:
         path = entry["path"]
         sha = (actual or {}).get(path, entry["sha256"])
         covering = [a for a in anchors if path.startswith(a.prefix)]
         unproven += [] if covering else [path]
-        for anchor in covering:
-            failures += anchor.mismatch(path, sha, entry["shape"])
+        wrong = [line for anchor in covering for line in anchor.mismatch(path, sha, entry["shape"])]
+        failures += wrong
+        if covering and not wrong:
+            proven.append(path)
     if failures or not unproven:
+        result.num_proven = sum(p.startswith(f"{proof.BACKBONE_LAYER}/") for p in proven)
+        result.num_proven_other = len(proven) - result.num_proven
         labels = " and ".join(a.label for a in anchors)
         result._record(
             "frozen", failures, f"{len(frozen)} frozen variables bitwise equal to {labels}"
@@ -469,7 +778,7 @@ def _not_proven(why: str, require_proof: bool, result: VerifyResult) -> None:
         result._skip("frozen", f"not proven: {why}")
 
 
-# -- 5. labels ----------------------------------------------------------------------------
+# -- 6. labels ----------------------------------------------------------------------------
 
 
 def _check_labels(meta: Any, labels: list[str] | None, result: VerifyResult) -> None:
@@ -483,7 +792,7 @@ def _check_labels(meta: Any, labels: list[str] | None, result: VerifyResult) -> 
     result._record("labels", failures, f"{len(labels)} classes")
 
 
-# -- 6. parity ------------------------------------------------------------------------------
+# -- 7. parity ------------------------------------------------------------------------------
 
 
 def _reference_model(directory: Path, model: keras.Model | None, result: VerifyResult) -> Any:
@@ -510,23 +819,27 @@ def _check_parity(
     model: keras.Model | None,
     result: VerifyResult,
     tolerance: float,
-) -> None:
+) -> np.ndarray | None:
+    """Records check 7; returns ``serving_default``'s logits on the probe (for check 8)."""
     if loaded is None or meta is None:
         result._skip("parity", "the SavedModel or metadata.json did not load")
-        return
+        return None
     missing = [k for k in ("input_size", "class_names") if k not in meta]
     if missing:
         result._record("parity", [f"metadata.json lacks {missing}"], "")
-        return
+        return None
     threshold = meta.get("threshold")
     if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
         result._record(
             "parity", [f"metadata.json threshold {threshold!r} is not a probability in (0, 1)"], ""
         )
-        return
+        return None
+    probe = probe_batch(meta["input_size"])
+    signatures = _signature_outputs(loaded, probe)
+    served = signatures.get("serving_default", {}).get("logits")
     reference, origin = _reference_model(directory, model, result)
     if reference is None:
-        return
+        return served
     failures = []
     if entries is not None:
         changed = fingerprint.diff(
@@ -536,7 +849,6 @@ def _check_parity(
         if changed:
             lines = changed.describe().splitlines()
             failures += [f"{origin} differs from the export: {line}" for line in lines]
-    probe = probe_batch(meta["input_size"])
     logits = np.asarray(keras.ops.convert_to_numpy(reference(probe, training=False)), np.float32)
     if fmt.outputs_of(meta) == fmt.MULTI_LABEL_OUTPUTS:
         expected = _expected_multi_hot(logits, float(meta["threshold"]), tolerance)
@@ -545,7 +857,7 @@ def _check_parity(
             logits, bool(meta.get("multi_label")), meta["class_names"], tolerance
         )
     worst = 0.0
-    for name, outputs in _signature_outputs(loaded, probe).items():
+    for name, outputs in signatures.items():
         problems, diff = _compare(outputs, expected, tolerance, meta["class_names"])
         worst = max(worst, diff)
         failures += [f"signature {name}: {p}" for p in problems]
@@ -553,6 +865,7 @@ def _check_parity(
     result._record(
         "parity", failures, f"max |difference| {worst:.2e} vs {origin} on {len(probe)} probe images"
     )
+    return served
 
 
 def _expected_outputs(
@@ -653,36 +966,112 @@ def _multi_hot_problems(
     return problems
 
 
-# -- 7. deployed files ----------------------------------------------------------------------
+# -- 8. deployed files ----------------------------------------------------------------------
 
 
-def _check_deployed(directory: Path, zoo_manifest: Any, result: VerifyResult) -> None:
+def _check_deployed(
+    directory: Path, zoo_manifest: Any, meta: Any, served: np.ndarray | None, result: VerifyResult
+) -> None:
+    """Hashes, then runs each deployed model file against the SavedModel's logits."""
     import hashlib
 
     listed = (zoo_manifest or {}).get(fmt.DEPLOYED_KEY) or {}
-    if not listed:  # a SavedModel-only export: no check line, as before deployment existed
+    by_file = {spec.file: spec for spec in FORMATS.values()}
+    unlisted = sorted(f for f in by_file if f not in listed and (directory / f).is_file())
+    if not listed and not unlisted:  # a SavedModel-only export: no check line
         return
-    failures = []
+    failures = [
+        f"deployed file {name} is in the export but not listed in zoo_manifest.json, so "
+        "nothing vouches for it; delete it or deploy again with `zoo export`"
+        for name in unlisted
+    ]
+    ran, notes = [], []
     for name, entry in sorted(listed.items()):
         path = directory / name
         if not path.is_file():
             failures.append(f"deployed file {name} is missing")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != entry.get("sha256"):
+            continue
+        if hashlib.sha256(path.read_bytes()).hexdigest() != entry.get("sha256"):
             failures.append(f"deployed file {name}: sha256 differs from the manifest (changed)")
-    result._record("deployed", failures, f"{len(listed)} files hash as in the manifest")
+            continue
+        spec = by_file.get(name)
+        if spec is None:
+            if name != fmt.LABELS_FILE:
+                failures.append(f"deployed file {name} is not a file zoo deploys")
+            continue
+        if served is None:
+            notes.append(f"{name} not run (no SavedModel logits to compare with)")
+            continue
+        try:
+            run = load_runner(path)
+        except ImportError as error:
+            notes.append(f"{name} not run ({_line(error)}; pip install 'zoo[deploy]')")
+            continue
+        problem, outcome = _deployed_parity(spec, run, meta, served)
+        failures += [f"deployed file {name} ({spec.name}): {problem}"] if problem else []
+        ran.append(f"{name} {outcome}")
+    runs = f"; vs the SavedModel on {len(served)} probe images: " if ran else ""
+    detail = f"{len(listed)} files hash as in the manifest{runs}{', '.join(ran)}"
+    result._record("deployed", failures, "; ".join([detail, *notes]))
+
+
+def _deployed_parity(spec: Any, run: Any, meta: Any, served: np.ndarray) -> tuple[str | None, str]:
+    """A problem (or None) and the outcome of running one deployed file on the probe."""
+    try:
+        found = run(probe_batch(meta["input_size"]))
+    except Exception as error:  # a file the runtime refuses is a failure to report
+        return f"does not run: {_line(error)}", "does not run"
+    # A .tflite returns probabilities, an .onnx logits and probabilities (spec.outputs).
+    outputs = {k: np.asarray(found[k], np.float32) for k in spec.outputs if k in found}
+    expected = expected_outputs(served, bool(meta.get("multi_label")))
+    shapes = {k: v.shape for k, v in outputs.items()}
+    if set(outputs) != set(spec.outputs) or any(s != served.shape for s in shapes.values()):
+        return f"outputs {shapes}, expected {list(spec.outputs)} of shape {served.shape}", (
+            "wrong outputs"
+        )
+    if spec.tolerance is None:  # int8: random probe pixels give no bound to hold it to
+        agree = int(np.sum(outputs[fmt.PROBABILITIES].argmax(-1) == served.argmax(-1)))
+        return None, f"top-1 agrees on {agree} of {len(served)} (int8: reported, not bounded)"
+    diff = max(float(np.max(np.abs(outputs[k] - expected[k]))) for k in spec.outputs)
+    bound = parity_bound(spec.tolerance, served)
+    outcome = f"max |output difference| {diff:.2e}"
+    if not diff <= bound:  # also catches NaN
+        return (
+            f"{'/'.join(spec.outputs)} differ from the SavedModel's by up to {diff:.3g} on "
+            "the probe images "
+            f"(bound {bound:.3g}: {spec.tolerance} x max(1, max |logit|)); the file does "
+            "not hold the SavedModel's weights",
+            outcome,
+        )
+    return None, outcome
 
 
 def main_verify(
-    export_dir: str, source_manifest: str | None = None, require_proof: bool = False
+    export_dir: str,
+    source_manifest: str | None = None,
+    require_proof: bool = False,
+    recipe: str | None = None,
+    expect_frozen: int | None = None,
 ) -> int:
     """``zoo verify``: prints the report; 0 when every check holds, 1 otherwise.
 
-    With ``require_proof``, frozen variables that no anchor proves also exit 1.
+    With ``require_proof``, exit 1 also when the frozen variables are not proven by an
+    anchor, when the frozen claim is not derived from a recipe (recorded in the export,
+    or ``recipe``), and when the recipe froze variables in some stage but none in every
+    stage (``verify_export``'s ``require_proof`` and ``require_claim``).
 
     Raises:
-        FileNotFoundError: no export (or source manifest) at the given path; the CLI
-            turns it into a one-line error and exit code 2.
+        FileNotFoundError: no export (or source manifest, or recipe) at the given path;
+            the CLI turns it into a one-line error and exit code 2.
+        recipes.config.RecipeError: ``recipe`` is not a valid recipe (exit code 2).
     """
-    result = verify_export(export_dir, source_manifest=source_manifest, require_proof=require_proof)
+    result = verify_export(
+        export_dir,
+        source_manifest=source_manifest,
+        require_proof=require_proof,
+        recipe=recipe,
+        expect_frozen=expect_frozen,
+        require_claim=require_proof,
+    )
     print(result.report())
     return 0 if result.passed else 1

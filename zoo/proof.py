@@ -11,10 +11,16 @@ weights came from, the input shape and the classifier layer holding it.
 :func:`origin_of` reads it from a classifier; ``recipes.export`` stores it in the
 export's ``metadata.json`` and ``recipes.verify`` hands it to
 :func:`pretrained_manifest`.
+
+What to prove is not the export's word either: :func:`derive_frozen` applies each
+stage's freezing policy to a freshly built classifier and returns the variables frozen
+in every stage (a :class:`FrozenClaim`); ``recipes.verify`` derives it from the recipe
+and only cross-checks the export's frozen flags against it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,7 @@ from zoo import fingerprint, weights
 from zoo.backbones import create_backbone
 from zoo.classifier import Classifier
 from zoo.errors import InvalidValueError
+from zoo.policies import Policy, backbone_spec
 from zoo.registry import BackboneSpec, get_spec
 from zoo.weights import WeightsUnavailableError
 
@@ -161,3 +168,79 @@ def pretrained_manifest(origin: PretrainedOrigin) -> dict[str, Any]:
         include_top=origin.include_top,
     )
     return fingerprint.prefixed(fingerprint.manifest(backbone, frozen=()), f"{origin.layer}/")
+
+
+# -- the claim: which variables a recipe's policies leave frozen -----------------------------
+
+
+@dataclass(frozen=True)
+class FrozenClaim:
+    """The variables a sequence of freezing policies leaves frozen, derived on a model.
+
+    What a run's stages froze follows from their policies alone, so the claim a proof
+    checks need not be taken from the export being checked (docs/verification.md).
+
+    Attributes:
+        frozen: manifest paths (:mod:`zoo.fingerprint`) frozen in every stage, sorted.
+        per_stage: ``(stage name, number of variables frozen in that stage)``, in order.
+        variables: every variable of the model: ``{path: (shape, dtype)}``.
+        backbone: paths of the backbone's variables, sorted.
+        trained: the backbone blocks trained in at least one stage, bottom to top, then
+            ``"head"``.
+    """
+
+    frozen: tuple[str, ...]
+    per_stage: tuple[tuple[str, int], ...]
+    variables: dict[str, tuple[tuple[int, ...], str]]
+    backbone: tuple[str, ...]
+    trained: tuple[str, ...]
+
+    @property
+    def froze_anything(self) -> bool:
+        """Whether any stage froze any variable (even if none stayed frozen in all)."""
+        return any(count for _, count in self.per_stage)
+
+
+def derive_frozen(model: keras.Model, stages: Sequence[tuple[str, Policy]]) -> FrozenClaim:
+    """Applies each stage's policy to ``model`` in turn and intersects the frozen sets.
+
+    The same rule as ``zoo.fine_tune``: a policy first makes every layer trainable, then
+    freezes its blocks (and, with ``batchnorm="frozen"``, every backbone BatchNorm);
+    a variable is frozen in a stage when its owning layer is then non-trainable
+    (:func:`zoo.fingerprint.frozen_paths`). Only trainability is read, so ``model``
+    may have random weights (``weights=None``); its ``trainable`` flags are changed.
+
+    Args:
+        model: a classifier from ``zoo.build_classifier``, built.
+        stages: ``(name, policy)`` for each stage, in order.
+
+    Returns:
+        A :class:`FrozenClaim`.
+
+    Raises:
+        ValueError: no stages, or a policy does not fit the backbone (e.g. more blocks
+            than it has).
+    """
+    if not stages:
+        raise InvalidValueError("derive_frozen needs at least one (name, policy) stage.")
+    spec = backbone_spec(model)
+    frozen: set[str] | None = None
+    per_stage = []
+    trained: set[str] = set()
+    for name, policy in stages:
+        policy.apply(model)
+        now = fingerprint.frozen_paths(model)
+        per_stage.append((name, len(now)))
+        frozen = now if frozen is None else frozen & now
+        trained.update(policy.trainable_blocks(spec.block_names))
+    weights = fingerprint.named_weights(model)
+    return FrozenClaim(
+        frozen=tuple(sorted(frozen or ())),
+        per_stage=tuple(per_stage),
+        variables={
+            path: (tuple(int(d) for d in variable.shape), str(variable.dtype))
+            for path, variable in weights
+        },
+        backbone=tuple(sorted(fingerprint.layer_paths(model, BACKBONE_LAYER))),
+        trained=(*[b for b in spec.block_names if b in trained], "head"),
+    )

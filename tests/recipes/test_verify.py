@@ -319,8 +319,33 @@ def test_no_anchor_says_not_proven_and_require_proof_exits_1(exported, tmp_path,
     assert "FAIL frozen: 1 failures" in out
     assert "- frozen: not proven, and a proof is required: zoo_test_tiny_cnn was built" in out
     args = ["verify", str(path), "--require-proof", "--source-manifest", str(source_file)]
-    assert cli.main(args) == 0
-    assert "11 frozen variables bitwise equal to --source-manifest" in capsys.readouterr().out
+    assert cli.main(args) == 1  # proven, but the claim is the export's own word
+    out = capsys.readouterr().out
+    assert "11 frozen variables bitwise equal to --source-manifest" in out
+    assert "- frozen claim: not proven from a recipe: the export records no recipe" in out
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(TINY_RECIPE)
+    assert cli.main([*args, "--recipe", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "11 variables frozen in every stage by --recipe's policies" in out
+    assert "proven: 11 of 11 backbone variables bitwise pretrained; trained: head" in out
+
+
+TINY_RECIPE = f"""
+[data]
+source = "folder:photos"
+image_size = [{lib.INPUT_SIZE[0]}, {lib.INPUT_SIZE[1]}]
+
+[model]
+backbone = "{lib.BACKBONE}"
+weights = "none"
+
+[[stages]]
+name = "head"
+policy = "freeze_backbone"
+epochs = 1
+learning_rate = 0.1
+"""
 
 
 def test_registry_weights_unavailable_offline_is_not_proven(copy, capsys):
