@@ -348,17 +348,21 @@ class ExportConfig(BaseModel):
         formats: ``"saved_model"`` (always written) and deployed files beside it:
             ``"tflite"``, ``"tflite-fp16"``, ``"tflite-int8"``, ``"onnx"``
             (:mod:`recipes.deploy`; int8 is calibrated on training images).
+        license: the licence you give the fine-tuned model (e.g. ``"CC-BY-4.0"``),
+            written into each ``.tflite``'s metadata and the model card beside the
+            pretrained weights' licence; unset: "not stated".
     """
 
     model_config = _STRICT
 
     enabled: bool = True
     formats: list[str] = Field(default_factory=lambda: ["saved_model"])
+    license: str | None = None
 
     @field_validator("formats")
     @classmethod
     def _known_formats(cls, formats: list[str]) -> list[str]:
-        from recipes.deploy import FORMATS, SAVED_MODEL
+        from recipes.export_format import FORMATS, SAVED_MODEL
 
         unknown = [f for f in formats if f != SAVED_MODEL and f not in FORMATS]
         if unknown:

@@ -1,50 +1,46 @@
 """Deploy an export: LiteRT (TFLite) float32 / float16 / int8 and ONNX files, each checked.
 
 :func:`deploy` converts the Keras classifier of an export (the in-memory model, else the
-export's ``model.keras``) with the converters TensorFlow and tf2onnx ship, and writes
-the files next to the SavedModel::
+export's ``model.keras``) with :mod:`recipes.deploy_convert` and writes the files next to
+the SavedModel (the table is :data:`recipes.export_format.FORMATS`)::
 
     model.tflite          tflite       float32 weights and activations
     model_fp16.tflite     tflite-fp16  float16 weights, float32 activations
     model_int8.tflite     tflite-int8  int8 weights and activations, uint8 pixel input,
-                                       int8 logits (dequantize with the output's scale)
+                                       uint8 probabilities (p = scale * (q - zero_point))
     model.onnx            onnx         float32, dynamic batch (tf2onnx, opset ONNX_OPSET)
     labels.txt                         one class name per line, in class-id order
+    MODEL_CARD.md                      the model card (recipes.model_card)
 
 Every file takes RGB pixels 0..255 ``(batch, height, width, 3)`` at the export's input
-size (preprocessing is inside) and returns logits ``(batch, num_classes)``. The labels
-travel inside each file too: the ``.tflite`` files carry ``labels.txt`` as an associated
-file (a zip archive appended to the flatbuffer, the packing MediaPipe's TFLite metadata
-uses; ``zipfile.ZipFile(path)`` reads it and the interpreter ignores it), the ``.onnx``
-file in its ``metadata_props`` (key ``labels``, newline-separated).
+size (preprocessing is inside). A ``.tflite`` returns ``probabilities`` and carries TFLite
+Model Metadata (:mod:`recipes.tflite_metadata`: normalization, class names, licences), so
+MediaPipe Tasks' ``ImageClassifier`` loads it as it is; an ``.onnx`` returns ``logits`` and
+``probabilities`` and carries the class names in its ``metadata_props``.
 
-Each file is checked before anything is written:
+Each file is checked before anything is written, run with the runtime a user would use
+(:mod:`recipes.deploy_runtime`: the LiteRT interpreter, onnxruntime):
 
-1. parity on a probe batch against the Keras model: max |logit difference| <= 1e-4 for
-   float32 files, <= 1e-2 for float16, each times the logit scale ``max(1, max |logit|)``
-   (:func:`parity_bound`); for int8, top-1 agreement with the float model;
+1. parity on a probe batch against the Keras model: max |difference| of each output the
+   file has (logits, probabilities) <= 1e-4 for float32 files, <= 1e-2 for float16, each
+   times the logit scale ``max(1, max |logit|)`` (:func:`parity_bound`); for int8, top-1
+   agreement with the float model;
 2. top-1 on the evaluation images (the run's test split) when given, and its drop from
    the Keras model's;
-3. size on disk, batch-1 latency and batched images/s with the runtime a user would
-   use (the LiteRT interpreter, onnxruntime).
+3. size on disk, batch-1 latency and batched images/s.
 
 The files are written atomically (:func:`zoo.files.atomic_path`) and listed with their
 sha256 in the export's ``assets/zoo_manifest.json`` under ``"deployed"``, so
-``zoo verify`` re-hashes them. All conversions run before the first file is written, so
-a failing format leaves the export as it was.
+``zoo verify`` re-hashes them (and reads each ``.tflite``'s metadata). All conversions
+run before the first file is written, so a failing format leaves the export as it was.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
-import os
-import re
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,64 +50,33 @@ import keras
 import numpy as np
 
 from recipes import export_format as fmt
-from zoo.errors import InvalidValueError, MissingFileError, UnknownNameError, ZooError
+from recipes import tflite_metadata
+from recipes.deploy_convert import CALIBRATION_IMAGES, ONNX_OPSET, DeployError, convert
+from recipes.deploy_runtime import Runner, labels_inside, load_runner, runner_for
+from recipes.export_format import DEPLOYED_KEY, FORMATS, SAVED_MODEL, DeployFormat, check_formats
+from zoo.errors import InvalidValueError, MissingFileError
 from zoo.files import atomic_path, write_text_atomic
 
 __all__ = [
+    "CALIBRATION_IMAGES",
     "DEPLOYED_KEY",
     "FORMATS",
+    "ONNX_OPSET",
+    "SAVED_MODEL",
     "DeployError",
     "DeployFormat",
     "DeployResult",
     "check_formats",
     "convert",
     "deploy",
+    "expected_outputs",
     "labels_inside",
     "load_runner",
+    "model_info",
 ]
 
-SAVED_MODEL = "saved_model"
-DEPLOYED_KEY = fmt.DEPLOYED_KEY
-LABELS_MEMBER = "labels.txt"  # the associated file inside a .tflite
-ONNX_OPSET = 17
-CALIBRATION_IMAGES = 300  # a few hundred training images calibrate int8
 PARITY_IMAGES = 32  # probe images for int8 top-1 agreement when real images are given
 INT8_MIN_AGREEMENT = 0.9  # on real images; on random pixels it is only reported
-
-
-class DeployError(ZooError, RuntimeError):
-    """A model could not be converted to a format (e.g. an op int8 cannot quantize)."""
-
-
-@dataclass(frozen=True)
-class DeployFormat:
-    """One deployment format.
-
-    Attributes:
-        name: the name users pass (``--format``, ``[export] formats``).
-        file: the file written next to the SavedModel.
-        precision: ``"float32"``, ``"float16"`` or ``"int8"``.
-        runtime: ``"litert"`` or ``"onnxruntime"``.
-        tolerance: max |logit difference| to the Keras model per unit of logit scale
-            (:func:`parity_bound`); None for int8 (top-1 agreement instead).
-    """
-
-    name: str
-    file: str
-    precision: str
-    runtime: str
-    tolerance: float | None
-
-
-FORMATS: dict[str, DeployFormat] = {
-    f.name: f
-    for f in (
-        DeployFormat("tflite", "model.tflite", "float32", "litert", 1e-4),
-        DeployFormat("tflite-fp16", "model_fp16.tflite", "float16", "litert", 1e-2),
-        DeployFormat("tflite-int8", "model_int8.tflite", "int8", "litert", None),
-        DeployFormat("onnx", "model.onnx", "float32", "onnxruntime", 1e-4),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -123,7 +88,7 @@ class DeployResult:
         file: the file name, relative to the export directory.
         sha256: of the file's bytes.
         bytes: size on disk.
-        parity: max |logit difference| (float formats) or top-1 agreement 0..1 (int8).
+        parity: max |output difference| (float formats) or top-1 agreement 0..1 (int8).
         parity_images: how many probe images ``parity`` is over.
         passed: whether parity held.
         top1: top-1 on the evaluation images, or None when none were given.
@@ -151,341 +116,85 @@ class DeployResult:
         return asdict(self)
 
 
-def check_formats(names: Iterable[str]) -> list[str]:
-    """Validates format names; returns the deployable ones (``saved_model`` dropped).
+def model_info(meta: dict[str, Any], zoo_manifest: dict[str, Any] | None = None):
+    """The ``.tflite`` metadata content for an export with this ``metadata.json``.
 
-    Raises:
-        UnknownNameError: any name that is neither ``saved_model`` nor in FORMATS
-            (all of them listed, with the valid names).
-    """
-    names = list(names)
-    unknown = [n for n in names if n != SAVED_MODEL and n not in FORMATS]
-    if unknown:
-        raise UnknownNameError(
-            f"Unknown export format{'s' if len(unknown) > 1 else ''} {unknown}; choose from "
-            f"{[SAVED_MODEL, *FORMATS]}."
-        )
-    return list(dict.fromkeys(n for n in names if n != SAVED_MODEL))
-
-
-# -- conversion ---------------------------------------------------------------------------
-
-
-def _serving_saved_model(model: keras.Model, directory: str) -> None:
-    """Writes a logits-only SavedModel (signature ``serve``) for the converters.
-
-    ExportArchive -> SavedModel -> ``from_saved_model`` is TensorFlow's path for Keras 3
-    (a concrete function over Keras variables converts them as unresolved resources).
-    """
-    import tensorflow as tf
-
-    height, width = int(model.input_shape[1]), int(model.input_shape[2])
-
-    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"logits": tf.cast(model(images, training=False), tf.float32)}
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    spec = tf.TensorSpec((None, height, width, 3), tf.float32, name="images")
-    archive.add_endpoint("serve", serve, [spec])
-    archive.write_out(directory, verbose=False)
-
-
-def convert(
-    model: keras.Model,
-    name: str,
-    calibration: np.ndarray | None = None,
-    class_names: Sequence[str] | None = None,
-    serving_dir: str | Path | None = None,
-) -> bytes:
-    """Converts ``model`` (pixels 0..255 -> logits) to one format's file bytes.
-
-    Args:
-        model: a classifier: float32 ``(batch, height, width, 3)`` pixels 0..255 ->
-            logits ``(batch, num_classes)``, preprocessing inside.
-        name: a key of :data:`FORMATS`.
-        calibration: float32 training images ``(n, height, width, 3)`` 0..255 for
-            ``tflite-int8`` (never test images).
-        class_names: stored inside the file (see the module doc).
-        serving_dir: an empty or earlier-used directory where the logits-only SavedModel
-            the TFLite converter reads is written once and reused (it takes about as
-            long as a conversion); default a temporary one per call.
+    Name: the recipe's name (else ``<backbone> classifier``); version: zoo's version and
+    the first 12 hex digits of the weights manifest's digest; licences: the pretrained
+    weights' (the registry's ``license`` of the backbone) and the recipe's
+    ``[export] license`` for the fine-tuned model.
 
     Returns:
-        The file's bytes.
-
-    Raises:
-        UnknownNameError: ``name`` is not a format.
-        InvalidValueError: ``tflite-int8`` without calibration images.
-        DeployError: the converter refused the model; for int8, naming the op that
-            cannot be fully integer-quantized.
+        A :class:`recipes.tflite_metadata.ModelInfo`.
     """
-    if not check_formats([name]):
-        raise InvalidValueError("saved_model is written by recipes.export, not convert().")
-    if name == "onnx":
-        data = _convert_onnx(model, class_names)
-    else:
-        data = _convert_tflite(model, name, calibration, serving_dir)
-        if class_names is not None:
-            data = _append_labels(data, class_names)
-    return data
-
-
-def _convert_tflite(
-    model: keras.Model, name: str, calibration: np.ndarray | None, serving_dir: Any
-) -> bytes:
-    import tensorflow as tf
-
-    with contextlib.ExitStack() as stack:
-        directory = serving_dir or stack.enter_context(tempfile.TemporaryDirectory())
-        if not (Path(directory) / "saved_model.pb").is_file():
-            _serving_saved_model(model, str(directory))
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            str(directory), signature_keys=["serve"]
-        )
-        _configure(converter, name, calibration, model)
-        # ConverterError is what the converter raises for an op or model it cannot
-        # convert (a user's model); anything else is a bug and keeps its traceback.
-        from tensorflow.lite.python.convert_phase import ConverterError
-
-        try:
-            data = bytes(converter.convert())
-        except ConverterError as error:
-            raise DeployError(_conversion_failure(name, error)) from error
-    if name == "tflite-int8":
-        _check_full_integer(data)
-    return data
-
-
-def _check_full_integer(data: bytes) -> None:
-    """Raises when the converter left an op in float (it does so silently for some ops)."""
-    interpreter = _interpreter_class()(model_content=data)
-    tensors = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
-    floating = sorted(
-        {
-            op["op_name"]
-            for op in interpreter._get_ops_details()
-            if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
-            and any(
-                tensors.get(i) in (np.float32, np.float16)
-                for i in (*op["inputs"], *op["outputs"])
-                if i >= 0
-            )
-        }
+    recipe = meta.get("recipe") or {}
+    backbone = meta.get("backbone") or "custom"
+    names = tuple(meta["class_names"])
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    digest = ((zoo_manifest or {}).get("manifest") or {}).get("digest", "")
+    version = f"zoo {(meta.get('versions') or {}).get('zoo', '?')}"
+    version += f", weights {digest[:12]}" if digest else ""
+    return tflite_metadata.ModelInfo(
+        name=recipe.get("name") or f"{backbone} classifier",
+        description=(
+            f"{backbone} fine-tuned with zoo to classify {len(names)} classes ({shown}); "
+            f"RGB input {meta['input_size'][0]}x{meta['input_size'][1]}."
+        ),
+        version=version,
+        licenses=licenses(meta),
+        class_names=names,
+        multi_label=bool(meta.get("multi_label")),
     )
-    if floating:
-        raise DeployError(
-            f"The model cannot be fully integer-quantized: op {', '.join(floating)} has no "
-            "int8 kernel and stays float; deploy it as tflite or tflite-fp16, or replace "
-            "that layer."
-        )
 
 
-def _configure(
-    converter: Any, name: str, calibration: np.ndarray | None, model: keras.Model
-) -> None:
-    import tensorflow as tf
+def licenses(meta: dict[str, Any]) -> str:
+    """``"pretrained weights: ...; fine-tuned model: ..."`` for an export's metadata."""
+    import zoo
 
-    if name == "tflite-fp16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif name == "tflite-int8":
-        images = _calibration_images(calibration, model)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([image[np.newaxis]] for image in images)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.int8
-
-
-def _calibration_images(calibration: np.ndarray | None, model: keras.Model) -> np.ndarray:
-    if calibration is None or len(calibration) == 0:
-        raise InvalidValueError(
-            "tflite-int8 needs calibration images and got none: pass a few hundred "
-            "training images (float32 pixels 0..255, never test images)."
-        )
-    images = np.asarray(calibration, np.float32)
-    expected = (int(model.input_shape[1]), int(model.input_shape[2]), 3)
-    if images.ndim != 4 or images.shape[1:] != expected:
-        raise InvalidValueError(
-            f"Calibration images have shape {images.shape}; expected (n, *{expected}) "
-            "pixels 0..255 at the model's input size."
-        )
-    return images[:CALIBRATION_IMAGES]
-
-
-def _conversion_failure(name: str, error: BaseException) -> str:
-    text = str(error)
-    ops = sorted(set(re.findall(r"'?(?:tf|tfl)\.(\w+)'? op", text)))
-    ops += sorted(set(re.findall(r"op: '?(\w+)'?", text)) - set(ops))
-    if name == "tflite-int8" and ops:
-        return (
-            f"The model cannot be fully integer-quantized: op {', '.join(ops)} has no int8 "
-            "kernel; deploy it as tflite or tflite-fp16, or replace that layer."
-        )
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"Converting to {name} failed: {lines[0] if lines else type(error).__name__}"[:400]
-
-
-def _append_labels(data: bytes, class_names: Sequence[str]) -> bytes:
-    """The .tflite bytes with labels.txt appended as a zip archive (associated file)."""
-    buffer = io.BytesIO()
-    buffer.write(data)
-    with zipfile.ZipFile(buffer, "a", zipfile.ZIP_STORED) as archive:
-        archive.writestr(LABELS_MEMBER, _labels_text(class_names))
-    return buffer.getvalue()
-
-
-def _labels_text(class_names: Sequence[str]) -> str:
-    return "\n".join(class_names) + "\n"
-
-
-def _convert_onnx(model: keras.Model, class_names: Sequence[str] | None) -> bytes:
-    try:
-        import tf2onnx
-    except ImportError:
-        raise DeployError(
-            "The onnx format needs tf2onnx and onnxruntime: pip install 'zoo[deploy]'."
-        ) from None
-    import tensorflow as tf
-
-    height, width = int(model.input_shape[1]), int(model.input_shape[2])
-
-    @tf.function
-    def serve(images: tf.Tensor) -> tf.Tensor:
-        return tf.cast(model(images, training=False), tf.float32)
-
-    spec = [tf.TensorSpec((None, height, width, 3), tf.float32, "images")]
-    try:
-        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=ONNX_OPSET)
-    # tf2onnx has no error base class: a model it cannot convert fails its checks
-    # (``make_sure``: ValueError), an op handler (RuntimeError) or an unported op
-    # (NotImplementedError). Anything else is a bug and keeps its traceback.
-    except (ValueError, RuntimeError, NotImplementedError) as error:
-        raise DeployError(_conversion_failure("onnx", error)) from error
-    if class_names is not None:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = "labels", "\n".join(class_names)
-    return proto.SerializeToString()
-
-
-def labels_inside(path: str | Path) -> list[str] | None:
-    """The class names stored inside a deployed file, or None when it holds none."""
-    path = Path(path)
-    if path.suffix == ".onnx":
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-        return props["labels"].split("\n") if "labels" in props else None
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.read(LABELS_MEMBER).decode("utf-8").splitlines()
-    except (zipfile.BadZipFile, KeyError):
-        return None
-
-
-# -- runtimes -------------------------------------------------------------------------------
-
-
-def _interpreter_class() -> Any:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # TensorFlow still ships the same (deprecated) interpreter
-        import tensorflow as tf
-
-        return tf.lite.Interpreter
-    return Interpreter
-
-
-class _LiteRT:
-    """Runs a .tflite with the LiteRT interpreter: float32 pixels 0..255 -> float logits.
-
-    ``threads`` defaults to the cores this process may use: the interpreter's own default
-    (``num_threads=None``) is one thread.
-    """
-
-    def __init__(self, model: bytes | str | Path, threads: int | None = None) -> None:
-        Interpreter = _interpreter_class()  # noqa: N806
-        kind = "model_content" if isinstance(model, bytes) else "model_path"
-        self._interpreter = Interpreter(
-            **{kind: model if kind == "model_content" else str(model)},
-            num_threads=threads or len(os.sched_getaffinity(0)),
-        )
-        self._batch = None
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        it = self._interpreter
-        (inp,) = it.get_input_details()
-        if self._batch != len(images):
-            it.resize_tensor_input(inp["index"], list(images.shape))
-            it.allocate_tensors()
-            self._batch = len(images)
-            (inp,) = it.get_input_details()
-        it.set_tensor(inp["index"], _quantize(images, inp))
-        it.invoke()
-        (out,) = it.get_output_details()
-        return _dequantize(it.get_tensor(out["index"]), out)
-
-
-def _quantize(images: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    dtype = detail["dtype"]
-    if dtype == np.float32:
-        return images.astype(np.float32)
-    scale, zero = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(images / scale + zero), info.min, info.max).astype(dtype)
-
-
-def _dequantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    if values.dtype == np.float32:
-        return values.copy()
-    scale, zero = detail["quantization"]
-    return ((values.astype(np.float32) - zero) * scale).astype(np.float32)
-
-
-class _OnnxRuntime:
-    def __init__(self, model: bytes | str | Path) -> None:
-        import onnxruntime
-
-        source = model if isinstance(model, bytes) else str(model)
-        self._session = onnxruntime.InferenceSession(source, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: images.astype(np.float32)})[0]
-
-
-def load_runner(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A callable for a deployed file: float32 pixels ``(batch, h, w, 3)`` -> logits.
-
-    Raises:
-        MissingFileError: no such file.
-        InvalidValueError: not a ``.tflite`` or ``.onnx`` file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"No deployed model at {path}; export it with `zoo export`.")
-    if path.suffix == ".tflite":
-        return _LiteRT(path)
-    if path.suffix == ".onnx":
-        return _OnnxRuntime(path)
-    raise InvalidValueError(f"{path} is neither a .tflite nor an .onnx file.")
-
-
-def _runner(spec: DeployFormat, data: bytes) -> Callable[[np.ndarray], np.ndarray]:
-    return _OnnxRuntime(data) if spec.runtime == "onnxruntime" else _LiteRT(data)
+    backbone, weights = meta.get("backbone"), meta.get("pretrained_weights")
+    if not weights or weights == "none":
+        pretrained = "none (trained from random initialization)"
+    elif backbone in zoo.list_backbones():
+        pretrained = f"{zoo.get_spec(backbone).license} ({backbone}, {weights})"
+    else:
+        pretrained = "not known to zoo's registry"
+    own = ((meta.get("recipe") or {}).get("export") or {}).get("license")
+    model = own or "not stated (set [export] license in the recipe)"
+    return f"pretrained weights: {pretrained}; fine-tuned model: {model}"
 
 
 # -- checks ----------------------------------------------------------------------------------
 
 
-def _logits(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: int = 32):
-    return np.concatenate([run(images[i : i + batch]) for i in range(0, len(images), batch)])
+def _outputs(run: Runner, images: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
+    """A runner's outputs over ``images`` in batches, concatenated per output."""
+    parts = [run(images[i : i + batch]) for i in range(0, len(images), batch)]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def _scores(run: Runner, images: np.ndarray) -> np.ndarray:
+    """What a file ranks classes by: its probabilities (argmax as the logits')."""
+    return _outputs(run, images)[fmt.PROBABILITIES]
 
 
 def _keras_logits(model: keras.Model, images: np.ndarray) -> np.ndarray:
     out = model.predict(images, batch_size=32, verbose=0)
     return np.asarray(out, np.float32)
+
+
+def expected_outputs(logits: np.ndarray, multi_label: bool) -> dict[str, np.ndarray]:
+    """What a deployed file should return for these reference logits ``(n, classes)``.
+
+    Returns:
+        ``{"logits": logits, "probabilities": softmax (sigmoid if multi_label)}``,
+        float32, computed in float64.
+    """
+    if multi_label:
+        probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    else:
+        shifted = np.exp(logits.astype(np.float64) - logits.max(-1, keepdims=True))
+        probabilities = shifted / shifted.sum(-1, keepdims=True)
+    return {fmt.LOGITS: logits, fmt.PROBABILITIES: probabilities.astype(np.float32)}
 
 
 def _speed(run: Callable[[np.ndarray], np.ndarray], probe: np.ndarray, batch: int):
@@ -516,6 +225,7 @@ class _Probe:
     images: np.ndarray
     logits: np.ndarray
     real: bool  # real images (not random pixels): int8 agreement is a pass/fail check
+    multi_label: bool = False
 
 
 def _check(
@@ -525,19 +235,23 @@ def _check(
     evaluation: tuple[Callable[[], Iterable[Any]], float] | None,
     batch: int,
 ) -> dict[str, Any]:
-    run = _runner(spec, data)
-    logits = _logits(run, probe.images)
+    run = runner_for(spec, data)
+    outputs = _outputs(run, probe.images)
+    expected = expected_outputs(probe.logits, probe.multi_label)
     if spec.tolerance is not None:
-        parity = float(np.max(np.abs(logits - probe.logits)))
+        # Softmax and sigmoid move less than the logits (|d p| <= |d logit| / 2), so the
+        # logit bound holds for the probabilities too.
+        parity = max(float(np.max(np.abs(outputs[k] - expected[k]))) for k in spec.outputs)
         passed = parity <= parity_bound(spec.tolerance, probe.logits)
     else:
-        parity = float(np.mean(logits.argmax(-1) == probe.logits.argmax(-1)))
+        scores = outputs[fmt.PROBABILITIES]
+        parity = float(np.mean(scores.argmax(-1) == probe.logits.argmax(-1)))
         passed = parity >= INT8_MIN_AGREEMENT or not probe.real
     found: dict[str, Any] = {"parity": parity, "parity_images": len(probe.images)}
     found["passed"] = passed
     if evaluation is not None:
         batches, reference = evaluation
-        top1 = _top1(lambda images: _logits(run, images), batches)
+        top1 = _top1(lambda images: _scores(run, images), batches)
         found.update(top1=top1, top1_drop=reference - top1)
     found["latency_ms"], found["images_per_s"] = _speed(run, probe.images, batch)
     found["batch"] = batch
@@ -595,12 +309,14 @@ def deploy(
         if float_top1 is None:
             float_top1 = _top1(lambda images: _keras_logits(model, images), batches)
         reference = (batches, float_top1)
+    manifest = json.loads((directory / "assets" / fmt.MANIFEST_FILE).read_text("utf-8"))
+    info = model_info(meta, manifest)
     files, results, failures = {}, [], []
-    # One logits-only SavedModel serves every TFLite conversion of this call.
+    # One probabilities-only SavedModel serves every TFLite conversion of this call.
     with tempfile.TemporaryDirectory(prefix="zoo-deploy-") as serving_dir:
         for name in names:
             spec = FORMATS[name]
-            data = convert(model, name, calibration, meta["class_names"], serving_dir)
+            data = convert(model, name, calibration, serving_dir=serving_dir, info=info)
             found = _check(spec, data, probe, reference, batch)
             if not found["passed"]:
                 failures.append(f"{name}: parity {found['parity']:.3g} ({_parity_rule(spec)})")
@@ -690,13 +406,14 @@ def _make_probe(
     batches: Callable[[], Iterable[Any]] | None,
 ) -> _Probe:
     """Real images when there are some (evaluation first), else the fixed random probe."""
+    multi = bool(meta.get("multi_label"))
     first = next(iter(batches()), None) if batches is not None else None
     for source in (None if first is None else first[0], calibration):
         if source is not None and len(source):
             images = np.asarray(source[:PARITY_IMAGES], np.float32)
-            return _Probe(images, _keras_logits(model, images), True)
+            return _Probe(images, _keras_logits(model, images), True, multi)
     images = fmt.probe_batch(meta["input_size"])
-    return _Probe(images, _keras_logits(model, images), False)
+    return _Probe(images, _keras_logits(model, images), False, multi)
 
 
 def _write(
@@ -706,7 +423,7 @@ def _write(
     for file, data in files.items():
         with atomic_path(directory / file) as tmp:
             tmp.write_bytes(data)
-    labels = _labels_text(names)
+    labels = "\n".join(names) + "\n"
     write_text_atomic(directory / fmt.LABELS_FILE, labels)
     manifest_path = directory / "assets" / fmt.MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text("utf-8"))

@@ -12,6 +12,7 @@ export directory holds::
     model.keras                       the same model as a Keras file
     model*.tflite, model.onnx, labels.txt   deployed files (recipes.deploy), optional,
                                       each hashed in zoo_manifest.json under "deployed"
+    MODEL_CARD.md                     the model card (recipes.model_card)
 
 Signatures (all return ``logits`` float32 ``(batch, num_classes)``, ``probabilities``
 float32 (softmax, or sigmoid for multi-label), ``class_id`` int64 ``(batch,)`` (argmax of
@@ -45,11 +46,14 @@ back to manifest paths.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from zoo.errors import UnknownNameError
 
 EXPORT_FORMAT = "zoo.export/1"
 SIGNATURES = ("serving_default", "serving_uint8", "serve_bytes")
@@ -97,3 +101,63 @@ def probe_batch(input_size: tuple[int, int] | list[int], batch: int = PROBE_BATC
     """
     rng = np.random.default_rng(PROBE_SEED)
     return rng.integers(0, 256, (batch, *input_size, 3)).astype(np.float32)
+
+
+# -- deployed formats (recipes.deploy) ------------------------------------------------------
+
+SAVED_MODEL = "saved_model"
+MODEL_CARD_FILE = "MODEL_CARD.md"
+# The two outputs of a deployed file that has logits (ONNX); a .tflite has only the second.
+LOGITS, PROBABILITIES = "logits", "probabilities"
+
+
+@dataclass(frozen=True)
+class DeployFormat:
+    """One deployment format.
+
+    Attributes:
+        name: the name users pass (``--format``, ``[export] formats``).
+        file: the file written next to the SavedModel.
+        precision: ``"float32"``, ``"float16"`` or ``"int8"``.
+        runtime: ``"litert"`` or ``"onnxruntime"``.
+        tolerance: max |output difference| to the Keras model per unit of logit scale
+            (``recipes.deploy.parity_bound``); None for int8 (top-1 agreement instead).
+        outputs: the file's output tensors, in order: a ``.tflite`` has one,
+            ``probabilities`` (softmax, or sigmoid for multi-label: what MediaPipe Tasks
+            reads as scores); an ``.onnx`` has ``logits`` and ``probabilities``.
+    """
+
+    name: str
+    file: str
+    precision: str
+    runtime: str
+    tolerance: float | None
+    outputs: tuple[str, ...] = (PROBABILITIES,)
+
+
+FORMATS: dict[str, DeployFormat] = {
+    f.name: f
+    for f in (
+        DeployFormat("tflite", "model.tflite", "float32", "litert", 1e-4),
+        DeployFormat("tflite-fp16", "model_fp16.tflite", "float16", "litert", 1e-2),
+        DeployFormat("tflite-int8", "model_int8.tflite", "int8", "litert", None),
+        DeployFormat("onnx", "model.onnx", "float32", "onnxruntime", 1e-4, (LOGITS, PROBABILITIES)),
+    )
+}
+
+
+def check_formats(names: Iterable[str]) -> list[str]:
+    """Validates format names; returns the deployable ones (``saved_model`` dropped).
+
+    Raises:
+        UnknownNameError: any name that is neither ``saved_model`` nor in FORMATS
+            (all of them listed, with the valid names).
+    """
+    names = list(names)
+    unknown = [n for n in names if n != SAVED_MODEL and n not in FORMATS]
+    if unknown:
+        raise UnknownNameError(
+            f"Unknown export format{'s' if len(unknown) > 1 else ''} {unknown}; choose from "
+            f"{[SAVED_MODEL, *FORMATS]}."
+        )
+    return list(dict.fromkeys(n for n in names if n != SAVED_MODEL))

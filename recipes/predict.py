@@ -118,7 +118,8 @@ class Predictor:
         Returns:
             ``{"logits": (batch, num_classes) float32, "probabilities": same,
             "class_id": (batch,) int64, "class_name": (batch,) str}``; batch is 1 for a
-            single image. A multi-label export gives ``"class_ids"`` int64 multi-hot and
+            single image; a ``.tflite`` format has no ``"logits"`` (the file returns
+            probabilities only). A multi-label export gives ``"class_ids"`` int64 multi-hot and
             ``"class_names"`` str (``""`` where 0), both ``(batch, num_classes)``,
             instead of ``class_id`` and ``class_name``.
 
@@ -206,17 +207,14 @@ class Predictor:
         images = tf.cast(batch, tf.float32)
         if tuple(images.shape[1:3]) != self.input_size:
             images = tf.image.resize(images, self.input_size, fmt.RESIZE_METHOD)
-        logits = self._deployed(images.numpy())
-        multi = bool(self.metadata.get("multi_label"))
-        probabilities = tf.sigmoid(logits) if multi else tf.nn.softmax(logits, axis=-1)
-        ids = logits.argmax(axis=-1).astype(np.int64)
+        # A .tflite returns probabilities only (its one output, what MediaPipe reads); an
+        # .onnx also returns logits (recipes.deploy_runtime).
+        found = self._deployed(images.numpy())
+        probabilities = found["probabilities"]
+        ids = probabilities.argmax(axis=-1).astype(np.int64)
         names = np.array([self.class_names[i].encode("utf-8") for i in ids], dtype=object)
-        return {
-            "logits": logits,
-            "probabilities": probabilities.numpy(),
-            "class_id": ids,
-            "class_name": names,
-        }
+        out = {"logits": found["logits"]} if "logits" in found else {}
+        return {**out, "probabilities": probabilities, "class_id": ids, "class_name": names}
 
 
 def _deployed_runner(directory: Path, name: str) -> Any:

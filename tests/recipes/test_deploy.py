@@ -66,21 +66,36 @@ def test_each_format_is_within_its_parity_bound(deployed):
 def test_the_files_run_and_match_the_keras_model(deployed):
     model, directory, _ = deployed
     probe = _images(5, 7)
-    expected = np.asarray(model(probe, training=False))
+    logits = np.asarray(model(probe, training=False))
+    probabilities = np.asarray(keras.ops.softmax(logits))
     for name in ("tflite", "onnx"):
-        logits = deploy.load_runner(directory / deploy.FORMATS[name].file)(probe)
-        np.testing.assert_allclose(logits, expected, atol=1e-4)
-    int8 = deploy.load_runner(directory / "model_int8.tflite")
-    assert int8(probe).shape == expected.shape
+        out = deploy.load_runner(directory / deploy.FORMATS[name].file)(probe)
+        assert tuple(out) == deploy.FORMATS[name].outputs
+        np.testing.assert_allclose(out["probabilities"], probabilities, atol=1e-4)
+    onnx_out = deploy.load_runner(directory / "model.onnx")(probe)
+    np.testing.assert_allclose(onnx_out["logits"], logits, atol=1e-4)
+    int8 = deploy.load_runner(directory / "model_int8.tflite")(probe)["probabilities"]
+    assert int8.shape == logits.shape and np.all((int8 >= 0) & (int8 <= 1))
 
 
-def test_int8_is_full_integer_with_uint8_input(deployed):
+def test_onnx_outputs_are_named_logits_and_probabilities(deployed):
+    import onnxruntime
+
+    _, directory, _ = deployed
+    session = onnxruntime.InferenceSession(str(directory / "model.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["logits", "probabilities"]
+
+
+def test_int8_is_full_integer_with_uint8_input_and_scores(deployed):
     from ai_edge_litert.interpreter import Interpreter
 
     _, directory, results = deployed
     interpreter = Interpreter(model_path=str(directory / "model_int8.tflite"))
-    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
-    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    (inp,) = interpreter.get_input_details()
+    (out,) = interpreter.get_output_details()
+    assert inp["dtype"] == np.uint8 and inp["quantization"] == (1.0, 0)  # pixels as they are
+    assert out["dtype"] == np.uint8
+    assert out["quantization"][0] == pytest.approx(1 / 256) and out["quantization"][1] == 0
     float_types = {d["dtype"] for d in interpreter.get_tensor_details()} & {np.float32}
     assert not float_types, "a float tensor is left in the int8 model"
     assert results["tflite-int8"].bytes < results["tflite"].bytes
@@ -125,7 +140,8 @@ def test_predictor_runs_a_deployed_format(deployed, name):
     images = _images(3, 3)
     reference = Predictor(directory).outputs(images)
     outputs = Predictor(directory, format=name).outputs(images)
-    assert outputs["logits"].shape == reference["logits"].shape
+    assert outputs["probabilities"].shape == reference["probabilities"].shape
+    assert ("logits" in outputs) == (name == "onnx")  # a .tflite returns probabilities only
     if name != "tflite-int8":
         np.testing.assert_allclose(outputs["probabilities"], reference["probabilities"], atol=1e-4)
         assert list(outputs["class_name"]) == list(reference["class_name"])
