@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -92,6 +93,10 @@ AugmentName = Literal[
 # split of its own and the recipe sets no [data].test_fraction: a "test" number must come
 # from images no training decision (early stopping, checkpoint choice) saw.
 DEFAULT_TEST_FRACTION = 0.1
+
+# The momentum of ``[[stages]] ema = true``: the average spans about 1 / (1 - 0.999) = 1000
+# steps.
+DEFAULT_EMA = 0.999
 
 # TOML arrays arrive as lists; let tuple fields accept them (strict mode would not).
 _Size = Annotated[tuple[int, int], Field(strict=False)]
@@ -251,6 +256,17 @@ class StageConfig(BaseModel):
         cache: ``"auto"`` (cache activations below the trainable part when valid) or
             ``"off"``.
         cache_dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` storage of the cache.
+        monitor: the validation metric that picks the stage's best epoch and drives early
+            stopping: ``"val_loss"`` (lower is better), ``"val_accuracy"`` or, multi-label,
+            ``"val_pr_auc"`` (higher is better).
+        restore_best: with a validation split, end the stage with its best ``monitor``
+            epoch's weights; ``false`` keeps the last epoch's.
+        ema: a moving average of the trained weights: its momentum in (0, 1), ``true``
+            for :data:`DEFAULT_EMA`, ``false`` for none. Validation, the best epoch and the
+            export use the averaged weights.
+        class_weight: ``"balanced"`` (each class weighted ``n / (classes * n_class)`` by
+            its training images, scikit-learn's rule over the classes present) or a table of class name ->
+            weight (classes not named weigh 1); unset: every class weighs 1.
     """
 
     model_config = _STRICT
@@ -272,6 +288,73 @@ class StageConfig(BaseModel):
     augment: bool | list[AugmentName] = True
     cache: Literal["auto", "off"] = "auto"
     cache_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    monitor: Literal["val_loss", "val_accuracy", "val_pr_auc"] = "val_loss"
+    restore_best: bool = True
+    ema: bool | float = False
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
+
+    @field_validator("ema")
+    @classmethod
+    def _ema_momentum(cls, value: bool | float) -> bool | float:
+        if not isinstance(value, bool) and not 0.0 < value < 1.0:
+            raise ValueError("a momentum in (0, 1) such as 0.999, true (0.999) or false")
+        return value
+
+    @field_validator("class_weight")
+    @classmethod
+    def _positive_weights(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            bad = {k: w for k, w in value.items() if not (math.isfinite(w) and w > 0)}
+            if bad:
+                raise ValueError(f"weights must be finite and > 0, got {bad}")
+        return value
+
+    def ema_momentum(self) -> float | None:
+        """``ema`` as ``zoo.Stage.ema``: the momentum, or None."""
+        if isinstance(self.ema, bool):
+            return DEFAULT_EMA if self.ema else None
+        return float(self.ema)
+
+    def class_weights(
+        self, class_names: Sequence[str], counts: Mapping[str, int] | None
+    ) -> dict[int, float] | None:
+        """``class_weight`` as Keras' ``{class index: weight}``, or None.
+
+        Args:
+            class_names: the data's class names, index = label.
+            counts: training images per class name (``DataSource.class_counts("train")``);
+                needed for ``"balanced"``.
+
+        Raises:
+            RecipeError: the table names a class the data does not have, or ``"balanced"``
+                without known class counts.
+        """
+        where = f"stages.{self.name}.class_weight"
+        if self.class_weight is None:
+            return None
+        if self.class_weight == "balanced":
+            if counts is None:
+                raise RecipeError(
+                    [
+                        f"{where}: 'balanced' needs the training labels, which this source "
+                        "does not list; give a table of class name -> weight instead"
+                    ]
+                )
+            total, k = sum(counts.values()), sum(1 for n in counts.values() if n)
+            # scikit-learn's compute_class_weight("balanced"); an absent class weighs 1.
+            return {
+                i: total / (k * counts[name]) if counts.get(name) else 1.0
+                for i, name in enumerate(class_names)
+            }
+        unknown = sorted(set(self.class_weight) - set(class_names))
+        if unknown:
+            raise RecipeError(
+                [
+                    f"{where}: no class named {', '.join(map(repr, unknown))}; the classes are "
+                    f"{', '.join(map(repr, class_names))}"
+                ]
+            )
+        return {i: float(self.class_weight.get(name, 1.0)) for i, name in enumerate(class_names)}
 
     @field_validator("optimizer")
     @classmethod
@@ -300,12 +383,13 @@ class StageConfig(BaseModel):
         config = self.policy_config()
         return _POLICIES[config.pop("policy")](**config)
 
-    def to_stage(self, augment: Any = None) -> Stage:
+    def to_stage(self, augment: Any = None, class_weight: dict[int, float] | None = None) -> Stage:
         """The ``zoo.Stage`` this recipe stage describes.
 
         Args:
             augment: the ``zoo.data.Augmentation`` built for this stage (its own names,
                 else ``[data].augment``), or None; dropped when ``augment = false``.
+            class_weight: :meth:`class_weights` for the run's data, or None.
 
         Raises:
             InvalidValueError: ``zoo.Stage`` or the policy rejects a value.
@@ -324,6 +408,10 @@ class StageConfig(BaseModel):
             augment=augment if self.augment is not False else None,
             cache=self.cache,
             cache_dtype=self.cache_dtype,
+            monitor=self.monitor,
+            restore_best=self.restore_best,
+            ema=self.ema_momentum(),
+            class_weight=class_weight,
         )
 
 

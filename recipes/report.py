@@ -335,6 +335,12 @@ class StageReport:
         images_per_second: training images per second of ``seconds``.
         cache: see :class:`CacheReport`.
         trainable_variables: variables the optimizer trained.
+        monitor: the metric that picked the best epoch (``val_loss``, ``val_accuracy``...).
+        best_epoch, best_value: the epoch (1-based) with the best ``monitor``, and its value.
+        kept_epoch: the epoch whose weights the stage ended with; kept_reason: why.
+        ema: the moving average's momentum, or None.
+        without_ema: validation metrics of the last epoch's raw weights when ``ema`` is
+            set (the history's ``val_`` values are the averaged weights').
     """
 
     name: str
@@ -347,6 +353,13 @@ class StageReport:
     images_per_second: float = 0.0
     cache: CacheReport = field(default_factory=CacheReport)
     trainable_variables: int = 0
+    monitor: str = "val_loss"
+    best_epoch: int | None = None
+    best_value: float | None = None
+    kept_epoch: int | None = None
+    kept_reason: str = ""
+    ema: float | None = None
+    without_ema: dict[str, float] | None = None
 
     @classmethod
     def from_result(cls, policy: Mapping[str, Any], result: Any) -> StageReport:
@@ -364,6 +377,13 @@ class StageReport:
                 result.cache, result.epochs_run - result.resumed_at_epoch
             ),
             trainable_variables=len(result.trainable_paths),
+            monitor=result.monitor,
+            best_epoch=result.best_epoch,
+            best_value=result.best_value,
+            kept_epoch=result.kept_epoch,
+            kept_reason=result.kept_reason,
+            ema=result.ema,
+            without_ema=result.without_ema,
         )
 
     @classmethod
@@ -870,7 +890,40 @@ def _stages_section(stages: Sequence[StageReport]) -> list[str]:
             ]
         )
     header = ["stage", "policy", "epochs", "train acc", "val acc", "seconds", "images/s", "cache"]
-    return ["## Stages", "", *markdown_table(header, rows), ""]
+    lines = ["## Stages", "", *markdown_table(header, rows), ""]
+    kept = [f"- {s.name}: {s.kept_reason}" for s in stages if s.kept_reason]
+    if kept:
+        lines += ["Weights each stage ended with:", "", *kept, ""]
+    lines += _ema_lines(stages)
+    return lines
+
+
+def _ema_lines(stages: Sequence[StageReport]) -> list[str]:
+    """Validation with the moving average of the weights beside the raw weights."""
+    rows = []
+    for stage in stages:
+        if stage.ema is None or not stage.without_ema:
+            continue
+        acc = _accuracy_key(stage.history)
+        key = f"val_{acc}" if acc else "val_loss"
+        rows.append(
+            [
+                stage.name,
+                stage.ema,
+                key,
+                _last(stage.history, key),
+                stage.without_ema.get(key),
+            ]
+        )
+    if not rows:
+        return []
+    header = ["stage", "EMA momentum", "metric", "last epoch, EMA", "last epoch, raw weights"]
+    return [
+        "Moving average of the weights (EMA), on validation:",
+        "",
+        *markdown_table(header, rows),
+        "",
+    ]
 
 
 def _verify_section(verify: VerifyReport) -> list[str]:

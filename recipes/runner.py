@@ -438,10 +438,26 @@ def _source_manifest(model: Any, run_dir: Path, resume: bool, writes: bool) -> d
     return taken
 
 
-def _stages(recipe: Recipe, num_classes: int) -> list[Any]:
+def _stages(recipe: Recipe, num_classes: int, data: Any = None) -> list[Any]:
     """``zoo.Stage`` s from the recipe, each with its augmentation: the stage's own list of
-    names, else ``[data].augment`` (``augment = false`` turns it off)."""
+    names, else ``[data].augment`` (``augment = false`` turns it off), and its class
+    weights for ``data`` (the run's ``DataSource``: class names and training counts).
+
+    Raises:
+        RecipeError: a stage's ``class_weight`` does not fit the data.
+    """
+    from recipes.config import RecipeError
     from zoo import data as zoo_data
+
+    if any(cfg.class_weight is not None for cfg in recipe.stages) and (
+        data is None or recipe.model.head.multi_label
+    ):
+        raise RecipeError(
+            [
+                "stages: class_weight weighs single-label classes; a multi-label head has none "
+                "(remove class_weight)"
+            ]
+        )
 
     size = tuple(recipe.input_shape()[:2])
     stages = []
@@ -452,7 +468,11 @@ def _stages(recipe: Recipe, num_classes: int) -> list[Any]:
             augment = zoo_data.augmentation(
                 names, image_size=size, seed=recipe.run.seed + 100 * index, num_classes=num_classes
             )
-        stages.append(cfg.to_stage(augment))
+        weights = None
+        if cfg.class_weight is not None:
+            counts = data.class_counts("train") if cfg.class_weight == "balanced" else None
+            weights = cfg.class_weights(data.class_names, counts)
+        stages.append(cfg.to_stage(augment, weights))
     return stages
 
 
@@ -508,7 +528,7 @@ def _fine_tune(
         model,
         _batches(recipe, data, "train", True, replicas),
         validation,
-        _stages(recipe, len(data.class_names)),
+        _stages(recipe, len(data.class_names), data),
         run_dir=run_dir,
         resume=resume,
         **recipe.run.fine_tune_kwargs(),

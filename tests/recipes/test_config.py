@@ -272,6 +272,9 @@ def test_stage_config_is_mapped_to_stage_field_by_field():
             "stages.1.augment": "false",
             "stages.1.cache": '"off"',
             "stages.1.cache_dtype": '"bfloat16"',
+            "stages.1.monitor": '"val_accuracy"',
+            "stages.1.restore_best": "false",
+            "stages.1.ema": "0.99",
         }
     )
     del data["stages"][1]["blocks"]

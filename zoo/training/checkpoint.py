@@ -7,7 +7,9 @@ holds
 * ``state``: the :class:`CheckpointState` as JSON (UTF-8 bytes);
 * ``model/<variable path>``: every model variable, by its Keras path;
 * ``optimizer/<variable path>``: the optimizer's variables (iterations, moments, ...),
-  their paths without the optimizer's own name.
+  their paths without the optimizer's own name;
+* ``best/<manifest path>``: the stage's best epoch so far, the variables it can change
+  (``zoo.fingerprint`` paths), restored when the stage ends.
 
 Variables are matched by path, not position, so a model whose variables are created in
 another order still resumes, and a different model is refused with every mismatch named.
@@ -33,7 +35,7 @@ log = logging.getLogger("zoo.training")
 
 CHECKPOINT_NAME = "last.npz"
 FORMAT_VERSION = 2
-_MODEL, _OPTIMIZER = "model/", "optimizer/"
+_MODEL, _OPTIMIZER, _BEST = "model/", "optimizer/", "best/"
 
 
 @dataclass
@@ -49,7 +51,10 @@ class CheckpointState:
         completed: results of the stages before ``stage``.
         frozen: per completed stage, the manifest paths its policy froze.
         history: per-epoch metrics of the stage in progress.
-        best, wait, stopped: early stopping's state in the stage in progress.
+        best, wait, stopped: the best ``monitor`` value so far, epochs since, and whether
+            early stopping ended the stage in progress.
+        best_epoch: the stage's best epoch so far (1-based), whose weights the file holds
+            under ``best/``; None before any.
         settings: the mixed precision / XLA settings (``SettingsProbe.to_dict()``), so a
             resumed ``"auto"`` run keeps the interrupted one's choice.
     """
@@ -65,6 +70,7 @@ class CheckpointState:
     wait: int = 0
     stopped: bool = False
     settings: dict[str, Any] | None = None
+    best_epoch: int | None = None
 
     def to_json(self) -> str:
         d = dict(vars(self), version=FORMAT_VERSION)
@@ -108,11 +114,19 @@ def _named(variables: Any, prefix: str) -> dict[str, np.ndarray]:
     return named
 
 
-def save_checkpoint(run_dir: Path, state: CheckpointState, model: Any, optimizer: Any) -> Path:
-    """Writes ``state``, the model's variables and ``optimizer``'s (if any), atomically."""
+def save_checkpoint(
+    run_dir: Path,
+    state: CheckpointState,
+    model: Any,
+    optimizer: Any,
+    best: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Writes ``state``, the model's variables, ``optimizer``'s (if any) and the best
+    epoch's weights (``{manifest path: array}``, if any), atomically."""
     arrays = _named(model.variables, _MODEL)
     if optimizer is not None:
         arrays.update(_named(optimizer.variables, _OPTIMIZER))
+    arrays.update({_BEST + path: value for path, value in (best or {}).items()})
     arrays["state"] = np.frombuffer(state.to_json().encode(), dtype=np.uint8)
     path = checkpoint_path(run_dir)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -123,7 +137,8 @@ def save_checkpoint(run_dir: Path, state: CheckpointState, model: Any, optimizer
 def load_checkpoint(
     run_dir: Path, model: Any
 ) -> tuple[CheckpointState, dict[str, np.ndarray]] | None:
-    """Loads the model's weights; returns the state and the optimizer's saved variables.
+    """Loads the model's weights; returns the state and the saved optimizer variables
+    (``optimizer/`` keys) and best weights (``best/`` keys, see :func:`best_weights`).
 
     Returns None (with a warning) when there is no checkpoint.
 
@@ -141,8 +156,14 @@ def load_checkpoint(
     values = _assignments(model.variables, _MODEL, saved, path)
     for v, value in values:
         v.assign(value)
-    optimizer = {k: a for k, a in saved.items() if k.startswith(_OPTIMIZER)}
+    optimizer = {k: a for k, a in saved.items() if k.startswith((_OPTIMIZER, _BEST))}
     return state, optimizer
+
+
+def best_weights(saved: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The best epoch's weights in :func:`load_checkpoint`'s second value, or None."""
+    best = {k[len(_BEST) :]: a for k, a in saved.items() if k.startswith(_BEST)}
+    return best or None
 
 
 def _assignments(

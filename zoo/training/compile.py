@@ -101,9 +101,17 @@ def _multi_label(model: keras.Model) -> bool:
 
 
 def stage_optimizer(stage: Stage, model: keras.Model, steps: int, mixed: str | None) -> Any:
-    """The stage's optimizer (``zoo.policies.make_optimizer``); loss-scaled under float16."""
+    """The stage's optimizer (``zoo.policies.make_optimizer``); loss-scaled under float16.
+
+    With ``stage.ema`` the optimizer keeps a moving average of the weights it trains
+    (``use_ema=True, ema_momentum=stage.ema``); ``fit`` writes it into the model at the end.
+    """
     lr = _learning_rate(stage, steps)
-    kwargs = {} if stage.weight_decay is None else {"weight_decay": stage.weight_decay}
+    kwargs: dict[str, Any] = {}
+    if stage.weight_decay is not None:
+        kwargs["weight_decay"] = stage.weight_decay
+    if stage.ema is not None:  # Keras' optimizer EMA: averages kept beside the variables
+        kwargs.update(use_ema=True, ema_momentum=float(stage.ema))
     opt = make_optimizer(stage.optimizer, lr, model, stage.policy, **kwargs)
     if mixed == "float16" and not isinstance(opt, keras.optimizers.LossScaleOptimizer):
         opt = keras.optimizers.LossScaleOptimizer(opt)

@@ -3,7 +3,9 @@
 ``fine_tune(model, train, validation, stages)`` runs :class:`~zoo.training.stages.Stage` s
 in order. Each stage applies its freezing policy (``zoo.policies``), recompiles, and
 trains with the options users expect: Adam / AdamW / SGD, constant or cosine learning
-rate with linear warmup, label smoothing, class weights, early stopping, mixed precision,
+rate with linear warmup, label smoothing, class weights, early stopping, the best
+validation epoch's weights restored at the end of each stage, a moving average of the
+weights (EMA), mixed precision,
 XLA (both chosen by a probe with ``"auto"``), Keras progress bars, TensorBoard and CSV
 logs, and a checkpoint every epoch (:mod:`zoo.training.checkpoint`) from which
 ``resume=True`` carries on after a crash (even ``kill -9``).
@@ -39,10 +41,17 @@ from zoo.caching import (
 from zoo.caching.dataset import ArrayInput
 from zoo.caching.plan import stochastic_frozen_layers_off
 from zoo.errors import InvalidValueError
-from zoo.fingerprint import frozen_paths
-from zoo.training.callbacks import Checkpoint, EarlyStopping, History
+from zoo.fingerprint import frozen_paths, named_weights
+from zoo.training.callbacks import (
+    AveragedValidation,
+    BestEpoch,
+    Checkpoint,
+    History,
+    averaged_pairs,
+)
 from zoo.training.checkpoint import (
     CheckpointState,
+    best_weights,
     load_checkpoint,
     restore_optimizer,
     save_checkpoint,
@@ -101,6 +110,15 @@ def fine_tune(
     the next stage will cache lower down (a head stage before a top-blocks fine-tune), a
     stage computes the next one's activations and derives its own from them, so one pass
     over the images serves both.
+
+    Best epoch: with ``validation``, each stage ends with the weights of its best
+    ``Stage.monitor`` epoch (``val_loss`` by default), unless ``Stage.restore_best`` is
+    False; :class:`StageResult` says which epoch was kept and why. Only the variables the
+    stage could change (trainable ones and trainable BatchNorms' moving statistics) are
+    copied and written back, so frozen variables keep their bytes. The checkpoint holds
+    the best epoch's weights beside the last, so a resumed stage restores the same ones.
+    With ``Stage.ema``, validation, the best epoch and the final weights are the moving
+    average's, and ``StageResult.without_ema`` gives the raw weights' validation metrics.
 
     Args:
         model: a classifier from ``zoo.build_classifier`` (layers ``preprocess``,
@@ -355,6 +373,10 @@ class _StageLoop:
         first_epoch = partial.epoch if partial is not None else 0
         if partial is not None:
             result.history, result.resumed_at_epoch = partial.history, first_epoch
+        # What this stage can change: trainable variables and trainable BatchNorms' moving
+        # statistics. Only these are kept for the best epoch and written back.
+        changing = [(path, v) for path, v in named_weights(model) if path not in frozen]
+        keep_best = stage.restore_best and validation is not None
         with stochastic_frozen_layers_off(model, stage.frozen_inference) as off:
             result.frozen_inference_layers = list(off)
             given = self.provider.for_stage(index, train, validation)
@@ -366,17 +388,28 @@ class _StageLoop:
                 m.compile(optimizer, loss, metrics=metrics, jit_compile=self.settings.jit_compile)
             optimizer.build(fit_model.trainable_variables)
             result.trainable_paths = sorted(v.path for v in fit_model.trainable_variables)
-            early = EarlyStopping(stage.early_stopping_patience, validation is not None)
+            monitor = stage.monitor if validation is not None else stage.monitor[len("val_") :]
+            early = BestEpoch(
+                monitor,
+                stage.early_stopping_patience,
+                (lambda: _snapshot(changing, optimizer)) if keep_best else None,
+            )
+            averaged = AveragedValidation()
             stopped = False
             if partial is not None:
                 restore_optimizer(optimizer, optimizer_values)
-                early.best, early.wait, stopped = partial.best, partial.wait, partial.stopped
+                early.wait, stopped = partial.wait, partial.stopped
+                if partial.best_epoch is not None:  # else the state of a stage not begun
+                    early.best, early.best_epoch = partial.best, partial.best_epoch
+                    early.weights = best_weights(optimizer_values) if keep_best else None
             if not data.cached:
                 # Each plain epoch iterates ``train`` once; the resumed one takes up there.
                 self.counter.skip_to(train, self.counter.count + first_epoch)
             if first_epoch < stage.epochs and not stopped:
                 state = self._state(index, stage_start)
                 cbs = self._callbacks(index, result, early, state, resuming=partial is not None)
+                if stage.ema is not None and validation is not None:
+                    cbs.insert(0, averaged)
                 t0 = time.perf_counter()
                 fit_model.fit(
                     data.train_dataset(first_epoch, stage.epochs, to_labels),
@@ -390,8 +423,16 @@ class _StageLoop:
                     verbose=self.verbose,
                 )
                 result.train_seconds = time.perf_counter() - t0
-        result.stopped_early = early.stopped or stopped
-        result.epochs_run = len(next(iter(result.history.values()), []))
+            result.stopped_early = early.stopped or stopped
+            result.epochs_run = len(next(iter(result.history.values()), []))
+            if averaged.raw:  # the last epoch's raw weights on validation, before the best
+                result.without_ema = _validate_raw(
+                    fit_model, optimizer, averaged.raw, data.validation_dataset(to_labels)
+                )
+            _keep(result, stage, early, keep_best, validation is not None, changing)
+            if early.weights is None and stage.ema is not None:
+                # fit ends with the averages written in; a resume past the last epoch too.
+                optimizer.finalize_variable_values(fit_model.trainable_variables)
         if not data.cached:
             self.counter.count += result.epochs_run - first_epoch  # one iterator an epoch
         images = data.examples * (result.epochs_run - first_epoch)
@@ -417,7 +458,7 @@ class _StageLoop:
         self,
         index: int,
         result: StageResult,
-        early: EarlyStopping,
+        early: BestEpoch,
         state: CheckpointState,
         resuming: bool,
     ) -> list[Any]:
@@ -434,6 +475,77 @@ class _StageLoop:
                 log.warning("TensorBoard is not installed (pip install tensorboard); no TB logs.")
             cbs.append(Checkpoint(self.run_path, self.model, state, result.history, early))
         return cbs + self.callbacks
+
+
+def _snapshot(changing: Sequence[tuple[str, Any]], optimizer: Any) -> dict[str, np.ndarray]:
+    """A copy of the variables a stage can change, ``{manifest path: array}``; the trained
+    ones as their moving average when the optimizer keeps one (``Stage.ema``)."""
+    averages = {id(v): a for v, a in averaged_pairs(optimizer)}
+    return {path: np.array(averages.get(id(v), v)) for path, v in changing}
+
+
+def _validate_raw(
+    fit_model: keras.Model, optimizer: Any, raw: dict[int, np.ndarray], validation: Any
+) -> dict[str, float]:
+    """Validation metrics of the raw (not averaged) weights in ``raw``; the averages that
+    ``fit`` left in the model are put back afterwards."""
+    pairs = averaged_pairs(optimizer)
+    averaged = {id(v): np.array(v) for v, _ in pairs}
+    for v, _ in pairs:
+        v.assign(raw[id(v)])
+    try:
+        logs = fit_model.evaluate(validation, verbose=0, return_dict=True)
+    finally:
+        for v, _ in pairs:
+            v.assign(averaged[id(v)])
+    return {f"val_{k}": float(value) for k, value in logs.items()}
+
+
+def _keep(
+    result: StageResult,
+    stage: Stage,
+    early: BestEpoch,
+    keep_best: bool,
+    has_validation: bool,
+    changing: Sequence[tuple[str, Any]],
+) -> None:
+    """Ends the stage with its best epoch's weights (``keep_best``) or its last; records
+    which epoch was kept and why in ``result``.
+
+    Only the variables the stage could change are written: frozen ones keep their bytes.
+    """
+    result.monitor, result.ema = early.monitor, stage.ema
+    if early.best_epoch is not None:
+        result.best_epoch, result.best_value = early.best_epoch, float(early.best)
+    last = result.epochs_run
+    averaged = ", moving average of the weights" if stage.ema is not None else ""
+    if keep_best and early.weights is not None:
+        variables = dict(changing)
+        unknown = sorted(set(early.weights) - set(variables))
+        if unknown:
+            raise InvalidValueError(
+                f"The checkpoint's best weights name variables stage {stage.name!r} does not "
+                f"train ({unknown[:3]}); resume with the same recipe or start a new run "
+                "directory."
+            )
+        for path, value in early.weights.items():
+            variables[path].assign(value)
+        result.kept_epoch = early.best_epoch
+        best = f"{early.monitor} {early.best:.4g}"
+        result.kept_reason = (
+            f"epoch {early.best_epoch}, the last, had the best {best}{averaged}"
+            if early.best_epoch == last
+            else f"epoch {early.best_epoch} of {last} restored: the best {best}{averaged}"
+        )
+        return
+    if not has_validation:
+        why = "no validation split to choose another"
+    elif not stage.restore_best:
+        why = "restore_best is off"
+    else:
+        why = f"no epoch had a finite {early.monitor}"
+    result.kept_epoch = last
+    result.kept_reason = f"the last epoch, {last} ({why}){averaged}"
 
 
 def _tensorboard_available() -> bool:

@@ -32,9 +32,20 @@ class Stage:
         schedule: ``"constant"`` or ``"cosine"`` (decays to 0 at the end of the stage).
         warmup_epochs: linear warmup from 0, in epochs (may be fractional).
         label_smoothing: in [0, 1); labels become one-hot when > 0.
-        early_stopping_patience: stop after this many epochs without a better validation
-            loss (training loss without validation data); None disables it.
+        early_stopping_patience: stop after this many epochs without a better ``monitor``
+            value (its training counterpart without validation data); None disables it.
         class_weight: ``{class index: weight}`` for the loss, or None.
+        monitor: the validation metric that picks the best epoch and drives early
+            stopping: ``"val_loss"`` (lower is better) or another ``val_`` metric the stage
+            compiles, such as ``"val_accuracy"`` or ``"val_pr_auc"`` (higher is better).
+        restore_best: with validation data, end the stage with the weights of its best
+            ``monitor`` epoch (the trainable variables and the moving statistics of
+            trainable BatchNorm layers; frozen variables are never written). False keeps
+            the last epoch's. Without validation data the last epoch is always kept.
+        ema: keep an exponential moving average of the trained weights with this momentum,
+            in (0, 1) (Keras' optimizer ``use_ema`` / ``ema_momentum``; timm's
+            ``--model-ema``), or None. Validation, the restored best epoch and the stage's
+            final weights are the averaged ones.
         augment: a ``zoo.data.Augmentation`` (``zoo.data.augmentation([...])``: MixUp and
             CutMix mix the labels with the images' weights, label smoothing composes), a
             Keras layer applied to training images only (``training=True``), or None.
@@ -61,6 +72,9 @@ class Stage:
     cache: str = "auto"
     cache_dtype: str = "float32"
     frozen_inference: bool = True
+    monitor: str = "val_loss"
+    restore_best: bool = True
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -84,6 +98,17 @@ class Stage:
             problems.append(f"cache must be 'auto' or 'off', got {self.cache!r}")
         if self.cache_dtype not in CACHE_DTYPES:
             problems.append(f"cache_dtype must be one of {CACHE_DTYPES}, got {self.cache_dtype!r}")
+        if not (isinstance(self.monitor, str) and self.monitor.startswith("val_")):
+            problems.append(
+                f"monitor must name a validation metric such as 'val_loss' or "
+                f"'val_accuracy', got {self.monitor!r}"
+            )
+        if self.ema is not None and not (
+            isinstance(self.ema, int | float)
+            and not isinstance(self.ema, bool)
+            and 0 < self.ema < 1
+        ):
+            problems.append(f"ema must be a momentum in (0, 1) or None, got {self.ema!r}")
         if not hasattr(self.policy, "apply"):
             problems.append(f"policy must have an apply(model) method, got {self.policy!r}")
         if problems:
@@ -105,6 +130,16 @@ class StageResult:
         trainable_paths: paths of the variables the compiled optimizer trains.
         frozen_inference_layers: frozen stochastic layers switched to inference mode.
         resumed_at_epoch: the epoch this session started the stage at (0 unless resumed).
+        monitor: the metric that picked the best epoch (``Stage.monitor``; its training
+            counterpart, e.g. ``"loss"``, without validation data).
+        best_epoch: the epoch (1-based) with the best ``monitor`` value, or None.
+        best_value: that value, or None.
+        kept_epoch: the epoch (1-based) whose weights the stage ended with (0: none ran).
+        kept_reason: why those weights, in words.
+        ema: the moving average's momentum, or None.
+        without_ema: with ``ema`` and validation data, the validation metrics of the last
+            epoch's raw (not averaged) weights, ``{"val_loss": ..., "val_accuracy": ...}``;
+            the history's last ``val_`` values are the averaged weights'.
     """
 
     name: str
@@ -118,6 +153,13 @@ class StageResult:
     trainable_paths: list[str] = field(default_factory=list)
     frozen_inference_layers: list[str] = field(default_factory=list)
     resumed_at_epoch: int = 0
+    monitor: str = "val_loss"
+    best_epoch: int | None = None
+    best_value: float | None = None
+    kept_epoch: int = 0
+    kept_reason: str = ""
+    ema: float | None = None
+    without_ema: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of the fields."""

@@ -1,0 +1,89 @@
+"""Stage keys for the best epoch, EMA and class weights: recipe words -> zoo.Stage."""
+
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from recipes import runner
+from recipes.config import DEFAULT_EMA, RecipeError, parse_recipe
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
+
+RECIPE = """
+[data]
+source = "photos"
+image_size = [32, 32]
+
+[model]
+backbone = "inception_v3"
+weights = "none"
+
+[[stages]]
+name = "head"
+policy = "freeze_backbone"
+epochs = 1
+learning_rate = 1e-3
+"""
+
+
+def _recipe(**stage):
+    data = tomllib.loads(RECIPE)
+    data["stages"][0].update(stage)
+    return parse_recipe(data)
+
+
+def _data(counts):
+    return SimpleNamespace(class_names=list(counts), class_counts=lambda split: dict(counts))
+
+
+def test_defaults_restore_the_best_validation_loss_epoch_without_ema():
+    stage = _recipe().stages[0].to_stage()
+    assert (stage.restore_best, stage.monitor, stage.ema, stage.class_weight) == (
+        True,
+        "val_loss",
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize("ema, momentum", [(True, DEFAULT_EMA), (0.99, 0.99), (False, None)])
+def test_ema_true_takes_the_default_momentum(ema, momentum):
+    assert _recipe(ema=ema).stages[0].to_stage().ema == momentum
+
+
+def test_bad_ema_and_weights_are_recipe_errors():
+    with pytest.raises(RecipeError, match=r"ema.*momentum in \(0, 1\)"):
+        _recipe(ema=1.5)
+    with pytest.raises(RecipeError, match=r"class_weight.*finite and > 0"):
+        _recipe(class_weight={"cat": -1.0})
+    with pytest.raises(RecipeError, match=r"monitor"):
+        _recipe(monitor="val_top5")
+
+
+def test_balanced_class_weight_follows_scikit_learn():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    counts = {"cat": 90, "dog": 30, "eel": 0, "fox": 6}
+    stages = runner._stages(_recipe(class_weight="balanced"), 4, _data(counts))
+    labels = [i for i, n in enumerate(counts.values()) for _ in range(n)]
+    present = np.array(sorted(set(labels)))
+    expected = compute_class_weight("balanced", classes=present, y=np.array(labels))
+    got = stages[0].class_weight
+    assert [got[i] for i in present] == pytest.approx(list(expected))
+    assert got[2] == 1.0  # a class with no training image weighs 1
+
+
+def test_class_weight_table_by_name_and_its_errors():
+    counts = {"cat": 9, "dog": 3}
+    stages = runner._stages(_recipe(class_weight={"dog": 3.0}), 2, _data(counts))
+    assert stages[0].class_weight == {0: 1.0, 1: 3.0}
+    with pytest.raises(RecipeError, match=r"class_weight: no class named 'cow'.*'cat', 'dog'"):
+        runner._stages(_recipe(class_weight={"cow": 2.0}), 2, _data(counts))
+    no_counts = SimpleNamespace(class_names=["cat", "dog"], class_counts=lambda split: None)
+    with pytest.raises(RecipeError, match="'balanced' needs the training labels"):
+        runner._stages(_recipe(class_weight="balanced"), 2, no_counts)
