@@ -1,8 +1,12 @@
-"""Atomic file writes: a reader never sees a half-written file.
+"""Atomic file writes, and user-given relative paths kept inside their folder.
 
 Every file zoo writes that someone else may read (weights in the cache, checkpoints,
 activation caches, exports, reports) goes through :func:`atomic_path`: the content is
 written to a temporary beside the target, flushed to disk, then renamed into place.
+
+Every relative path zoo reads from a user's file (a labels CSV row) goes through
+:func:`path_inside`: it must name something inside its folder once ``..`` and symbolic
+links are resolved, so a file cannot pull in data from elsewhere on the machine.
 """
 
 from __future__ import annotations
@@ -12,6 +16,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from zoo.errors import InvalidValueError
+
+
+class OutsideFolderError(InvalidValueError):
+    """A relative path given in a file resolves outside the folder it must stay in."""
 
 
 @contextmanager
@@ -59,3 +69,33 @@ def _fsync(path: Path) -> None:
         return
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def path_inside(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
+    """``root / relative``, refused if it leaves ``root``; no file is opened.
+
+    ``relative`` must be a relative path that, with ``..`` and symbolic links resolved
+    (those inside ``root`` included), names something under ``root``. Only the links on
+    the way are read, so a refused path is never opened.
+
+    Args:
+        root: the folder the path must stay in.
+        relative: the path as the user's file gives it.
+
+    Returns:
+        The joined path, unresolved (so identities stay as the user wrote them).
+
+    Raises:
+        OutsideFolderError: an absolute path, or one that resolves outside ``root``; the
+            message says which and where it leads.
+    """
+    given = Path(relative)
+    if given.is_absolute() or given.drive or given.root:
+        raise OutsideFolderError(
+            f"{str(relative)!r} is an absolute path; give it relative to {root}"
+        )
+    joined = Path(root) / given
+    target = joined.resolve()
+    if not target.is_relative_to(Path(root).resolve()):
+        raise OutsideFolderError(f"{str(relative)!r} leads outside {root} (to {target})")
+    return joined

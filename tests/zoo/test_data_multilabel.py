@@ -36,7 +36,9 @@ def test_labels_csv_gives_multi_hot_batches(tmp_path):
 def test_labels_csv_lists_every_problem(tmp_path):
     _folder(tmp_path, ["a", "b"])
     (tmp_path / "bad.csv").write_text("0.png,a\nmissing.png,b\n1.png,\n0.png,b\n")
-    with pytest.raises(ValueError, match="no file .*missing.png.*row 3.*row 4: 0.png listed twice"):
+    with pytest.raises(
+        ValueError, match="line 2: no file .*missing.png.*line 3.*line 4: 0.png listed twice"
+    ):
         data.load(f"folder:{tmp_path}", labels_csv="bad.csv")
     with pytest.raises(FileNotFoundError, match="Labels CSV .*nope.csv"):
         data.load(f"folder:{tmp_path}", labels_csv="nope.csv")

@@ -179,12 +179,13 @@ class Augmentation:
         return int(self.num_classes)
 
 
-def one_hot_labels(labels: tf.Tensor, num_classes: int, label_smoothing: float = 0.0) -> tf.Tensor:
+def one_hot_labels(labels: Any, num_classes: int, label_smoothing: float = 0.0) -> tf.Tensor:
     """Integer class labels -> smoothed one-hot float32 labels.
 
     Args:
         labels: int ``(batch,)`` (or ``(batch, 1)``), or float ``(batch, num_classes)``
-            probabilities, which are only smoothed.
+            probabilities, which are only smoothed; a tensor or a numpy array (the settings
+            probe hands numpy batches).
         num_classes: number of classes.
         label_smoothing: ``epsilon``; the result is
             ``(1 - epsilon) * one_hot + epsilon / num_classes`` (Szegedy et al. 2016).
@@ -192,6 +193,7 @@ def one_hot_labels(labels: tf.Tensor, num_classes: int, label_smoothing: float =
     Returns:
         float32 ``(batch, num_classes)``, each row summing to 1.
     """
+    labels = tf.convert_to_tensor(labels)
     if labels.dtype.is_integer:
         labels = tf.one_hot(tf.reshape(labels, [-1]), int(num_classes), dtype=tf.float32)
     labels = tf.cast(labels, tf.float32)

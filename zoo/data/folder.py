@@ -20,6 +20,7 @@ from zoo.data.datasource import (
 )
 from zoo.data.plans import SplitPlan
 from zoo.errors import InvalidValueError, MissingFileError
+from zoo.files import OutsideFolderError, path_inside
 
 
 def load_folder(path: str, options: dict[str, Any]) -> DataSource:
@@ -111,32 +112,56 @@ def _class_folders(root: Path) -> tuple[list[str], list[tuple[Path, np.int64]]]:
 def _labels_csv(root: Path, csv_path: str | os.PathLike) -> tuple[list[str], list[tuple]]:
     """Class names and ``(file, multi-hot float32 label)`` from ``path,label1;label2`` rows.
 
-    Paths are relative to ``root``; an optional first row ``path,labels`` is a header.
-    Every problem (missing file, row without labels, duplicate path) is listed at once.
+    Paths are relative to ``root`` and must stay inside it (:func:`zoo.files.path_inside`:
+    no absolute paths, no ``..`` or symbolic link leading out); a row that leaves it is
+    refused before its file is looked at. A relative ``csv_path`` is inside ``root`` too.
+    An optional first row ``path,labels`` is a header. Every problem (a path outside the
+    folder, a missing file, a row without labels, a duplicate path) is listed at once, by
+    line number in the CSV.
     """
-    table = Path(csv_path) if Path(csv_path).is_absolute() else root / csv_path
+    if Path(csv_path).is_absolute():
+        table = Path(csv_path)
+    else:
+        try:
+            table = path_inside(root, csv_path)
+        except OutsideFolderError as error:
+            raise OutsideFolderError(
+                f"labels_csv {error}; give an absolute path for a CSV kept elsewhere."
+            ) from error
     if not table.is_file():
         raise MissingFileError(
             f"Labels CSV {table} does not exist; expected rows 'path,label1;label2' with "
             f"paths relative to {root}."
         )
     with open(table, newline="", encoding="utf-8") as f:
-        rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
-    if rows and [c.strip().lower() for c in rows[0]] == ["path", "labels"]:
+        reader = csv.reader(f)
+        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    if rows and [c.strip().lower() for c in rows[0][1]] == ["path", "labels"]:
         rows = rows[1:]
-    problems, entries, seen = [], [], set()
-    for number, row in enumerate(rows, start=1):
+    problems, escapes, entries, seen = [], [], [], set()
+    for line, row in rows:
         names = sorted({n.strip() for n in (row[1] if len(row) > 1 else "").split(";")} - {""})
         rel = row[0].strip()
         if len(row) != 2 or not names:
-            problems.append(f"row {number} {row!r}: expected 'path,label1;label2'")
-        elif not (root / rel).is_file():
-            problems.append(f"row {number}: no file {root / rel}")
-        elif rel in seen:
-            problems.append(f"row {number}: {rel} listed twice")
+            problems.append(f"line {line} {row!r}: expected 'path,label1;label2'")
+            continue
+        try:
+            path = path_inside(root, rel)
+        except OutsideFolderError as error:
+            escapes.append(f"line {line}: {error}")
+            continue
+        if rel in seen:
+            problems.append(f"line {line}: {rel} listed twice")
+        elif not path.is_file():
+            problems.append(f"line {line}: no file {path}")
         else:
             seen.add(rel)
-            entries.append((root / rel, names))
+            entries.append((path, names))
+    if escapes:
+        raise OutsideFolderError(
+            f"Labels CSV {table} names files outside the image folder: {'; '.join(escapes)}. "
+            f"Every path must be relative to {root} and stay inside it; move the files in."
+        )
     class_names = sorted({n for _, names in entries for n in names})
     if not problems and len(class_names) < 2:
         problems.append(f"{len(class_names)} label(s) in all rows; expected at least 2")

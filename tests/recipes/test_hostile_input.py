@@ -1,0 +1,185 @@
+"""Hostile input and faults: each is one line on stderr naming the file, and exit 2.
+
+Paths that leave their folder, decompression bombs, corrupt checkpoints, a full disk,
+leftovers of a killed export, two runs in one directory, and many threads on one
+Predictor. The CLI runs in-process (``recipes.cli.main``), the models are tiny.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recipes.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))
+import export_testlib as lib  # noqa: E402
+
+
+def _error_line(capsys) -> str:
+    """The one line the CLI printed to stderr for a user error."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("zoo: error: "), err
+    return err[0]
+
+
+# -- paths stay inside their folder ------------------------------------------------------------
+
+
+def _multi_label_folder(root: Path, rows: list[str]) -> Path:
+    root.mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.full((6, 6, 3), 40 * i, np.uint8)).save(root / f"{i}.png")
+    (root / "labels.csv").write_text("path,labels\n" + "".join(f"{r}\n" for r in rows))
+    return root
+
+
+def _csv_recipe(tmp_path: Path, folder: Path) -> Path:
+    import tomli_w
+
+    recipe = {
+        "data": {"source": f"folder:{folder}", "options": {"labels_csv": "labels.csv"}},
+        "model": {
+            "backbone": "efficientnet_lite0",
+            "weights": "none",
+            "head": {"multi_label": True},
+        },
+        "stages": [{"name": "s", "policy": "freeze_backbone", "epochs": 1, "learning_rate": 0.1}],
+    }
+    path = tmp_path / "csv.toml"
+    path.write_text(tomli_w.dumps(recipe))
+    return path
+
+
+@pytest.mark.parametrize("escape", ["dotdot", "absolute", "symlink"])
+def test_labels_csv_row_outside_the_folder_is_refused_before_it_is_read(
+    tmp_path, capsys, monkeypatch, escape
+):
+    outside = tmp_path / "outside.png"
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(outside)
+    value = {"dotdot": "../outside.png", "absolute": str(outside), "symlink": "link.png"}[escape]
+    folder = _multi_label_folder(
+        tmp_path / "photos", ["0.png,a", "1.png,b", f"{value},a;b", "2.png,a"]
+    )
+    if escape == "symlink":
+        (folder / "link.png").symlink_to(outside)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(
+        Image, "open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k)
+    )
+    run_dir = tmp_path / "run"
+    assert main(["run", str(_csv_recipe(tmp_path, folder)), "--out", str(run_dir)]) == 2
+    line = _error_line(capsys)
+    assert f"{folder / 'labels.csv'}" in line and "outside the image folder" in line
+    assert f"line 4: {value!r}" in line  # the header is line 1
+    assert ("absolute path" if escape == "absolute" else "leads outside") in line
+    assert opened == []  # refused before any image, inside or out, was opened
+
+
+def test_a_path_that_goes_out_and_back_in_is_accepted(tmp_path):
+    from zoo import data
+
+    folder = _multi_label_folder(
+        tmp_path / "photos", ["0.png,a", "../photos/1.png,b", "sub/../2.png,a;b", "3.png,b"]
+    )
+    (folder / "sub").mkdir()
+    ds = data.load(f"folder:{folder}", labels_csv="labels.csv", validation_fraction=0.0)
+    assert ds.num_examples("train") == 4
+
+
+def test_a_labels_csv_outside_the_folder_needs_an_absolute_path(tmp_path):
+    from zoo import data
+    from zoo.files import OutsideFolderError
+
+    folder = _multi_label_folder(tmp_path / "photos", ["0.png,a", "1.png,b"])
+    (tmp_path / "elsewhere.csv").write_text((folder / "labels.csv").read_text())
+    with pytest.raises(OutsideFolderError, match=r"labels_csv '../elsewhere.csv' leads outside"):
+        data.load(f"folder:{folder}", labels_csv="../elsewhere.csv")
+    ds = data.load(f"folder:{folder}", labels_csv=str(tmp_path / "elsewhere.csv"))
+    assert ds.class_names == ["a", "b"]
+
+
+# -- mixed_precision = "auto" with label-mixing augmentation -----------------------------------
+
+
+AUGMENT_NAMES = ["random_crop", "flip", "rotation", "zoom", "rand_augment", "mixup", "cutmix"]
+
+
+def _catalog_stages(name: str, augment: list[str], num_classes: int = 3) -> tuple:
+    """A catalog recipe's stages on the tiny backbone, its fine-tune stage augmented."""
+    import json
+
+    from recipes import runner
+    from recipes.config import load_recipe
+
+    lib.ensure_registered()
+    overrides = [
+        f"model.backbone={lib.BACKBONE}",
+        "model.weights=none",
+        "data.image_size=[32,32]",
+        f"data.augment={json.dumps(augment)}",
+        "stages.1.augment=true",
+        "stages.1.blocks=1",
+        "stages.1.epochs=1",
+    ]
+    recipe = load_recipe(name, overrides)
+    return recipe, runner._stages(recipe, num_classes)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return lib.build_model()
+
+
+@pytest.mark.parametrize("recipe_name", ["fashion-mnist-lite0", "flowers-inception-v3", "folder"])
+def test_catalog_settings_take_each_augmentation_name(tiny_model, recipe_name):
+    """What the settings probe and fit do with a stage's labels, per augmentation name:
+    numpy labels through the stage's label transform, tensors through its augmentation."""
+    import tensorflow as tf
+
+    from zoo.training.compile import loss_and_metrics
+
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    y = np.array([0, 1, 2, 1])
+    for augment in AUGMENT_NAMES:
+        recipe, stages = _catalog_stages(recipe_name, [augment])
+        assert recipe.run.mixed_precision == "auto" and recipe.run.jit_compile == "auto"
+        stage = stages[1]
+        _, _, to_labels = loss_and_metrics(tiny_model, stage)
+        labels = y if to_labels is None else np.asarray(to_labels(x, y)[1])
+        images, mixed = stage.augment(tf.constant(x), tf.constant(y))
+        assert images.shape[0] == 4 and np.isfinite(images.numpy()).all(), augment
+        if stage.augment.soft_labels:
+            assert labels.shape == (4, 3) and mixed.shape == (4, 3), augment
+            np.testing.assert_allclose(mixed.numpy().sum(axis=1), 1.0, rtol=1e-5)
+        else:
+            assert np.array_equal(mixed.numpy(), y), augment
+
+
+def test_auto_precision_probe_with_mixup_and_cutmix_trains(tmp_path):
+    """``mixed_precision = "auto"`` (the catalog's setting) with every augmentation name in
+    the stage the probe times: the probe runs the mixing stage and training goes on."""
+    from zoo.training import fine_tune
+
+    recipe, stages = _catalog_stages("flowers-inception-v3", AUGMENT_NAMES)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    y = np.arange(8) % 3
+    result = fine_tune(
+        lib.build_model(),
+        (x, y),
+        None,
+        stages[1:],
+        batch_size=4,
+        verbose=0,
+        **recipe.run.fine_tune_kwargs(),
+    )
+    probe = result.settings_probe
+    assert probe["probed"] is True and probe["stage"] == "fine-tune"
+    assert [c["mixed_precision"] for c in probe["candidates"]][:2] == [None, "bfloat16"]
+    losses = result.stages[0].history["loss"]
+    assert len(losses) == 1 and np.isfinite(losses).all()
