@@ -38,7 +38,10 @@ recompute:
    hashes as listed, no LiteRT or ONNX file lies there unlisted, and each model file
    runs, with the runtime users deploy it with, on the probe batch: its logits match
    the SavedModel's within the format's parity bound
-   (:func:`recipes.deploy.parity_bound`; int8 files report their top-1 agreement).
+   (:func:`recipes.deploy.parity_bound`; int8 files report their top-1 agreement);
+9. tflite metadata: each deployed ``.tflite`` carries TFLite Model Metadata that
+   MediaPipe Tasks can use: its labels equal the export's class names, in order, and
+   its normalization fits its input type (:func:`recipes.tflite_metadata.problems`).
 
 Every failure is collected and named; nothing stops at the first one.
 """
@@ -245,6 +248,7 @@ def verify_export(
     _check_labels(meta, labels, result)
     served = _check_parity(directory, loaded, meta, entries, model, result, tolerance)
     _check_deployed(directory, zoo_manifest, meta, served, result)
+    _check_tflite_metadata(directory, zoo_manifest, meta, result)
     return result
 
 
@@ -1044,6 +1048,31 @@ def _deployed_parity(spec: Any, run: Any, meta: Any, served: np.ndarray) -> tupl
             outcome,
         )
     return None, outcome
+
+
+# -- 9. TFLite metadata -----------------------------------------------------------------------
+
+
+def _check_tflite_metadata(
+    directory: Path, zoo_manifest: Any, meta: Any, result: VerifyResult
+) -> None:
+    """Reads each deployed .tflite's metadata: labels and normalization (MediaPipe's view)."""
+    from recipes import tflite_metadata
+
+    listed = (zoo_manifest or {}).get(fmt.DEPLOYED_KEY) or {}
+    files = sorted(n for n in listed if n.endswith(".tflite") and (directory / n).is_file())
+    if not files or not meta:  # no .tflite: no check line
+        return
+    failures = []
+    for name in files:
+        try:
+            found = tflite_metadata.problems(directory / name, meta["class_names"])
+        except ImportError as error:
+            result._skip("tflite metadata", f"not read ({_line(error)}; pip install 'zoo[deploy]')")
+            return
+        failures += [f"{name}: {problem}" for problem in found]
+    detail = f"{len(files)} .tflite files: labels and normalization as MediaPipe Tasks reads them"
+    result._record("tflite metadata", failures, detail)
 
 
 def main_verify(
