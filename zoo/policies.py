@@ -465,7 +465,8 @@ class FullFineTune(Policy):
     Args:
         batchnorm: ``"frozen"`` (default, inference-mode BatchNorm everywhere) or
             ``"trainable"``.
-        lr_decay, lr_multipliers: per-block learning rates, as :class:`UnfreezeTop`.
+        lr_decay: per-block learning-rate decay, as :class:`UnfreezeTop`.
+        lr_multipliers: per-block learning-rate factors, as :class:`UnfreezeTop`.
 
     Raises:
         ValueError: bad ``batchnorm``, ``lr_decay`` or ``lr_multipliers``.

@@ -23,7 +23,10 @@ class Preprocess(keras.layers.Layer):
 
     Args:
         spec: a :class:`BackboneSpec`, a :class:`Preprocessing`, or a registry name.
-        mode, mean, std, channel_order: the stored fields (used by ``from_config``).
+        mode: the stored field ``Preprocessing.mode`` (used by ``from_config``).
+        mean: the stored per-channel mean (used by ``from_config``).
+        std: the stored per-channel standard deviation (used by ``from_config``).
+        channel_order: the stored ``"rgb"`` or ``"bgr"`` (used by ``from_config``).
 
     Raises:
         ValueError: the input does not have 3 channels.

@@ -111,8 +111,14 @@ class DataSource:
 
         Args:
             split: "train", "validation" or "test".
-            image_size, batch_size, training, augment, options: as for
-                :func:`zoo.data.pipeline` (``num_classes`` is this source's).
+            image_size: ``(height, width)`` the images are resized to, as for
+                :func:`zoo.data.pipeline`.
+            batch_size: images per batch.
+            training: shuffle and augment (the training split's pipeline).
+            augment: augmentation names or an ``Augmentation``, as for
+                :func:`zoo.data.pipeline`.
+            **options: further :func:`zoo.data.pipeline` options (``num_classes`` is
+                this source's).
 
         Returns:
             Batched ``(float32 (batch, height, width, 3) pixels 0..255, labels)``.
