@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The wheels the lent GPU machine lacks, for benchmarks/device.sh: downloaded into the
-# git-ignored .whl/ (or $WHEEL_DIR), pinned, --no-deps, for CPython $PYTHON_VERSION
-# (default 3.12, the machine's) on manylinux x86_64. That machine has Python 3.12, JAX,
-# PyTorch, timm, numpy, h5py, ml-dtypes, rich, absl-py, packaging and pillow, and no
-# TensorFlow, keras or pydantic (/work/.library/device/KINDS.md); it cannot download. So:
+# The wheels a GPU machine with JAX but no TensorFlow lacks, for benchmarks/device.sh:
+# downloaded into the git-ignored .whl/ (or $WHEEL_DIR), pinned, --no-deps, for CPython
+# $PYTHON_VERSION (default 3.12) on manylinux x86_64, for a machine that has Python 3.12,
+# JAX, PyTorch, timm, numpy, h5py, ml-dtypes, rich, absl-py, packaging and pillow, but no
+# TensorFlow, keras or pydantic, and may not be able to download. So:
 #   keras + namex, optree   Keras 3 and its two requirements missing there
 #   pydantic + pydantic-core, annotated-types, typing-inspection   recipes.config's schema
 #   tomli-w                  recipes' TOML writing

@@ -1,4 +1,4 @@
-"""`import zoo` and model building never need TensorFlow (the lent GPU machines have none)."""
+"""`import zoo` and model building never need TensorFlow (GPU machines with JAX often have none)."""
 
 import importlib.util
 import os

@@ -1,4 +1,4 @@
-"""``zoo run``'s exit code when the export fails verification (issue 15 item 6)."""
+"""``zoo run``'s exit code when the export fails verification."""
 
 import json
 from pathlib import Path

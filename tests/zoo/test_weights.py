@@ -1,4 +1,4 @@
-"""Weight resolution and strict loading (issue 2): offline errors, hashes, mismatches."""
+"""Weight resolution and strict loading: offline errors, hashes, mismatches."""
 
 import dataclasses
 import hashlib
