@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# zoo on Keras-JAX beside timm on one GPU, without TensorFlow (issue 18 part 4).
+# zoo on Keras-JAX beside timm on one GPU, without TensorFlow.
 #
-# Run from the repository root on the lent GPU machine (Python 3.12 with JAX, PyTorch and
-# timm, no TensorFlow or keras), with the wheels of scripts/device_wheels.sh in .whl/:
+# Run from the repository root on a GPU machine with JAX (CUDA), PyTorch and timm; TensorFlow
+# is not needed. keras and the few pure-Python packages zoo needs beyond those come as the
+# wheels of scripts/device_wheels.sh, in .whl/:
 #
 #   bash benchmarks/device.sh            # the GPU run: under 8 minutes
 #   bash benchmarks/device.sh --quick    # tiny sizes, the same code paths (a CPU check)
 #
-# It installs the carried wheels into /tmp/site (pip --no-index --no-deps: nothing is
-# downloaded there), sets KERAS_BACKEND=jax and runs `python -m benchmarks.run --device gpu
-# --peer timm` (benchmarks/run.py: device_settings): the bf16 matmul peak (8192^3), then for
+# It installs the wheels in .whl/ into /tmp/site (pip --no-index --no-deps: nothing is
+# downloaded, so the GPU machine needs no network), sets KERAS_BACKEND=jax and runs
+# `python -m benchmarks.run --device gpu --peer timm` (benchmarks/run.py: device_settings):
+# the bf16 matmul peak (8192^3), then for
 # efficientnet_lite0, mobilenet_v2, resnet50 and inception_v3 at their native input sizes,
 # batch 32: zoo's forward (mixed bfloat16, XLA) and top-2-blocks fine-tune (bfloat16, XLA)
 # beside timm's (AMP bfloat16, channels-last, on CUDA), then zoo's head stage against plain
 # Keras. Measurements still to start after BUDGET seconds (default 330) are skipped with the
 # reason (the timm peer still runs wherever zoo ran). Writes <gpu>-<cores>c-<date>.{json,md,
-# png,log} to $OUT when set (the device tool's folder), else benchmarks/results/.
+# png,log} to $OUT when set, else benchmarks/results/.
 #
 # Environment: PYTHON (default python3), WHEEL_DIR (.whl), SITE (/tmp/site), BUDGET (330),
 # TIMEOUT (per measurement, 180). Further arguments go to benchmarks.run.

@@ -1,9 +1,9 @@
 """Fine-tune stage images/s on one device vs ``MirroredStrategy`` over 2 logical CPUs.
 
-Issue 19's "Measure": the same fine-tune stage as :func:`benchmarks.train_bench.
-measure_fine_tune` (top 2 blocks unfrozen, BatchNorm frozen, no cache, float32, no XLA),
-run through ``zoo.training.fine_tune`` with ``distribution=None`` and with
-``"mirrored"`` on the CPU split into 2 logical devices
+The same fine-tune stage as :func:`benchmarks.train_bench.measure_fine_tune` (top 2
+blocks unfrozen, BatchNorm frozen, no cache, float32, no XLA), run through
+``zoo.training.fine_tune`` with ``distribution=None`` and with ``"mirrored"`` on the CPU
+split into 2 logical devices
 (``zoo.training.distribute.configure_logical_cpus``), same global batch, same images.
 The logical devices share the same cores, so on a CPU this measures the strategy's
 overhead, not a speed-up: expect a ratio at or below 1. On a machine with N GPUs the

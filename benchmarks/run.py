@@ -74,7 +74,7 @@ MEASUREMENTS = (
 )
 TF_ONLY = ("serving", "pipeline", "serving_formats", "distribute")
 
-# (dotted key, comparison, target): what the issues ask for.
+# (dotted key, comparison, target): the figure zoo aims for on each ratio.
 TARGETS = (
     ("head_stage.speedup", ">=", 5.0),
     ("fine_tune.speedup", ">=", 1.3),
@@ -141,7 +141,7 @@ def settings(quick: bool) -> dict[str, Any]:
 
 BUDGET_SKIP = "skipped: the run's time budget was used up"
 
-# GPU rows: what issue 18 part 4 asks for, at sizes a GPU keeps busy (the same for zoo and timm).
+# GPU rows: zoo on Keras-JAX beside timm, at sizes a GPU keeps busy (the same for zoo and timm).
 DEVICE_BACKBONES = ("efficientnet_lite0", "mobilenet_v2", "resnet50", "inception_v3")
 DEVICE_ONLY = "peak,forward,fine_tune,head_stage"
 

@@ -1,4 +1,4 @@
-"""Serving throughput per deploy format, beside timm (issue 16's serving rows).
+"""Serving throughput per deploy format, beside timm.
 
 One process per backbone (``python -m benchmarks.measure serving_formats``). It builds
 ``zoo.build_classifier(backbone, num_classes, weights=None)`` (random weights: speed does
@@ -39,7 +39,7 @@ from benchmarks.timm_bench import SKIP_NEEDS_PEER, TIMM_NAMES, has_timm, timm_ru
 
 SERVING_BACKBONES = ("efficientnet_lite0", "mobilenet_v2")
 ZOO_FORMATS = ("saved_model", "tflite", "tflite-fp16", "tflite-int8", "onnx")
-# Issue 16: the fastest zoo format at least 1.5x the SavedModel and at least timm.
+# Targets: the fastest zoo format at least 1.5x the SavedModel and at least timm.
 TARGET_VS_SAVED_MODEL = 1.5
 TARGET_VS_TIMM = 1.0
 
@@ -189,7 +189,7 @@ def _rates(
 
 
 def summarize(rates: dict[str, float], timm_skipped: str | None = None) -> dict[str, Any]:
-    """Ratios, the fastest zoo format and the issue's targets from images/s per runner.
+    """Ratios, the fastest zoo format and the targets from images/s per runner.
 
     Args:
         rates: images/s per runner: zoo formats and, when it ran, ``"timm"``.
