@@ -276,9 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
         def run_inputs(calibrate: bool) -> dict | None:
             return run_deploy_inputs(args.path, calibrate)
 
-        return main_export(args.path, args.format, args.calibration, run_inputs)
+        return main_export(args.path, args.format, args.calibration, run_inputs, args.vendor)
 
-    p = sub.add_parser("export", help="write LiteRT / ONNX files into an export, checked")
+    p = sub.add_parser(
+        "export", help="write LiteRT / ONNX files or a web page into an export, checked"
+    )
     p.add_argument(
         "path",
         help="a run directory (calibration and top-1 from its data) or an export directory",
@@ -287,12 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         action="append",
         required=True,
-        help="tflite, tflite-fp16, tflite-int8 or onnx (repeatable)",
+        help="tflite, tflite-fp16, tflite-int8, onnx, or web: a static page that "
+        "classifies photos in the browser with MediaPipe Tasks (repeatable)",
     )
     p.add_argument(
         "--calibration",
         help="training images for tflite-int8 (default for a run directory: its own): "
         "a directory of image files or a .npy array",
+    )
+    p.add_argument(
+        "--vendor",
+        help="with --format web: a local node_modules/@mediapipe/tasks-vision (1.1.0) to "
+        "copy into the page, so it works offline (default: loaded from jsDelivr)",
     )
     p.set_defaults(func=_cmd_export)
 

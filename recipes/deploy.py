@@ -493,25 +493,42 @@ def main_export(
     formats: Sequence[str],
     calibration: str | None = None,
     run_inputs: Callable[[bool], dict[str, Any] | None] | None = None,
+    vendor: str | None = None,
 ) -> int:
     """``zoo export``: writes the formats into an export, prints what each measured.
 
     Args:
         path: an export directory, or the run directory holding it.
-        formats: format names.
+        formats: format names, and ``web`` for the web page (:mod:`recipes.web_page`;
+            with no ``.tflite`` deployed yet, ``tflite`` is deployed for it).
         calibration: ``--calibration``: a directory of training images or a ``.npy``.
         run_inputs: ``recipes.runner.run_deploy_inputs`` for ``path``: called once the
             formats are checked, with whether the run's own calibration images are
             needed (int8 asked, no ``calibration`` given); it gives the run's evaluation
             split too, or None when ``path`` is not in a run directory.
+        vendor: ``--vendor``: a local ``@mediapipe/tasks-vision`` package the web page
+            copies in (offline page); only with ``web``.
 
     Raises:
         ZooError: unknown format, no export or Keras model, empty or missing
-            calibration set, a model a converter refuses; the CLI prints one line, exit 2.
+            calibration set, a model a converter refuses, ``vendor`` without ``web`` or
+            not the pinned package; the CLI prints one line, exit 2.
     """
-    names = check_formats(formats)
+    from recipes import web_page
+
+    web = web_page.WEB_FORMAT in formats
+    names = check_formats([f for f in formats if f != web_page.WEB_FORMAT])
+    if vendor is not None and not web:
+        raise InvalidValueError("--vendor is for the web page: add --format web.")
     directory = resolve_export_dir(path)
     meta = _read_metadata(directory)
+    if web:
+        if vendor is not None:
+            web_page.vendor_root(vendor)  # checked before any conversion
+        if not any(n.startswith("tflite") for n in names) and not _has_tflite(directory):
+            names.append("tflite")
+    if not names:
+        return _write_page(directory, vendor)
     own_calibration = "tflite-int8" in names and calibration is None
     kwargs = dict((run_inputs(own_calibration) if run_inputs else None) or {})
     if calibration is not None:
@@ -540,4 +557,25 @@ def main_export(
         )
     print_table(rows)
     print(f"wrote {len(results)} files into {directory}; `zoo verify {directory}` re-hashes them")
+    return _write_page(directory, vendor) if web else 0
+
+
+def _has_tflite(directory: Path) -> bool:
+    from recipes import web_page
+
+    try:
+        web_page.page_model(directory)
+    except MissingFileError:
+        return False
+    return True
+
+
+def _write_page(directory: Path, vendor: str | None) -> int:
+    from recipes import web_page
+
+    folder = web_page.write_web_page(directory, vendor)
+    print(
+        f"wrote the web page {folder}/index.html; serve the folder (browsers refuse WASM "
+        f"from file://): python -m http.server -d {folder}"
+    )
     return 0
