@@ -3,8 +3,7 @@
 # runtimes) and timm (PyTorch) side by side, so `python -m benchmarks.run` measures both in
 # the same run and process layout.
 #
-# Why not .venv: zoo's test extra pins torch 2.13.0 (the CPU build, a file already on these
-# machines), and PyPI's torchvision beside it fails to import ("operator torchvision::nms
+# Why not .venv: zoo's test extra pins torch 2.13.0 (a CPU build), and PyPI's torchvision beside it fails to import ("operator torchvision::nms
 # does not exist"); timm imports torchvision. The `peer` extra pins a matching pair instead,
 # torch 2.14.1 + torchvision 0.29.1. On x86_64 Linux PyPI's torch 2.14.1 is the CUDA build
 # (about 5.5 GB with its nvidia-* wheels); it runs on the CPU, and the benchmarks use it
