@@ -465,7 +465,7 @@ def _check_claim(
     result.num_backbone = sum(e["path"].startswith(f"{proof.BACKBONE_LAYER}/") for e in entries)
     if recipe is None:
         result.claim_source, result.num_frozen = "the export's flags", len(flagged)
-        failures += _too_few(len(flagged), expect_frozen, "the export flags")
+        failures += _too_few(len(flagged), expect_frozen, "per the export's flags")
         detail = (
             f"{len(flagged)} variables flagged frozen: the export's own word, not proven "
             f"from a recipe ({why}; pass --recipe FILE, the run's recipe.toml)"
@@ -490,7 +490,7 @@ def _check_claim(
     failures += _structure_differs(entries, derived, where)
     failures += _flags_differ(flagged, derived, where)
     failures += _origin_differs(meta, origin, recipe)
-    failures += _too_few(len(derived.frozen), expect_frozen, f"{where}'s policies freeze")
+    failures += _too_few(len(derived.frozen), expect_frozen, f"by {where}'s policies")
     stages = ", ".join(f"{name} {count}" for name, count in derived.per_stage)
     if require_claim and not derived.frozen and derived.froze_anything:
         failures.append(
@@ -652,12 +652,12 @@ def _weights_words(kind: str | None) -> str:
     }.get(kind, repr(kind))
 
 
-def _too_few(count: int, expect: int | None, what: str) -> list[str]:
+def _too_few(count: int, expect: int | None, who: str) -> list[str]:
     if expect is None or count >= expect:
         return []
     return [
-        f"frozen claim: {what} {count} variables frozen in every stage; --expect-frozen "
-        f"asks for at least {expect}"
+        f"frozen claim: {count} variables are frozen in every stage ({who}); "
+        f"--expect-frozen asks for at least {expect}"
     ]
 
 
