@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from zoo import weights as weights_lib
 from zoo.convert.pytorch import convert_checkpoint
 from zoo.errors import InvalidValueError
+from zoo.features import features_model
 from zoo.files import atomic_path
 from zoo.registry import REGISTRY, BackboneSpec, TorchCheckpoint, get_spec
 
@@ -69,6 +70,8 @@ def create_backbone(
     weights: str | os.PathLike | None = "imagenet",
     input_shape: tuple[int, int, int] | None = None,
     include_top: bool = False,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
 ) -> Any:
     """Builds a registered backbone, optionally with pretrained weights.
 
@@ -79,28 +82,48 @@ def create_backbone(
             weights file (loaded strictly, without a hash check).
         input_shape: ``(height, width, 3)``; default the spec's input size.
         include_top: keep the 1000-class ImageNet classifier (default input size only).
+        features_only: return the feature maps at the backbone's feature stages (its
+            block boundaries, one per stride) instead of the last one; see
+            :mod:`zoo.features`.
+        out_indices: with ``features_only``, the stages to return, as in timm: ``0`` is
+            the finest, negative indices count from the coarsest; default all.
 
     Returns:
         A keras.Model taking preprocessed images ``(batch, height, width, 3)`` (see
         ``zoo.Preprocess``) to feature maps ``(batch, h', w', feature_dim)`` without
         pooling; with ``include_top``, to ``(batch, 1000)`` ImageNet scores. Layers keep
         Keras' names. ``model.zoo_weights`` records where the weights came from and their
-        sha256.
+        sha256. With ``features_only``, one output per chosen stage, finest first, and
+        ``model.feature_info`` (block, layer, channels, reduction of each output).
 
     Raises:
         KeyError: unknown backbone name (with close matches).
+        InvalidValueError: ``features_only`` with ``include_top``, ``out_indices`` without
+            ``features_only``, or ``out_indices`` out of range (the message lists the
+            stages).
         WeightsUnavailableError: ImageNet weights are not cached and cannot be fetched.
         WeightsHashMismatchError: a cached file is not the official one.
         WeightsMismatchError: the weights file does not fit the architecture.
     """
     spec = get_spec(name)
+    if features_only and include_top:
+        raise InvalidValueError(
+            "features_only=True returns feature maps, which the ImageNet top does not have; "
+            "leave include_top=False."
+        )
+    if out_indices is not None and not features_only:
+        raise InvalidValueError(
+            f"out_indices={out_indices!r} chooses feature stages; pass features_only=True too."
+        )
     model = build_architecture(spec, input_shape, include_top)
     if weights is None:
         model.zoo_weights = {"source": None, "sha256": None}
-        return model
-    path = weights_lib.resolve(spec, include_top) if weights == "imagenet" else weights
-    weights_lib.load_weights_strict(model, path)
-    model.zoo_weights = {"source": str(path), "sha256": weights_lib.file_hash(path)}
+    else:
+        path = weights_lib.resolve(spec, include_top) if weights == "imagenet" else weights
+        weights_lib.load_weights_strict(model, path)
+        model.zoo_weights = {"source": str(path), "sha256": weights_lib.file_hash(path)}
+    if features_only:
+        return features_model(model, spec, out_indices)
     return model
 
 

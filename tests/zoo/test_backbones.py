@@ -14,6 +14,7 @@ import pytest
 import zoo  # noqa: F401  (registers every backbone)
 from zoo.backbones import build_architecture
 from zoo.cost import count_macs
+from zoo.features import features_model
 from zoo.registry import (
     PREPROCESSING_MODES,
     Registry,
@@ -85,6 +86,26 @@ def _graph(model):
     return ops, edges
 
 
+def _check_feature_stages(spec, model):
+    """``features_only``'s stages (zoo.features) against the shapes of the built model."""
+    features = features_model(model, spec)  # every stage; the layers (and weights) are shared
+    info = features.feature_info
+    assert [f.index for f in info] == list(range(len(info))) and len(info) >= 3
+    assert {f.block for f in info} <= set(spec.block_names)
+    reductions = [f.reduction for f in info]
+    assert reductions == sorted(set(reductions)), "one stage per stride, finest first"
+    assert all(r >= 2 and r & (r - 1) == 0 for r in reductions), reductions  # powers of two
+    # The last stage is the backbone's own output: the same tensor of the same graph.
+    assert features.outputs[-1] is model.outputs[0]
+    # Each stride, checked on the shapes: an input larger by the coarsest stride R grows a map
+    # of reduction r by exactly R / r pixels ("same" and "valid" padding alike).
+    grown = _symbolic_output(features, spec.input_size[0] + reductions[-1])
+    for f, a, b in zip(info, features.outputs, grown, strict=True):
+        assert a.shape[-1] == b.shape[-1] == f.channels, (f, a.shape)
+        step = reductions[-1] // f.reduction
+        assert (b.shape[1] - a.shape[1], b.shape[2] - a.shape[2]) == (step, step), (f, a, b)
+
+
 # Three tests per backbone, not one per check: each test pays for a Keras session reset
 # (conftest), which is slow while a large model is alive.
 
@@ -97,7 +118,7 @@ def test_spec_matches_built_model(built):
     assert model.count_params() == spec.params
     assert spec.preprocessing.mode in PREPROCESSING_MODES
     assert spec.min_input_size <= min(spec.input_size)
-    # The stated cost is what zoo.cost counts on the model without its top (issue 15).
+    # The stated cost is what zoo.cost counts on the model without its top.
     assert count_macs(model) / 1e9 == pytest.approx(spec.gmacs, rel=0.02)
     assert spec.params_with_top is None or spec.params_with_top > spec.params
     assert spec.top1 is None or 0.0 < spec.top1 < 1.0
@@ -128,6 +149,8 @@ def test_blocks_exist_and_cover_layers_in_order(built):
     ]
     assert not disorder, f"{spec.name}: blocks out of order or empty: {disorder}"
     assert ends[-1] == len(model.layers) - 1, "the last block must end at the last layer"
+    # The blocks are features_only's stages (here, not in a test of its own: see above).
+    _check_feature_stages(spec, model)
 
 
 def test_cut_blocks_are_single_tensor_cuts(built):
