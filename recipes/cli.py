@@ -148,6 +148,21 @@ def _cmd_weights_import_torch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """DATA and how it is split and sized, shared by ``zoo embed`` and ``zoo curve``."""
+    p.add_argument("data", help="fashion_mnist, folder:PATH (or a folder), tfds:NAME[:SPLIT]")
+    p.add_argument(
+        "--image-size", type=int, nargs=2, metavar=("H", "W"), help="default the backbone's"
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--validation-fraction", type=float, help="default 0.1")
+    p.add_argument(
+        "--test-fraction", type=float, help="hold out a test split of the training images"
+    )
+    p.add_argument("--per-class", type=int, help="keep this many training images per class")
+    p.add_argument("--seed", type=int, default=0, help="split and subset seed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``zoo`` command, one sub-parser per subcommand."""
     parser = argparse.ArgumentParser(
@@ -303,6 +318,27 @@ def build_parser() -> argparse.ArgumentParser:
         "copy into the page, so it works offline (default: loaded from jsDelivr)",
     )
     p.set_defaults(func=_cmd_export)
+
+    def _cmd_embed(args: argparse.Namespace) -> int:
+        from recipes.embed import main_embed
+
+        return main_embed(args)
+
+    p = sub.add_parser("embed", help="pooled backbone features of every image of a source")
+    _add_data_arguments(p)
+    p.add_argument("--backbone", help="registry name (or --export)")
+    p.add_argument("--export", help="embed with an export's fine-tuned backbone (RUN_DIR/export)")
+    p.add_argument("--weights", default="imagenet", help="imagenet (default), none or a file")
+    p.add_argument("--out", required=True, help="folder for embeddings.npy and index.csv")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument("--pooling", choices=("avg", "max"), default="avg")
+    p.add_argument(
+        "--split",
+        action="append",
+        choices=("train", "validation", "test"),
+        help="embed only this split (repeatable; default all)",
+    )
+    p.set_defaults(func=_cmd_embed)
 
     # -- more subcommands: add each as its own block above this line --
     return parser

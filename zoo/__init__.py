@@ -43,6 +43,7 @@ __version__ = "0.1.0"
 
 # Loaded on first attribute access (PEP 562): name -> the module that defines it.
 _LAZY = {name: "zoo.training" for name in ("FineTuneResult", "Stage", "StageResult", "fine_tune")}
+_LAZY.update({name: "zoo.embeddings" for name in ("Embeddings", "embed")})  # tf.data inside
 
 
 def __getattr__(name: str) -> Any:
@@ -58,6 +59,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Embeddings",
+    "embed",
     "FineTuneResult",
     "Stage",
     "StageResult",

@@ -1,0 +1,124 @@
+"""``zoo.embed`` and ``zoo embed``: pooled features of every image, written atomically.
+
+On the tiny test backbone (two conv blocks) so each embedding pass takes a fraction of a
+second; what is checked is the plumbing (order, labels, splits, files, the export's own
+backbone), and that the folded forward pass gives the backbone's pooled output.
+"""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+from recipes.cli import main
+from tests.recipes import export_testlib as tl
+from zoo.embeddings import embedding_model, save_embeddings
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return tl.colour_squares(tmp_path_factory.mktemp("photos"), per_class=4)
+
+
+def _arrays():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (12, 20, 20, 3), dtype=np.uint8)
+    y = np.arange(12) % 3
+    return x, y
+
+
+def test_embed_arrays_is_the_pooled_backbone_in_split_order():
+    tl.ensure_registered()
+    x, y = _arrays()
+    result = zoo.embed(
+        (x, y), tl.BACKBONE, weights=None, image_size=(32, 32), batch_size=5,
+        validation_fraction=0.25, splits=("validation", "train"),
+    )  # fmt: skip
+    assert result.vectors.shape == (12, 16) and result.vectors.dtype == np.float32
+    assert list(result.splits) == sorted(result.splits, reverse=True)  # validation rows first
+    rows = [int(p) for p in result.paths]  # array sources name rows by their index
+    np.testing.assert_array_equal(result.labels, y[rows])
+    assert result.weights == {"source": None, "sha256": None}
+    assert np.isfinite(result.vectors).all() and result.vectors.std() > 0
+    assert len(result.class_names) == 3
+
+
+def test_embed_matches_the_backbone_given_as_model():
+    tl.ensure_registered()
+    x, y = _arrays()
+    backbone = tl.pretrained_like(
+        zoo.create_backbone(tl.BACKBONE, weights=None, input_shape=(32, 32, 3))
+    )
+    model = embedding_model(backbone, zoo.get_spec(tl.BACKBONE).preprocessing)
+    result = zoo.embed(
+        (x, y), tl.BACKBONE, model=model, image_size=(32, 32), validation_fraction=0.0,
+        dtype="float16",
+    )  # fmt: skip
+    assert result.vectors.dtype == np.float16 and set(result.splits) == {"train"}
+    rows = [int(p) for p in result.paths]
+    images = keras.ops.image.resize(x[rows].astype("float32"), (32, 32))
+    expected = keras.ops.convert_to_numpy(model(images, training=False))
+    np.testing.assert_allclose(result.vectors, expected, rtol=2e-3, atol=2e-3)  # float16
+
+
+def test_zoo_embed_writes_a_folder_index(photos, tmp_path, capsys):
+    tl.ensure_registered()
+    out = tmp_path / "emb"
+    code = main(
+        ["embed", str(photos), "--backbone", tl.BACKBONE, "--weights", "none",
+         "--image-size", "32", "32", "--validation-fraction", "0.25", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    assert "embedded 8 images" in capsys.readouterr().out
+    vectors = np.load(out / "embeddings.npy")
+    with open(out / "index.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert vectors.shape == (8, 16) and len(rows) == 8
+    assert {r["split"] for r in rows} <= {"train", "validation", "test"}
+    assert all(r["path"].split("/")[0] == r["label"] for r in rows)  # red/0.png is "red"
+    meta = json.loads((out / "embeddings.json").read_text())
+    assert meta["backbone"] == tl.BACKBONE and meta["shape"] == [8, 16]
+    assert not list(out.glob(".*part*")), "no temporary left behind"
+
+
+def test_zoo_embed_with_an_export_uses_its_fine_tuned_backbone(photos, tmp_path):
+    model = tl.build_model(num_classes=2, seed=3)  # weights unlike a fresh backbone's
+    export = tmp_path / "export"
+    export.mkdir()
+    model.save(export / "model.keras")
+    out = tmp_path / "emb"
+    assert main(["embed", str(photos), "--export", str(export), "--out", str(out)]) == 0
+    vectors = np.load(out / "embeddings.npy")
+    with open(out / "index.csv", newline="") as f:
+        paths = [photos / r["path"] for r in csv.DictReader(f)]
+    pixels = np.stack([np.asarray(keras.utils.load_img(p), np.float32) for p in paths])
+    pixels = keras.ops.image.resize(pixels, tl.INPUT_SIZE)
+    features = model.get_layer("backbone")(model.get_layer("preprocess")(pixels))
+    expected = keras.ops.convert_to_numpy(keras.ops.mean(features, axis=(1, 2)))
+    np.testing.assert_allclose(vectors, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_zoo_embed_errors_are_one_line(tmp_path, capsys):
+    assert main(["embed", "fashion_mnist", "--out", str(tmp_path)]) == 2
+    assert "needs one of --backbone NAME or --export" in capsys.readouterr().err
+    assert main(["embed", "folder:/no/such/dir", "--backbone", "vgg16", "--out", "x"]) == 2
+    assert main(["embed", "fashion_mnist", "--export", str(tmp_path), "--out", "x"]) == 2
+    assert "holds no model.keras" in capsys.readouterr().err
+
+
+def test_save_embeddings_is_atomic(tmp_path, monkeypatch):
+    tl.ensure_registered()
+    result = zoo.Embeddings(
+        vectors=np.ones((2, 3), np.float32), labels=np.array([0, 1]),
+        splits=np.array(["train", "test"]), paths=["a.png", "b.png"],
+        class_names=["x", "y"], backbone=tl.BACKBONE,
+    )  # fmt: skip
+    save_embeddings(result, tmp_path)
+    monkeypatch.setattr(np, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    result.vectors = np.zeros((2, 3), np.float32)
+    with pytest.raises(OSError, match="disk full"):
+        save_embeddings(result, tmp_path)
+    np.testing.assert_array_equal(np.load(tmp_path / "embeddings.npy"), np.ones((2, 3)))
