@@ -131,6 +131,51 @@ def test_eight_threads_agree_with_one_and_change_no_weight(exported):
     assert all(sha in manifest for sha in before.values())
 
 
+@pytest.fixture(scope="module")
+def every_format(tmp_path_factory):
+    """An export of the tiny classifier with every deployed format beside the SavedModel."""
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("onnxruntime")
+    from recipes import deploy
+
+    model = lib.build_model()
+    path = export_saved_model(model, tmp_path_factory.mktemp("formats") / "export").path
+    calibration = _images(32, seed=20).astype(np.float32)
+    evaluation = (_images(12, seed=21).astype(np.float32), np.arange(12) % 3)
+    deploy.deploy(path, list(deploy.FORMATS), model, calibration, evaluation)
+    return path
+
+
+@pytest.mark.parametrize("name", ["saved_model", "tflite", "tflite-fp16", "tflite-int8", "onnx"])
+def test_eight_threads_agree_with_one_in_every_format(every_format, name):
+    """One Predictor, 8 threads calling at once: each thread's answers equal what one
+    thread alone gets (LiteRT's interpreter refuses overlapping calls unless they take
+    turns)."""
+    predictor = Predictor(every_format, format=name)
+    batches = [_images(1 + i % 3, seed=30 + i) for i in range(8)]
+    alone = [predictor.probabilities(b) for b in batches]
+    results: list = [None] * 8
+    errors: list = []
+    barrier = threading.Barrier(8)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = [predictor.probabilities(batches[i]) for _ in range(6)]
+        except Exception as error:  # noqa: BLE001  (reported below, per thread)
+            errors.append(f"thread {i}: {type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for i in range(8):
+        for repeat in results[i]:
+            np.testing.assert_allclose(repeat, alone[i], rtol=0, atol=1e-6)
+
+
 def test_zoo_predict_prints_top_k_per_image(exported, tmp_path, capsys):
     model, path, _ = exported
     batch = _images(2, seed=4)
