@@ -183,3 +183,70 @@ def test_auto_precision_probe_with_mixup_and_cutmix_trains(tmp_path):
     assert [c["mixed_precision"] for c in probe["candidates"]][:2] == [None, "bfloat16"]
     losses = result.stages[0].history["loss"]
     assert len(losses) == 1 and np.isfinite(losses).all()
+
+
+# -- zoo predict: bombs and bad files among good ones ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    from recipes.export import export_saved_model
+
+    model = lib.build_model()
+    lib.freeze_backbone(model)
+    return export_saved_model(model, tmp_path_factory.mktemp("hostile") / "export").path
+
+
+def _bomb_png(path: Path, side: int = 20_000) -> Path:
+    """A valid 1-bit greyscale PNG of side x side black pixels, a few tens of KB: more
+    pixels than Pillow's decompression-bomb limit (2 x Image.MAX_IMAGE_PIXELS)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    row = b"\0" * (1 + (side + 7) // 8)  # filter byte, then the packed bits
+    packer = zlib.compressobj(9)
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def _good_png(path: Path, seed: int) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 256, (*lib.INPUT_SIZE, 3), np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_a_decompression_bomb_is_one_line_naming_it(export_dir, tmp_path, capsys):
+    bomb = _bomb_png(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 200_000
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's own limit, kept
+    assert main(["predict", str(export_dir), str(bomb)]) == 2
+    line = _error_line(capsys)
+    assert str(bomb) in line and "decompression bomb" in line and "MAX_IMAGE_PIXELS" in line
+
+
+def test_predict_goes_on_past_bad_files_and_exits_2(export_dir, tmp_path, capsys):
+    good = _good_png(tmp_path / "good.png", seed=1)
+    other = _good_png(tmp_path / "other.png", seed=2)
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    truncated = tmp_path / "truncated.png"  # Pillow reads its header; the decoder fails
+    truncated.write_bytes(_good_png(tmp_path / "whole.png", seed=3).read_bytes()[:-200])
+    files = [good, text, other, truncated, good, tmp_path / "missing.png"]
+    assert main(["predict", str(export_dir), *map(str, files), "--top-k", "1"]) == 2
+    captured = capsys.readouterr()
+    printed = [line for line in captured.out.splitlines() if not line.startswith(" ")]
+    assert printed == [str(good), str(other), str(good)]
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 3 and all(e.startswith("zoo: error: ") for e in errors)
+    for line, name in zip(errors, ["text.png", "missing.png", "truncated.png"], strict=True):
+        assert name in line, (name, line)
+    alone = main(["predict", str(export_dir), str(good), str(other), "--top-k", "1"])
+    assert alone == 0 and capsys.readouterr().err == ""
