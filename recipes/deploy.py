@@ -50,10 +50,11 @@ import keras
 import numpy as np
 
 from recipes import export_format as fmt
-from recipes import tflite_metadata
 from recipes.deploy_convert import CALIBRATION_IMAGES, ONNX_OPSET, DeployError, convert
 from recipes.deploy_runtime import Runner, labels_inside, load_runner, runner_for
 from recipes.export_format import DEPLOYED_KEY, FORMATS, SAVED_MODEL, DeployFormat, check_formats
+from recipes.model_card import write_model_card
+from recipes.tflite_metadata import model_info
 from zoo.errors import InvalidValueError, MissingFileError
 from zoo.files import atomic_path, write_text_atomic
 
@@ -72,7 +73,6 @@ __all__ = [
     "expected_outputs",
     "labels_inside",
     "load_runner",
-    "model_info",
 ]
 
 PARITY_IMAGES = 32  # probe images for int8 top-1 agreement when real images are given
@@ -114,53 +114,6 @@ class DeployResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields, for report.json."""
         return asdict(self)
-
-
-def model_info(meta: dict[str, Any], zoo_manifest: dict[str, Any] | None = None):
-    """The ``.tflite`` metadata content for an export with this ``metadata.json``.
-
-    Name: the recipe's name (else ``<backbone> classifier``); version: zoo's version and
-    the first 12 hex digits of the weights manifest's digest; licences: the pretrained
-    weights' (the registry's ``license`` of the backbone) and the recipe's
-    ``[export] license`` for the fine-tuned model.
-
-    Returns:
-        A :class:`recipes.tflite_metadata.ModelInfo`.
-    """
-    recipe = meta.get("recipe") or {}
-    backbone = meta.get("backbone") or "custom"
-    names = tuple(meta["class_names"])
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    digest = ((zoo_manifest or {}).get("manifest") or {}).get("digest", "")
-    version = f"zoo {(meta.get('versions') or {}).get('zoo', '?')}"
-    version += f", weights {digest[:12]}" if digest else ""
-    return tflite_metadata.ModelInfo(
-        name=recipe.get("name") or f"{backbone} classifier",
-        description=(
-            f"{backbone} fine-tuned with zoo to classify {len(names)} classes ({shown}); "
-            f"RGB input {meta['input_size'][0]}x{meta['input_size'][1]}."
-        ),
-        version=version,
-        licenses=licenses(meta),
-        class_names=names,
-        multi_label=bool(meta.get("multi_label")),
-    )
-
-
-def licenses(meta: dict[str, Any]) -> str:
-    """``"pretrained weights: ...; fine-tuned model: ..."`` for an export's metadata."""
-    import zoo
-
-    backbone, weights = meta.get("backbone"), meta.get("pretrained_weights")
-    if not weights or weights == "none":
-        pretrained = "none (trained from random initialization)"
-    elif backbone in zoo.list_backbones():
-        pretrained = f"{zoo.get_spec(backbone).license} ({backbone}, {weights})"
-    else:
-        pretrained = "not known to zoo's registry"
-    own = ((meta.get("recipe") or {}).get("export") or {}).get("license")
-    model = own or "not stated (set [export] license in the recipe)"
-    return f"pretrained weights: {pretrained}; fine-tuned model: {model}"
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -327,6 +280,9 @@ def deploy(
             "Deployed files failed their parity check, so none was written: " + "; ".join(failures)
         )
     _write(directory, files, results, meta["class_names"])
+    split = ((meta.get("recipe") or {}).get("data") or {}).get("evaluate_on", "evaluation")
+    evaluated = None if float_top1 is None else {"split": split, "top1": float_top1}
+    write_model_card(directory, [r.to_dict() for r in results], evaluated)
     return results
 
 

@@ -50,6 +50,7 @@ from recipes.export_format import (
     is_export,
     outputs_of,
 )
+from recipes.model_card import write_model_card
 from recipes.verify import VerifyResult, verify_export
 from zoo import fingerprint, proof
 from zoo.classifier import classifier_info
@@ -167,6 +168,7 @@ def export_saved_model(
         _write_assets(staging, info, zoo_manifest, meta)
         model.save(staging / KERAS_FILE)
         verification = _verify_staged(staging, source, model, tolerance, require_proof)
+        write_model_card(staging)  # MODEL_CARD.md; the deploy step adds its formats
         _swap_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

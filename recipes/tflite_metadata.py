@@ -57,6 +57,62 @@ class ModelInfo:
     multi_label: bool = False
 
 
+def model_info(meta: dict[str, Any], zoo_manifest: dict[str, Any] | None = None) -> ModelInfo:
+    """The ``.tflite`` metadata content for an export with this ``metadata.json``.
+
+    Name: the recipe's name (else ``<backbone> classifier``); version: zoo's version and
+    the first 12 hex digits of the weights manifest's digest; licences: the pretrained
+    weights' (the registry's ``license`` of the backbone) and the recipe's
+    ``[export] license`` for the fine-tuned model.
+
+    Returns:
+        A :class:`ModelInfo`.
+    """
+    recipe = meta.get("recipe") or {}
+    backbone = meta.get("backbone") or "custom"
+    names = tuple(meta["class_names"])
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    digest = ((zoo_manifest or {}).get("manifest") or {}).get("digest", "")
+    version = f"zoo {(meta.get('versions') or {}).get('zoo', '?')}"
+    version += f", weights {digest[:12]}" if digest else ""
+    return ModelInfo(
+        name=recipe.get("name") or f"{backbone} classifier",
+        description=(
+            f"{backbone} fine-tuned with zoo to classify {len(names)} classes ({shown}); "
+            f"RGB input {meta['input_size'][0]}x{meta['input_size'][1]}."
+        ),
+        version=version,
+        licenses=licenses(meta),
+        class_names=names,
+        multi_label=bool(meta.get("multi_label")),
+    )
+
+
+def pretrained_source(meta: dict[str, Any]) -> str | None:
+    """Where the export's pretrained weights came from (``metadata.json``'s
+    ``pretrained_weights``: a name, or ``{"source", "sha256"}``); None for none."""
+    weights = meta.get("pretrained_weights")
+    if isinstance(weights, dict):
+        weights = weights.get("source")
+    return None if not weights or weights == "none" else str(weights)
+
+
+def licenses(meta: dict[str, Any]) -> str:
+    """``"pretrained weights: ...; fine-tuned model: ..."`` for an export's metadata."""
+    import zoo
+
+    backbone, weights = meta.get("backbone"), pretrained_source(meta)
+    if weights is None:
+        pretrained = "none (trained from random initialization)"
+    elif backbone in zoo.list_backbones():
+        pretrained = f"{zoo.get_spec(backbone).license} ({backbone}, {weights})"
+    else:
+        pretrained = "not known to zoo's registry"
+    own = ((meta.get("recipe") or {}).get("export") or {}).get("license")
+    model = own or "not stated (set [export] license in the recipe)"
+    return f"pretrained weights: {pretrained}; fine-tuned model: {model}"
+
+
 def _writers() -> Any:
     from recipes import mediapipe_stub
 

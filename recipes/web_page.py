@@ -182,7 +182,7 @@ def _copy_vendor(package: Path, target: Path) -> None:
 
 
 def _render(meta: dict[str, Any], model_file: str, model_sri: str, base: str, top_k: int) -> str:
-    from recipes.deploy import licenses, model_info
+    from recipes.tflite_metadata import licenses, model_info
 
     info = model_info(meta)
     bundle = f"{base}/{BUNDLE}"

@@ -228,3 +228,58 @@ def test_parity_bound_is_absolute_for_small_logits_and_relative_beyond():
     assert deploy.parity_bound(1e-2, np.array([[0.5, -0.9]])) == pytest.approx(1e-2)
     assert deploy.parity_bound(1e-2, np.array([[2.0, -5.0]])) == pytest.approx(5e-2)
     assert deploy.parity_bound(1e-4, np.zeros((0, 3))) == pytest.approx(1e-4)
+
+
+def test_a_model_card_lies_beside_the_export_with_each_format(deployed):
+    _, directory, results = deployed
+    card = (directory / "MODEL_CARD.md").read_text()
+    for section in ("Model details", "Intended use", "Training data", "Evaluation"):
+        assert f"## {section}" in card
+    assert "## Limitations" in card and "## Verification" in card
+    assert "`cat`, `dog`, `espresso`" in card and "Input: RGB pixels 0..255, 32x32" in card
+    for result in results.values():
+        assert f"| {result.format} | {result.file} |" in card
+        assert f"{result.top1:.4f}" in card
+
+
+def test_the_model_card_gives_each_split_and_the_verification_record():
+    from recipes.model_card import render
+
+    meta = {
+        "backbone": "efficientnet_lite0",
+        "pretrained_weights": "imagenet",
+        "class_names": ["shirt", "shoe"],
+        "input_size": [80, 80],
+        "recipe": {"name": "shoes", "data": {"source": "fashion_mnist", "seed": 0}},
+    }
+    report = {
+        "evaluated_on": "test",
+        "test_top1": 0.9251,
+        "data": {"source": "fashion_mnist", "train_images": 34200, "test_images": 10000},
+        "stages": [
+            {"kept_epoch": 2, "history": {"accuracy": [0.8, 0.95], "val_accuracy": [0.9, 0.93]}}
+        ],
+        "verify": {
+            "passed": True,
+            "checks": [{"name": "frozen", "passed": True, "detail": "224 of 260"}],
+        },
+    }
+    deployment = [
+        {
+            "format": "tflite-int8",
+            "file": "model_int8.tflite",
+            "bytes": 4_200_000,
+            "top1": 0.9187,
+            "parity": 0.97,
+        }
+    ]
+    card = render(meta, {}, report, deployment)
+    assert "| train (the kept epoch, while training) | 0.9500 |" in card
+    assert "| validation (the kept epoch) | 0.9300 |" in card
+    assert (
+        "| test | 0.9251 |" in card
+        and "| tflite-int8 | model_int8.tflite | 4.20 | 0.9187 |" in card
+    )
+    assert "train 34,200" in card and "test 10,000" in card
+    assert "  - frozen: ok: 224 of 260" in card
+    assert 'license: "other"' in card and "not stated" in card

@@ -107,11 +107,11 @@ def test_licences_name_the_registry_weights_and_the_recipe_field():
         "class_names": ["a", "b"],
         "input_size": [80, 80],
     }
-    text = deploy.licenses(meta)
+    text = tflite_metadata.licenses(meta)
     assert zoo.get_spec("efficientnet_lite0").license in text and "CC-BY-4.0" in text
-    info = deploy.model_info(meta, {"manifest": {"digest": "ab" * 32}})
+    info = tflite_metadata.model_info(meta, {"manifest": {"digest": "ab" * 32}})
     assert info.name == "shoes" and info.version.endswith("weights abababababab")
-    assert "not stated" in deploy.licenses({**meta, "recipe": None})
+    assert "not stated" in tflite_metadata.licenses({**meta, "recipe": None})
 
 
 def test_verify_names_a_tflite_whose_metadata_labels_were_changed(colours, tmp_path):
@@ -120,7 +120,7 @@ def test_verify_names_a_tflite_whose_metadata_labels_were_changed(colours, tmp_p
     copy = shutil.copytree(colours.export_dir, tmp_path / "export")
     path = copy / "model.tflite"
     meta = json.loads((copy / "assets" / "metadata.json").read_text())
-    info = deploy.model_info(meta)
+    info = tflite_metadata.model_info(meta)
     swapped = ("green", "red", "blue")
     path.write_bytes(tflite_metadata.write(_flatbuffer(path.read_bytes()), _replace(info, swapped)))
     # The manifest is rewritten too, so only the metadata check can see the change.
