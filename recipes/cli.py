@@ -221,8 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_weights_import_torch)
 
     def _cmd_verify(args: argparse.Namespace) -> int:
+        from recipes.export import is_leftover
         from recipes.verify import main_verify
 
+        if is_leftover(args.export_dir):  # complete or not, it was never swapped into place
+            raise UserError(
+                f"{args.export_dir} is the working directory of an export that was interrupted,"
+                " not an export; verify the export itself (the next export there removes it)."
+            )
         return main_verify(
             args.export_dir,
             args.source_manifest,
@@ -340,6 +346,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_embed)
 
+    def _cmd_curve(args: argparse.Namespace) -> int:
+        from recipes.curve import main_curve
+
+        return main_curve(args)
+
+    p = sub.add_parser(
+        "curve", help="validation top-1 against training images per class (kNN, probe, head)"
+    )
+    _add_data_arguments(p)
+    p.add_argument("--backbone", required=True, help="registry name, e.g. efficientnet_lite0")
+    p.add_argument("--weights", default="imagenet", help="imagenet (default), none or a file")
+    p.add_argument("--out", required=True, help="folder for curve.md, curve.csv, curve.png")
+    p.add_argument(
+        "--points",
+        nargs="+",
+        default=["5", "10", "25", "50", "100", "all"],
+        metavar="N",
+        help="images per class to measure, or 'all' (default: 5 10 25 50 100 all)",
+    )
+    p.add_argument(
+        "--method",
+        action="append",
+        choices=("knn", "probe", "head"),
+        help="measure only this method (repeatable; default all three)",
+    )
+    p.add_argument("--k", type=int, default=10, help="neighbours of the kNN classifier")
+    p.set_defaults(func=_cmd_curve)
+
     # -- more subcommands: add each as its own block above this line --
     return parser
 
@@ -355,6 +389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"zoo: error: {message.splitlines()[0] if message else type(error).__name__}",
             file=sys.stderr,
         )
+        return 2
+    except OSError as error:  # a full disk anywhere (zoo's own writes say more) is one line
+        from zoo.files import disk_full
+
+        full = disk_full(error, error.filename or os.getcwd())
+        if full is None:
+            raise
+        print(f"zoo: error: {full}", file=sys.stderr)
         return 2
 
 

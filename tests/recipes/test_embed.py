@@ -1,4 +1,4 @@
-"""``zoo.embed`` and ``zoo embed``: pooled features of every image, written atomically.
+"""``zoo.embed`` / ``zoo embed`` (pooled features, written atomically) and ``zoo curve``.
 
 On the tiny test backbone (two conv blocks) so each embedding pass takes a fraction of a
 second; what is checked is the plumbing (order, labels, splits, files, the export's own
@@ -14,6 +14,7 @@ import pytest
 
 import zoo
 from recipes.cli import main
+from recipes.curve import METHODS, learning_curve, nested_subset
 from tests.recipes import export_testlib as tl
 from zoo.embeddings import embedding_model, save_embeddings
 
@@ -122,3 +123,65 @@ def test_save_embeddings_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_embeddings(result, tmp_path)
     np.testing.assert_array_equal(np.load(tmp_path / "embeddings.npy"), np.ones((2, 3)))
+
+
+# -- zoo curve ---------------------------------------------------------------------------
+
+
+def test_nested_subsets_grow_by_class():
+    labels = np.array([0] * 10 + [1] * 10 + [2] * 3)
+    small, large = nested_subset(labels, 2, seed=1), nested_subset(labels, 5, seed=1)
+    assert set(small) <= set(large)
+    assert np.bincount(labels[small]).tolist() == [2, 2, 2]
+    assert np.bincount(labels[large]).tolist() == [5, 5, 3]  # class 2 gives all it has
+    assert len(nested_subset(labels, None)) == len(labels)
+
+
+def _clusters(n_per_class, noise, seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (3, 32))
+    y = np.repeat(np.arange(3), n_per_class)
+    return (centres[y] + noise * rng.normal(0, 1, (len(y), 32))).astype("float32"), y
+
+
+def test_curve_separates_clusters_and_not_noise():
+    train_x, train_y = _clusters(20, 0.3, seed=0)
+    val_x, val_y = _clusters(20, 0.3, seed=0)
+    val_x = val_x + 0.3 * np.random.default_rng(9).normal(0, 1, val_x.shape).astype("float32")
+    result = learning_curve(train_x, train_y, val_x, val_y, points=(3, None), seed=0)
+    assert [p.train_images for p in result.points] == [9, 60]
+    for point in result.points:
+        assert all(point.top1[m] > 0.9 for m in METHODS), point
+    # Labels unrelated to the features: no method beats chance by much.
+    shuffled = np.random.default_rng(1).permutation(train_y)
+    noise = learning_curve(
+        train_x, shuffled, val_x, val_y, points=(None,), methods=("knn", "probe")
+    )
+    assert all(v < 0.7 for v in noise.points[0].top1.values()), noise.points[0]
+
+
+def test_zoo_curve_on_a_folder_writes_table_and_plot(photos, tmp_path, capsys):
+    tl.ensure_registered()
+    out = tmp_path / "curve"
+    code = main(
+        ["curve", str(photos), "--backbone", tl.BACKBONE, "--weights", "none",
+         "--image-size", "32", "32", "--validation-fraction", "0.5", "--points", "1", "all",
+         "--method", "knn", "--method", "probe", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "images per class  train images  knn top-1" in printed
+    with open(out / "curve.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["images per class"] for r in rows] == ["1", "all"]
+    assert rows[0]["train images"] == "2"
+    assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "curve.json").read_text())["methods"] == ["knn", "probe"]
+
+
+def test_zoo_curve_errors_are_one_line(photos, tmp_path, capsys):
+    args = ["curve", str(photos), "--backbone", tl.BACKBONE, "--out", str(tmp_path)]
+    assert main([*args, "--points", "0"]) == 2
+    assert "whole numbers >= 1 or 'all'" in capsys.readouterr().err
+    assert main([*args, "--points", "few"]) == 2
+    assert "--points takes whole numbers or 'all'; got 'few'" in capsys.readouterr().err
