@@ -17,6 +17,10 @@ The run directory (default ``runs/<recipe>-<timestamp>``) holds::
     export/                the verified SavedModel (absent when verification failed)
     report.json, report.md, plots/*.png
 
+A run holds the lock ``.zoo-run.lock`` in its directory (``fcntl.flock``, released when
+the process ends, even by ``kill -9``) from start to end, ``--resume`` included: a second
+``zoo run`` on the same directory is refused with one line naming the holder's PID.
+
 A crash (even ``kill -9``) loses at most the epoch in progress: ``--resume`` reads the
 run directory's recipe.toml and source manifest, rebuilds the model and lets
 ``zoo.training.fine_tune(resume=True)`` continue from the last complete epoch. With
@@ -57,11 +61,14 @@ from recipes.report import (
     write_report,
 )
 from zoo.errors import ZooError
-from zoo.files import write_text_atomic
+from zoo.files import exclusive_lock, write_text_atomic
 
 __all__ = ["RunError", "RunResult", "default_run_dir", "run_recipe"]
 
 EXPORT_DIR = "export"
+RUN_LOCK = ".zoo-run.lock"
+# The highest-loss images drawn in the report's grid (report.json lists more).
+TOP_LOSS_GRID = 16
 
 
 class RunError(ZooError, ValueError):
@@ -104,15 +111,25 @@ def _latest_run_dir(name: str, root: Path = Path("runs")) -> Path:
 
 
 def _prepare_run_dir(
-    recipe: Recipe, out: str | os.PathLike | None, resume: bool, source: str, writes: bool = True
+    recipe: Recipe,
+    out: str | os.PathLike | None,
+    resume: bool,
+    source: str,
+    writes: bool = True,
+    held: contextlib.ExitStack | None = None,
 ) -> tuple[Recipe, Path]:
     """Creates (or, with ``resume``, reopens) the run directory; returns the recipe to run.
 
-    A process that does not write (``writes=False``: a multi-worker cluster's non-chief)
-    only reads it: the chief's recipe on a resume, nothing on a fresh start.
+    A process that writes takes the directory's lock (:data:`RUN_LOCK`) into ``held``
+    (when given) before it looks at what the directory holds, and removes what a killed
+    export left there (``recipes.export.remove_leftovers``). A process that does not write
+    (``writes=False``: a multi-worker cluster's non-chief) only reads it: the chief's
+    recipe on a resume, nothing on a fresh start.
     """
     if resume:
         run_dir = Path(out) if out is not None else _latest_run_dir(recipe.name)
+        if writes and run_dir.is_dir() and held is not None:
+            _take(run_dir, held)
         saved = run_dir / "recipe.toml"
         if not saved.is_file():
             raise RunError(
@@ -129,15 +146,26 @@ def _prepare_run_dir(
     run_dir = Path(out) if out is not None else default_run_dir(recipe)
     if not writes:
         return recipe, run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if held is not None:
+        _take(run_dir, held)
     if (run_dir / "recipe.toml").exists():
         raise RunError(
             f"{run_dir} already holds a run; add --resume to continue it, or pick another --out."
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(
         run_dir / "recipe.toml", f"# recipe as run, from {source}\n" + recipe_to_toml(recipe)
     )
     return recipe, run_dir
+
+
+def _take(run_dir: Path, held: contextlib.ExitStack) -> None:
+    """Locks ``run_dir`` for as long as ``held`` lasts; clears a killed export's leftovers."""
+    from recipes.export import export_lock, remove_leftovers
+
+    held.enter_context(exclusive_lock(run_dir / RUN_LOCK, f"the run directory {run_dir}"))
+    with export_lock(run_dir / EXPORT_DIR):
+        remove_leftovers(run_dir / EXPORT_DIR)
 
 
 _NON_CHIEF_RESUME = (
@@ -196,12 +224,25 @@ def run_recipe(
     Raises:
         RecipeError: the recipe is invalid (raised before anything runs).
         RunError: ``out`` already holds a run (without ``resume``), or nothing to resume.
+        zoo.files.LockedError: another process is running in ``out`` (its PID is named).
         FileNotFoundError: no such recipe.
     """
+    with contextlib.ExitStack() as held:  # the run directory's lock, to the run's end
+        return _run_recipe(recipe, out, resume, overrides, echo, held)
+
+
+def _run_recipe(
+    recipe: str | os.PathLike,
+    out: str | os.PathLike | None,
+    resume: bool,
+    overrides: Iterable[str],
+    echo: Callable[[str], None] | None,
+    held: contextlib.ExitStack,
+) -> RunResult:
     wall_start = time.perf_counter()
     given = load_recipe(recipe, overrides)
     writes = _writes_run_dir(given)
-    recipe_cfg, run_dir = _prepare_run_dir(given, out, resume, str(recipe), writes)
+    recipe_cfg, run_dir = _prepare_run_dir(given, out, resume, str(recipe), writes, held)
     log = _Log(run_dir / "logs" / "run.log" if writes else None, echo)
     log(f"{'resuming' if resume else 'starting'} {recipe_cfg.name} in {run_dir}")
     timings: dict[str, float] = {}
@@ -248,7 +289,8 @@ def run_recipe(
     if not distributed.is_chief:
         log("done: this worker is not the chief, which writes the export and the report")
         return RunResult(run_dir, 0, report, {})
-    paths = write_report(report, run_dir)
+    grid = [e["index"] for e in test.get("top_losses", [])[:TOP_LOSS_GRID]]
+    paths = write_report(report, run_dir, _images_at(recipe_cfg, data, test["split"], grid))
     if export_path is not None:
         paths["export"] = export_path
     failed = bool(verify) and not verify.get("passed", False)
@@ -543,7 +585,7 @@ def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any
     """Top-1 and per-class metrics on the evaluation split; mAP and F1 for multi-label."""
     import numpy as np
 
-    from recipes.report import classification_metrics, multilabel_metrics
+    from recipes.report import classification_metrics, error_analysis, multilabel_metrics
     from recipes.text import format_cell
     from zoo.caching.fold import fold_batchnorm
 
@@ -567,10 +609,36 @@ def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any
             f"{metrics['images']} images"
         )
         return metrics
-    metrics = classification_metrics(labels, np.argmax(logits, axis=-1), data.class_names)
+    metrics = classification_metrics(labels, np.argmax(logits, axis=-1), data.class_names, logits)
+    identities = data.identities(split)
+    if identities is not None and len(identities) != len(labels):
+        identities = None  # not one per evaluated image: the list would point at others
+    metrics.update(error_analysis(labels, logits, data.class_names, identities))
     metrics["split"] = split
-    log(f"{split} top-1 {metrics['top1']:.4f} on {metrics['images']} images")
+    log(
+        f"{split} top-1 {metrics['top1']:.4f} (top-5 {format_cell(metrics['top5'], 4)}, "
+        f"balanced {format_cell(metrics['balanced_accuracy'], 4)}) on {metrics['images']} "
+        "images"
+    )
     return metrics
+
+
+def _images_at(recipe: Recipe, data: Any, split: str, indices: list[int]) -> Any:
+    """The evaluated images at ``indices`` of ``split``, in that order, as the model saw
+    them (float32 0..255 ``(n, height, width, 3)``); None when ``indices`` is empty."""
+    import numpy as np
+
+    if not indices:
+        return None
+    wanted, found, start = set(indices), {}, 0
+    for images, _ in _batches(recipe, data, split, training=False):
+        images = np.asarray(images, np.float32)
+        for i in wanted.intersection(range(start, start + len(images))):
+            found[i] = images[i - start]
+        start += len(images)
+        if len(found) == len(wanted):
+            break
+    return np.stack([found[i] for i in indices])
 
 
 def _export_and_verify(

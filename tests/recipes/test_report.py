@@ -16,6 +16,7 @@ from recipes.report import (
     StageReport,
     VerifyReport,
     classification_metrics,
+    error_analysis,
     write_report,
 )
 from recipes.text import jsonable, markdown_table, plain_table, print_table
@@ -43,6 +44,85 @@ def test_classification_metrics_never_predicted_class_and_errors():
         classification_metrics([0, 1], [0], ["a", "b"])
     with pytest.raises(ValueError, match=r"predictions hold class indices 0\.\.5, outside 0\.\.1"):
         classification_metrics([0, 1], [0, 5], ["a", "b"])
+
+
+def test_classification_metrics_top5_and_balanced_accuracy_follow_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score
+
+    rng = np.random.default_rng(4)
+    labels = np.r_[np.zeros(90, int), np.ones(10, int), np.full(20, 2), np.full(30, 5)]
+    logits = rng.normal(size=(150, 6)) + 1.5 * np.eye(6)[labels]
+    predictions = logits.argmax(axis=1)
+    metrics = classification_metrics(labels, predictions, list("abcdef"), logits)
+    assert metrics["top5"] == pytest.approx(
+        top_k_accuracy_score(labels, logits, k=5, labels=range(6))
+    )
+    assert metrics["top5"] > metrics["top1"]
+    recalls = [np.mean(predictions[labels == c] == c) for c in (0, 1, 2, 5)]
+    assert metrics["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+    assert metrics["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(labels, predictions)
+    )
+    assert metrics["per_class"][3]["recall"] is None  # never present: 0/0
+    with pytest.raises(ValueError, match=r"logits \(150, 5\) are not \(images, classes\)"):
+        classification_metrics(labels, predictions, list("abcdef"), logits[:, :5])
+
+
+def test_error_analysis_puts_confident_mistakes_first_with_their_paths():
+    labels = np.array([0, 1, 2, 0, 1, 2, 1])
+    logits = np.eye(3)[labels] * 4.0
+    logits[3] = [0.0, 9.0, 0.0]  # labelled 0, the model sure of 1: a likely label error
+    logits[6] = [0.0, 0.5, 1.0]  # labelled 1, unsure between 1 and 2
+    paths = [f"cls/{i}.jpg" for i in range(7)]
+    found = error_analysis(labels, logits, ["a", "b", "c"], paths, top=3)
+    first, second = found["top_losses"][:2]
+    assert (first["identity"], first["true"], first["predicted"]) == ("cls/3.jpg", "a", "b")
+    assert first["probability"] == pytest.approx(np.exp(9) / (np.exp(9) + 2))
+    assert first["loss"] == pytest.approx(-np.log(1 / (np.exp(9) + 2)))
+    assert second["identity"] == "cls/6.jpg" and len(found["top_losses"]) == 3
+    pairs = [(p["true"], p["predicted"], p["count"]) for p in found["most_confused"]]
+    assert pairs == [("a", "b", 1), ("b", "c", 1)]
+    assert found["most_confused"][0]["share"] == 0.5
+    with pytest.raises(ValueError, match="do not fit 3 classes"):
+        error_analysis(labels, logits, ["a", "b", "c"], paths[:2])
+
+
+def test_report_says_which_epoch_was_kept_ema_and_where_the_model_is_wrong(tmp_path):
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 6, 60)
+    logits = rng.normal(size=(60, 6)) + 2.0 * np.eye(6)[labels]
+    names = [f"class_{i}" for i in range(6)]
+    test = classification_metrics(labels, logits.argmax(1), names, logits)
+    test.update(error_analysis(labels, logits, names, [f"img/{i}.png" for i in range(60)]))
+    test["split"] = "test"
+    base = _report(rng)
+    head, top = base.stages
+    top = dataclasses.replace(
+        top,
+        kept_epoch=1,
+        kept_reason="epoch 1 of 2 restored: the best val_loss 0.5",
+        ema=0.999,
+        without_ema={"val_loss": 0.6, "val_accuracy": 0.7},
+    )
+    report = dataclasses.replace(
+        base, evaluation=test, top1=test["top1"], stages=[head, top], class_names=names
+    )
+    images = rng.uniform(0, 255, (8, 32, 32, 3))
+    paths = write_report(report, tmp_path, top_loss_images=images)
+
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert RunReport.from_dict(saved) == report
+    md = (tmp_path / "report.md").read_text()
+    assert "- top: epoch 1 of 2 restored: the best val_loss 0.5" in md
+    assert "| top | 0.999 | val_accuracy | 0.790 | 0.700 |" in md
+    assert "| test top-1 | test top-5 | balanced accuracy |" in md
+    worst = test["top_losses"][0]
+    assert f"| `{worst['identity']}` | {worst['true']} | {worst['predicted']} |" in md
+    pair = test["most_confused"][0]
+    assert f"| {pair['true']} | {pair['predicted']} | {pair['count']} |" in md
+    assert "![highest-loss images](plots/top_losses.png)" in md
+    with Image.open(paths["top_losses"]) as image:
+        assert image.format == "PNG" and np.asarray(image.convert("L")).std() > 5
 
 
 def _report(rng: np.random.Generator, **changes) -> RunReport:
@@ -146,8 +226,9 @@ def test_write_report_files_and_numbers(tmp_path):
     assert RunReport.from_dict(saved) == report
 
     md = (tmp_path / "report.md").read_text()
-    assert "| test top-1 | test images | backbone |" in md
-    assert f"| {report.top1:.3f} | 200 | tiny | 32x32 | 12 s | yes |" in md
+    assert "| test top-1 | balanced accuracy | test images | backbone |" in md
+    balanced = report.evaluation["balanced_accuracy"]
+    assert f"| {report.top1:.3f} | {balanced:.3f} | 200 | tiny | 32x32 | 12 s | yes |" in md
     assert (
         "| head | freeze_backbone | 3 | 0.700 | 0.710 | 3.0 | 812.5 | head-only cache (memory, 3.0 MiB, saved ~7 s, derived from the block6d activations) |"
         in md
@@ -197,7 +278,7 @@ def test_validation_is_never_called_test(tmp_path):
     assert saved["validation"]["confusion_matrix"] == evaluation["confusion_matrix"]
     assert RunReport.from_dict(saved) == report
     md = (tmp_path / "report.md").read_text()
-    assert "| validation top-1 | validation images |" in md
+    assert "| validation top-1 | balanced accuracy | validation images |" in md
     assert "test top-1" not in md and "Test set" not in md
     assert "## Validation set, per class" in md
     assert "not a held-out test result" in md

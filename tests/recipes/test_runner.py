@@ -178,7 +178,8 @@ def test_run_writes_run_directory_report_and_verified_export(finished_run, recip
     assert not (run_dir / "shared-cache").exists()
 
     md = (run_dir / "report.md").read_text()
-    assert f"| {report['test_top1']:.3f} | 8 | efficientnet_lite0 | 32x32 |" in md
+    balanced = report["test"]["balanced_accuracy"]
+    assert f"| {report['test_top1']:.3f} | {balanced:.3f} | 8 | efficientnet_lite0 | 32x32 |" in md
     for plot in ("training_curves", "confusion_matrix"):
         with Image.open(run_dir / "plots" / f"{plot}.png") as image:
             assert image.format == "PNG" and image.width > 300
