@@ -483,6 +483,7 @@ def _check_claim(
         derived = _derive(recipe, meta)
     except (ZooError, KeyError, ValueError) as error:
         failures.append(f"frozen claim: {where} does not build a classifier: {_message(error)}")
+        result.claim_source, result.num_frozen = "the export's flags", len(flagged)
         result._record("claim", failures, "")
         return _Claim(flagged, None)
     origin = _recipe_origin(recipe)
