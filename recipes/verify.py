@@ -461,6 +461,8 @@ def _check_claim(
     flagged = tuple(e["path"] for e in entries if e["frozen"])
     recorded, why = _recorded_recipe(meta)
     failures = [] if pinned is None or recorded is None else _recipes_differ(recorded, pinned)
+    if pinned is not None and recorded is None and isinstance(meta, dict) and meta.get("recipe"):
+        failures.append(f"metadata.json: {why.removeprefix('its ')}")
     recipe = pinned if pinned is not None else recorded
     result.num_backbone = sum(e["path"].startswith(f"{proof.BACKBONE_LAYER}/") for e in entries)
     if recipe is None:
@@ -512,6 +514,8 @@ def _recorded_recipe(meta: Any) -> tuple[Recipe | None, str]:
     data = meta.get("recipe") if isinstance(meta, dict) else None
     if data is None:
         return None, "the export records no recipe"
+    if not isinstance(data, dict):
+        return None, f"its recorded recipe is not valid (a {type(data).__name__}, not a table)"
     try:
         return parse_recipe(data, source="recorded in metadata.json"), ""
     except RecipeError as error:

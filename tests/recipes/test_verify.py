@@ -357,3 +357,25 @@ def test_registry_weights_unavailable_offline_is_not_proven(copy, capsys):
     assert cli.main(["verify", str(copy), "--require-proof"]) == 1
     out = capsys.readouterr().out
     assert "frozen: not proven, and a proof is required: Weights for 'mobilenet_v2' are not" in out
+
+
+def test_a_recorded_recipe_that_is_not_a_recipe_is_named(copy, exported, tmp_path, capsys):
+    _, _, source_file, _ = exported
+    meta_file = copy / "assets" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["recipe"] = "freeze nothing"
+    meta_file.write_text(json.dumps(meta))
+    args = ["verify", str(copy), "--require-proof", "--source-manifest", str(source_file)]
+    assert cli.main(args) == 1
+    out = capsys.readouterr().out
+    assert "not proven from a recipe: its recorded recipe is not valid (a str, not a table)" in out
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(TINY_RECIPE)
+    assert cli.main([*args, "--recipe", str(recipe)]) == 1  # pinned, but the record is bad
+    out = capsys.readouterr().out
+    assert "- metadata.json: recorded recipe is not valid (a str, not a table)" in out
+    assert "proven: 11 of 11 backbone variables bitwise pretrained; trained: head (per" in out
+
+    assert cli.main([*args, "--recipe", str(tmp_path / "nowhere.toml")]) == 2
+    assert "nowhere.toml" in capsys.readouterr().err
