@@ -103,6 +103,59 @@ _Size = Annotated[tuple[int, int], Field(strict=False)]
 _Shape = Annotated[tuple[int, int, int], Field(strict=False)]
 
 
+class AugmentStrengthConfig(BaseModel):
+    """``[data.augment_strength]``: how strong each augmentation the stages use is.
+
+    Unset keys keep ``zoo.data.augmentation``'s defaults. A key acts only where its
+    augmentation is named (``[data].augment`` or a stage's own list).
+
+    Attributes:
+        crop_fraction: ``random_crop``: the share of each side the crop keeps (images are
+            resized ``1 / crop_fraction`` larger first), in (0, 1]; default 0.875.
+        rotation: ``rotation``: the largest turn, as a fraction of a full turn; default 0.1.
+        zoom: ``zoom``: the largest zoom, as a fraction of the size; default 0.1.
+        rand_augment_magnitude: ``rand_augment``: the strength of its operations in [0, 1]
+            (Keras' ``factor``); default 0.5.
+        rand_augment_layers: ``rand_augment``: operations applied to each image (Keras'
+            ``num_ops``); default 2.
+        mixup_alpha: ``mixup``: mixing weights drawn from Beta(alpha, alpha); default 0.2.
+        cutmix_factor: ``cutmix``: Keras' ``factor``: each batch draws alpha uniformly in
+            (0, factor), then each box's share from Beta(alpha, alpha); default 1.0.
+        switch_prob: with both ``mixup`` and ``cutmix``: each batch gets one of them,
+            CutMix with this probability (timm's ``switch_prob``); default 0.5.
+    """
+
+    model_config = _STRICT
+
+    crop_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    rotation: float | None = Field(None, gt=0.0, le=1.0)
+    zoom: float | None = Field(None, gt=0.0, lt=1.0)
+    rand_augment_magnitude: float | None = Field(None, ge=0.0, le=1.0)
+    rand_augment_layers: int | None = Field(None, gt=0)
+    mixup_alpha: float | None = Field(None, gt=0.0)
+    cutmix_factor: float | None = Field(None, gt=0.0, le=1.0)
+    switch_prob: float = Field(0.5, ge=0.0, le=1.0)
+
+    def config(self, names: Iterable[str]) -> dict[str, Any]:
+        """``zoo.data.augmentation``'s config for ``names``: each name -> its strength
+        (``True`` where unset)."""
+        values: dict[str, Any] = {
+            "random_crop": self.crop_fraction,
+            "rotation": self.rotation,
+            "zoom": self.zoom,
+            "mixup": self.mixup_alpha,
+            "cutmix": self.cutmix_factor,
+        }
+        rand = {"factor": self.rand_augment_magnitude, "num_ops": self.rand_augment_layers}
+        rand = {k: v for k, v in rand.items() if v is not None}
+        values["rand_augment"] = rand or None
+        config = {}
+        for name in names:
+            value = values.get(name)
+            config[name] = True if value is None else value
+        return config
+
+
 class DataConfig(BaseModel):
     """``[data]``: the images, the split and the input pipeline.
 
@@ -130,6 +183,7 @@ class DataConfig(BaseModel):
             after label smoothing); empty for none. Stages can turn it off
             (``augment = false``) or name their own; it rules out caching and evaluation
             never sees it.
+        augment_strength: the augmentations' strengths (:class:`AugmentStrengthConfig`).
         options: further keyword arguments for ``zoo.data.load`` (``data_dir``,
             ``download``, ``strict``, ``exif_transpose``, ``test_split``).
     """
@@ -146,6 +200,7 @@ class DataConfig(BaseModel):
     image_size: _Size | None = None
     batch_size: int = Field(32, gt=0)
     augment: list[AugmentName] = Field(default_factory=list)
+    augment_strength: AugmentStrengthConfig = Field(default_factory=AugmentStrengthConfig)
     options: dict[str, Any] = Field(default_factory=dict)
 
 

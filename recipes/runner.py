@@ -507,8 +507,13 @@ def _stages(recipe: Recipe, num_classes: int, data: Any = None) -> list[Any]:
         names = cfg.augment if isinstance(cfg.augment, list) else list(recipe.data.augment)
         augment = None
         if cfg.augment is not False and names:
+            strength = recipe.data.augment_strength
             augment = zoo_data.augmentation(
-                names, image_size=size, seed=recipe.run.seed + 100 * index, num_classes=num_classes
+                strength.config(names),
+                image_size=size,
+                seed=recipe.run.seed + 100 * index,
+                num_classes=num_classes,
+                switch_prob=strength.switch_prob,
             )
         weights = None
         if cfg.class_weight is not None:

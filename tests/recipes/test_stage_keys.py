@@ -87,3 +87,29 @@ def test_class_weight_table_by_name_and_its_errors():
     no_counts = SimpleNamespace(class_names=["cat", "dog"], class_counts=lambda split: None)
     with pytest.raises(RecipeError, match="'balanced' needs the training labels"):
         runner._stages(_recipe(class_weight="balanced"), 2, no_counts)
+
+
+def test_augment_strengths_reach_the_layers_and_the_recipe_round_trips():
+    from recipes.config import recipe_to_toml
+
+    data = tomllib.loads(RECIPE)
+    data["data"]["augment"] = ["random_crop", "rand_augment", "mixup", "cutmix"]
+    data["data"]["augment_strength"] = {
+        "crop_fraction": 0.75,
+        "rand_augment_magnitude": 0.3,
+        "rand_augment_layers": 3,
+        "mixup_alpha": 0.4,
+        "cutmix_factor": 0.8,
+        "switch_prob": 0.25,
+    }
+    recipe = parse_recipe(data)
+    assert parse_recipe(tomllib.loads(recipe_to_toml(recipe))) == recipe
+    aug = runner._stages(recipe, 3)[0].augment
+    assert aug.crop_fraction == 0.75 and aug.switch_prob == 0.25
+    rand = next(layer for layer in aug.layers if type(layer).__name__ == "RandAugment")
+    assert rand.num_ops == 3 and rand.factor == pytest.approx((0, 0.3))
+    mixup, cutmix = aug.mixes
+    assert mixup.alpha == 0.4 and cutmix.factor == pytest.approx((0, 0.8))
+    with pytest.raises(RecipeError, match="switch_prob"):
+        data["data"]["augment_strength"] = {"switch_prob": 2.0}
+        parse_recipe(data)

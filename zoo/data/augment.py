@@ -67,6 +67,8 @@ class Augmentation:
         crop_fraction: with a random crop, the share of each side the crop keeps: training
             images are resized to ``image_size / crop_fraction`` (see :meth:`resize_to`)
             and cropped back to ``image_size``. ``None`` without a crop.
+        switch_prob: with both MixUp and CutMix, each batch gets one of them: CutMix with
+            this probability, else MixUp (timm's ``switch_prob``, default 0.5).
     """
 
     layers: tuple[keras.layers.Layer, ...] = ()
@@ -74,6 +76,7 @@ class Augmentation:
     num_classes: int | None = None
     label_smoothing: float = 0.0
     crop_fraction: float | None = None
+    switch_prob: float = 0.5
 
     def __post_init__(self) -> None:
         problems = []
@@ -86,6 +89,8 @@ class Augmentation:
             problems.append(f"mixes holds {', '.join(wrong)} (expected MixUp or CutMix)")
         if self.crop_fraction is not None and not 0.0 < float(self.crop_fraction) <= 1.0:
             problems.append(f"crop_fraction={self.crop_fraction!r} (expected 0 < x <= 1)")
+        if not 0.0 <= float(self.switch_prob) <= 1.0:
+            problems.append(f"switch_prob={self.switch_prob!r} (expected 0 <= x <= 1)")
         if problems:
             raise InvalidValueError("Bad augmentation: " + "; ".join(problems) + ".")
 
@@ -145,6 +150,17 @@ class Augmentation:
         if not self.soft_labels:
             return images, labels
         labels = one_hot_labels(labels, self._classes(), self.label_smoothing)
+        mixup = [m for m in self.mixes if isinstance(m, keras.layers.MixUp)]
+        cutmix = [m for m in self.mixes if isinstance(m, keras.layers.CutMix)]
+        if len(mixup) == 1 and len(cutmix) == 1 and len(self.mixes) == 2:
+            # One of the two per batch, as timm's Mixup does (switch_prob).
+            seed = getattr(cutmix[0], "seed", None)
+            use_cutmix = tf.random.uniform([], seed=seed) < self.switch_prob
+            return tf.cond(
+                use_cutmix,
+                lambda: _mix(cutmix[0], images, labels),
+                lambda: _mix(mixup[0], images, labels),
+            )
         for layer in self.mixes:
             images, labels = _mix(layer, images, labels)
         return images, labels
@@ -233,6 +249,7 @@ def augmentation(
     *,
     num_classes: int | None = None,
     label_smoothing: float = 0.0,
+    switch_prob: float = 0.5,
 ) -> Augmentation:
     """Builds an :class:`Augmentation` from recipe-style names or a config.
 
@@ -259,6 +276,8 @@ def augmentation(
         num_classes: classes of the soft labels; needed with mixup, cutmix or smoothing
             before the first call (a pipeline of a loaded source fills it in).
         label_smoothing: ``epsilon`` in ``[0, 1)`` applied to one-hot labels before mixing.
+        switch_prob: with both ``mixup`` and ``cutmix``, the probability that a batch gets
+            CutMix rather than MixUp (one of them per batch, as timm).
 
     Returns:
         An :class:`Augmentation`.
@@ -291,7 +310,9 @@ def augmentation(
         (mixes if isinstance(layer, _MIXING) else layers).append(layer)
     if problems:
         raise InvalidValueError("Bad augmentation config: " + "; ".join(problems) + ".")
-    return Augmentation(tuple(layers), tuple(mixes), num_classes, label_smoothing, crop_fraction)
+    return Augmentation(
+        tuple(layers), tuple(mixes), num_classes, label_smoothing, crop_fraction, switch_prob
+    )
 
 
 def _from_layer(layer: keras.layers.Layer, num_classes: int | None, smoothing: float):
