@@ -250,3 +250,156 @@ def test_predict_goes_on_past_bad_files_and_exits_2(export_dir, tmp_path, capsys
         assert name in line, (name, line)
     alone = main(["predict", str(export_dir), str(good), str(other), "--top-k", "1"])
     assert alone == 0 and capsys.readouterr().err == ""
+
+
+# -- runs: corrupt checkpoints, a full disk, leftovers, two processes --------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished run of the tiny backbone (one head epoch, exported): (recipe, run dir)."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    photos = lib.colour_squares(root / "photos", per_class=6, size=16)
+    lib.ensure_registered()
+    recipe = root / "tiny.toml"
+    text = lib.tiny_recipe(photos, top_epochs=None)
+    recipe.write_text(text.replace('"efficientnet_lite0"', f'"{lib.BACKBONE}"'))
+    recipe.write_text(
+        recipe.read_text().replace("image_size = [ 32, 32,]", "image_size = [16, 16]")
+    )
+    assert main(["run", str(recipe), "--out", str(root / "run")]) == 0
+    return recipe, root / "run"
+
+
+def _copy_run(tiny_run, tmp_path: Path) -> Path:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run[1], run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a zip"])
+def test_resume_from_a_corrupt_checkpoint_says_so_and_keeps_it(tiny_run, tmp_path, capsys, damage):
+    run_dir = _copy_run(tiny_run, tmp_path)
+    checkpoint = run_dir / "checkpoints" / "last.npz"
+    whole = checkpoint.read_bytes()
+    checkpoint.write_bytes(whole[: len(whole) // 2] if damage == "truncated" else b"PK\0garbage")
+    damaged = checkpoint.read_bytes()
+    report = (run_dir / "report.json").read_bytes()
+    capsys.readouterr()
+    assert main(["run", str(tiny_run[0]), "--out", str(run_dir), "--resume"]) == 2
+    line = _error_line(capsys)
+    assert str(checkpoint) in line and "corrupt or truncated" in line and "delete" in line
+    assert checkpoint.read_bytes() == damaged  # never started over silently
+    assert (run_dir / "report.json").read_bytes() == report
+
+
+def test_a_full_disk_while_checkpointing_names_the_file(tiny_run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(tiny_run[0]), "--out", str(run_dir)]) == 2
+    line = _error_line(capsys)
+    checkpoint = run_dir / "checkpoints" / "last.npz"
+    assert f"No space left on the device while writing {checkpoint}" in line
+    assert "needed" in line and "free" in line
+    assert list(checkpoint.parent.iterdir()) == []  # nothing half-written
+
+
+def test_a_full_disk_while_exporting_names_the_export(tiny_run, tmp_path, capsys, monkeypatch):
+    """--resume of a finished run exports again (the earlier export is removed first); the
+    disk fills in model.save: nothing is left. The stale staging directories a killed
+    export left are removed when the run starts."""
+    import errno
+
+    import keras
+
+    run_dir = _copy_run(tiny_run, tmp_path)
+    export = run_dir / "export"
+    stale = [run_dir / ".export.tmp-killed", run_dir / ".export.old-killed"]
+    for path in stale:
+        path.mkdir()
+        (path / "saved_model.pb").write_bytes(b"stale")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", full)
+    capsys.readouterr()
+    assert main(["run", str(tiny_run[0]), "--out", str(run_dir), "--resume"]) == 2
+    line = _error_line(capsys)
+    assert f"No space left on the device while writing {export}" in line and "needed" in line
+    assert list(run_dir.glob(".export*")) == []
+    assert not export.exists()
+
+
+def test_an_interrupted_exports_directory_is_never_read(export_dir, tmp_path, capsys):
+    import shutil
+
+    from recipes.export import export_saved_model
+    from recipes.predict import Predictor
+
+    staged = tmp_path / ".export.tmp-abc123"  # complete, as a kill -9 before the swap leaves it
+    shutil.copytree(export_dir, staged)
+    assert main(["verify", str(staged)]) == 2
+    line = _error_line(capsys)
+    assert str(staged) in line and "interrupted" in line
+    with pytest.raises(ValueError, match="interrupted"):
+        Predictor(staged)
+    model = lib.build_model()
+    lib.freeze_backbone(model)
+    export_saved_model(model, tmp_path / "export")  # the next export there removes it
+    assert not staged.exists() and (tmp_path / "export" / "saved_model.pb").is_file()
+
+
+_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.write(fd, f"{os.getpid()}\\n".encode())
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_process_in_a_run_directory_is_refused_naming_the_holder(
+    tiny_run, tmp_path, capsys
+):
+    import subprocess
+
+    run_dir = _copy_run(tiny_run, tmp_path)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    holders = []
+    try:
+        for directory in (run_dir, fresh):
+            holder = subprocess.Popen(
+                [sys.executable, "-c", _HOLDER, str(directory / ".zoo-run.lock")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            holders.append(holder)
+            assert holder.stdout.readline().strip() == "locked"
+        capsys.readouterr()
+        for directory, holder, extra in (
+            (run_dir, holders[0], ["--resume"]),
+            (fresh, holders[1], []),
+        ):
+            assert main(["run", str(tiny_run[0]), "--out", str(directory), *extra]) == 2
+            line = _error_line(capsys)
+            assert f"the run directory {directory} is in use by process {holder.pid}" in line
+        assert not (fresh / "recipe.toml").exists()
+    finally:
+        for holder in holders:
+            holder.communicate("")
+    from zoo.files import exclusive_lock
+
+    with exclusive_lock(run_dir / ".zoo-run.lock", "the run"):  # free once the holder ended
+        pass
