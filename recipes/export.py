@@ -10,6 +10,12 @@ The export is written atomically: into a temporary directory next to the target,
 verified with :func:`recipes.verify.verify_export`, then renamed into place. An earlier
 export at the target is renamed away first and deleted only once the new one is in
 place, so an interrupted or failed export never leaves a half-written directory there.
+While it runs the export holds a lock beside the target (``.<name>.lock``, naming its
+process); a second export to the same target is refused. A staging or set-aside
+directory (``.<name>.tmp-*``, ``.<name>.old-*``) left by a killed export is never read:
+the next export there removes it (:func:`remove_leftovers`), and ``zoo verify`` refuses
+to check one (:func:`is_leftover`). A full disk is one :class:`zoo.files.DiskFullError`
+naming the export and about how much it needed.
 The verification checks the frozen variables against the registry's pinned pretrained
 file whenever the backbone's weights came from it, so a frozen variable that drifted
 before the export is refused even when no source manifest is passed.
@@ -22,6 +28,7 @@ manifest paths.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -55,6 +62,7 @@ from recipes.verify import VerifyResult, verify_export
 from zoo import fingerprint, proof
 from zoo.classifier import classifier_info
 from zoo.errors import InvalidValueError, ZooError
+from zoo.files import disk_full, exclusive_lock
 
 __all__ = [
     "OUTPUTS",
@@ -162,19 +170,72 @@ def export_saved_model(
     meta = _metadata(info, metadata)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        _write_saved_model(model, info, staging)
-        _write_assets(staging, info, zoo_manifest, meta)
-        model.save(staging / KERAS_FILE)
-        verification = _verify_staged(staging, source, model, tolerance, require_proof)
-        write_model_card(staging)  # MODEL_CARD.md; the deploy step adds its formats
-        _swap_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with export_lock(target):
+        remove_leftovers(target)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{_STAGING}", dir=target.parent))
+        try:
+            _write_saved_model(model, info, staging)
+            _write_assets(staging, info, zoo_manifest, meta)
+            model.save(staging / KERAS_FILE)
+            verification = _verify_staged(staging, source, model, tolerance, require_proof)
+            write_model_card(staging)  # MODEL_CARD.md; the deploy step adds its formats
+            _swap_into_place(staging, target)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            # The SavedModel and model.keras each hold every weight once.
+            needed = 2 * sum(int(v.numpy().nbytes) for v in model.weights)
+            full = disk_full(error, target, needed)
+            if full is None:
+                raise
+            raise full from error
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     verification.export_dir = target
     return ExportResult(target, verification)
+
+
+# The name parts of the directories an export works in beside its target: the staging
+# directory it writes and verifies, and the earlier export set aside during the swap.
+_STAGING, _SET_ASIDE = ".tmp-", ".old-"
+
+
+def is_leftover(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an export's staging or set-aside directory (``.<name>.tmp-*``,
+    ``.<name>.old-*``): never a finished export, even when complete."""
+    name = Path(path).name
+    return name.startswith(".") and (_STAGING in name or _SET_ASIDE in name)
+
+
+def export_lock(target: str | os.PathLike) -> contextlib.AbstractContextManager:
+    """The lock an export to ``target`` holds (``.<name>.lock`` beside it, naming its PID).
+
+    Raises:
+        zoo.files.LockedError: on entry, when another process holds it.
+    """
+    target = Path(target)
+    return exclusive_lock(target.parent / f".{target.name}.lock", f"the export {target}")
+
+
+def remove_leftovers(target: str | os.PathLike) -> list[Path]:
+    """Removes the staging and set-aside directories a killed export to ``target`` left.
+
+    Call it holding the target's lock (as :func:`export_saved_model` does): then no
+    export to ``target`` is running, so each one found is stale.
+
+    Returns:
+        The directories removed.
+    """
+    target = Path(target)
+    found = [
+        p
+        for marker in (_STAGING, _SET_ASIDE)
+        for p in target.parent.glob(f".{target.name}{marker}*")
+        if p.is_dir() and not p.is_symlink()
+    ]
+    for path in found:
+        shutil.rmtree(path)
+    return found
 
 
 def _is_path(value: Any) -> bool:
@@ -512,7 +573,7 @@ def _swap_into_place(staging: Path, target: Path) -> None:
     """Renames ``staging`` to ``target``; an old export there is removed only afterwards."""
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}{_SET_ASIDE}", dir=target.parent))
         old.rmdir()
         os.replace(target, old)
     try:

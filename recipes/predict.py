@@ -99,7 +99,14 @@ class Predictor:
     ) -> None:
         import tensorflow as tf
 
+        from recipes.export import is_leftover
+
         directory = Path(export_dir)
+        if is_leftover(directory):
+            raise InvalidValueError(
+                f"{directory} is the working directory of an export that was interrupted, "
+                "not an export; predict with the export itself."
+            )
         if not fmt.is_export(directory):
             raise MissingFileError(
                 f"{directory} is not a zoo export (needs saved_model.pb and "

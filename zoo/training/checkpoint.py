@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zoo.errors import InvalidValueError
+from zoo.errors import InvalidValueError, ZooError
 from zoo.files import atomic_path
 from zoo.training.stages import StageResult
 
@@ -36,6 +37,10 @@ log = logging.getLogger("zoo.training")
 CHECKPOINT_NAME = "last.npz"
 FORMAT_VERSION = 2
 _MODEL, _OPTIMIZER, _BEST = "model/", "optimizer/", "best/"
+
+
+class CorruptCheckpointError(InvalidValueError):
+    """A checkpoint file that cannot be read back (truncated, damaged)."""
 
 
 @dataclass
@@ -129,7 +134,8 @@ def save_checkpoint(
     arrays.update({_BEST + path: value for path, value in (best or {}).items()})
     arrays["state"] = np.frombuffer(state.to_json().encode(), dtype=np.uint8)
     path = checkpoint_path(run_dir)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    needed = sum(a.nbytes for a in arrays.values())
+    with atomic_path(path, needed=needed) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     return path
 
@@ -145,14 +151,26 @@ def load_checkpoint(
     Raises:
         InvalidValueError: the checkpoint was written for another model (every missing,
             unexpected or reshaped variable is named) or by another version of zoo.
+        CorruptCheckpointError: the file cannot be read (truncated, not a zip, a damaged
+            member): never a silent start from the beginning.
     """
     path = checkpoint_path(run_dir)
     if not path.exists():
         log.warning("resume=True but no checkpoint at %s; starting from the beginning", path)
         return None
-    with np.load(path) as data:
-        state = CheckpointState.from_json(bytes(data["state"]).decode(), path)
-        saved = {k: data[k] for k in data.files if k != "state"}
+    try:
+        with np.load(path) as data:
+            state = CheckpointState.from_json(bytes(data["state"]).decode(), path)
+            saved = {k: data[k] for k in data.files if k != "state"}
+    except ZooError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, TypeError) as error:
+        raise CorruptCheckpointError(
+            f"The checkpoint {path} is corrupt or truncated ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no detail'}), so the run cannot "
+            f"resume from it; nothing was loaded. Start a new run directory, or delete {path} "
+            "to resume this one from its first epoch."
+        ) from error
     values = _assignments(model.variables, _MODEL, saved, path)
     for v, value in values:
         v.assign(value)
