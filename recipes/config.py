@@ -513,6 +513,25 @@ class ExportConfig(BaseModel):
         return formats
 
 
+class EvaluateConfig(BaseModel):
+    """``[evaluate]``: the final evaluation on ``[data] evaluate_on``.
+
+    Attributes:
+        tta: test-time augmentation: ``["flip"]`` averages the logits of each image and
+            its mirror image; the report gives top-1 with and without. The export stays
+            single-view.
+        calibrate: fit a temperature on the validation split after the last stage
+            (temperature scaling, Guo et al. 2017) and report the expected calibration
+            error before and after (15 bins) with a reliability diagram. Needs a validation
+            split and single-label classes; skipped otherwise.
+    """
+
+    model_config = _STRICT
+
+    tta: list[Literal["flip"]] = Field(default_factory=list)
+    calibrate: bool = True
+
+
 class VerifyConfig(BaseModel):
     """``[verify]``: the proof run on the export (:mod:`recipes.verify`).
 
@@ -590,6 +609,7 @@ class Recipe(BaseModel):
     export: ExportConfig = Field(default_factory=ExportConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     def input_shape(self) -> tuple[int, int, int]:
         """The model's input ``(height, width, 3)``: [model] first, then [data], then the spec."""

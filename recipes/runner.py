@@ -586,22 +586,49 @@ def _fine_tune(
     )
 
 
-def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any]:
-    """Top-1 and per-class metrics on the evaluation split; mAP and F1 for multi-label."""
+def _logits(recipe: Recipe, model: Any, data: Any, split: str, flip: bool = False) -> Any:
+    """Labels and logits of ``split`` (float32 ``(n, classes)``); with ``flip`` also the
+    logits of the mirrored images (else None) and the seconds they took."""
     import numpy as np
 
-    from recipes.report import classification_metrics, error_analysis, multilabel_metrics
+    labels, logits, mirrored, seconds = [], [], [], 0.0
+    for images, batch_labels in _batches(recipe, data, split, training=False):
+        logits.append(np.asarray(model.predict_on_batch(images), dtype=np.float32))
+        labels.append(np.asarray(batch_labels))
+        if flip:
+            start = time.perf_counter()
+            mirror = np.ascontiguousarray(np.asarray(images)[:, :, ::-1, :])
+            mirrored.append(np.asarray(model.predict_on_batch(mirror), dtype=np.float32))
+            seconds += time.perf_counter() - start
+    both = np.concatenate(mirrored) if flip else None
+    return np.concatenate(labels), np.concatenate(logits), both, seconds
+
+
+def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any]:
+    """Top-1 and per-class metrics on the evaluation split; mAP and F1 for multi-label.
+
+    With ``[evaluate] tta = ["flip"]`` the logits are the mean of the image's and its
+    mirror's (the single view's top-1 is kept beside). With ``[evaluate] calibrate`` a
+    temperature is fitted on the validation split's single-view logits (what the export
+    outputs) and the expected calibration error measured on this split before and after.
+    """
+    import numpy as np
+
+    from recipes.report import (
+        calibration,
+        classification_metrics,
+        error_analysis,
+        multilabel_metrics,
+    )
     from recipes.text import format_cell
     from zoo.caching.fold import fold_batchnorm
 
     split = recipe.data.evaluate_on
     # BatchNorm folded: the same logits to float rounding, in fewer passes over the images.
     folded = fold_batchnorm(model)[0]
-    labels, logits = [], []
-    for images, batch_labels in _batches(recipe, data, split, training=False):
-        logits.append(np.asarray(folded.predict_on_batch(images), dtype=np.float32))
-        labels.append(np.asarray(batch_labels))
-    labels, logits = np.concatenate(labels), np.concatenate(logits)
+    flip = "flip" in recipe.evaluate.tta
+    labels, single, mirrored, tta_seconds = _logits(recipe, folded, data, split, flip)
+    logits = single if mirrored is None else (single + mirrored) / 2
     threshold = recipe.model.head.decision_threshold
     if threshold is not None:
         # The head's sigmoid, in a form that cannot overflow.
@@ -615,6 +642,11 @@ def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any
         )
         return metrics
     metrics = classification_metrics(labels, np.argmax(logits, axis=-1), data.class_names, logits)
+    if mirrored is not None:
+        without = float(np.mean(np.argmax(single, axis=-1) == labels)) if len(labels) else None
+        metrics["tta"] = {"views": ["image", "flip"], "top1_without": without}
+        metrics["tta"]["seconds"] = tta_seconds
+        log(f"{split} top-1 {format_cell(without, 4)} without test-time flip")
     identities = data.identities(split)
     if identities is not None and len(identities) != len(labels):
         identities = None  # not one per evaluated image: the list would point at others
@@ -625,6 +657,17 @@ def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any
         f"balanced {format_cell(metrics['balanced_accuracy'], 4)}) on {metrics['images']} "
         "images"
     )
+    if recipe.evaluate.calibrate and data.validation is not None and len(labels):
+        fit_labels, fit_logits, _, _ = _logits(recipe, folded, data, "validation")
+        metrics["calibration"] = {
+            **calibration(fit_labels, fit_logits, labels, single),
+            "fitted_on": "validation",
+        }
+        c = metrics["calibration"]
+        log(
+            f"calibration: temperature {c['temperature']:.3f} (fitted on validation), "
+            f"{split} ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}"
+        )
     return metrics
 
 

@@ -1,11 +1,12 @@
 """The run report: ``report.json`` for machines, ``report.md`` and PNG plots for people.
 
 * :mod:`recipes.report.metrics`: the numbers, from scikit-learn (top-1, top-5, balanced
-  accuracy, per-class precision and recall, mAP, F1) and the error analysis (highest
-  losses, most-confused pairs);
+  accuracy, per-class precision and recall, mAP, F1), the error analysis (highest
+  losses, most-confused pairs) and calibration (temperature, ECE);
 * :mod:`recipes.report.run_report`: the typed report (:class:`RunReport` and its parts)
   and its JSON form;
-* :mod:`recipes.report.plots`: training curves, confusion matrix, the highest-loss images;
+* :mod:`recipes.report.plots`: training curves, confusion matrix, the highest-loss images,
+  the reliability diagram;
 * :mod:`recipes.report.markdown`: ``report.md``.
 
 :func:`write_report` writes them all into a run directory.
@@ -24,11 +25,19 @@ from recipes.report.markdown import render_markdown
 from recipes.report.metrics import (
     TOP_LOSSES,
     average_precision,
+    calibration,
     classification_metrics,
     error_analysis,
+    expected_calibration_error,
+    fit_temperature,
     multilabel_metrics,
 )
-from recipes.report.plots import plot_confusion_matrix, plot_top_losses, plot_training_curves
+from recipes.report.plots import (
+    plot_confusion_matrix,
+    plot_reliability,
+    plot_top_losses,
+    plot_training_curves,
+)
 from recipes.report.run_report import (
     CacheReport,
     DataReport,
@@ -48,10 +57,14 @@ __all__ = [
     "StageReport",
     "VerifyReport",
     "average_precision",
+    "calibration",
     "classification_metrics",
     "error_analysis",
+    "expected_calibration_error",
+    "fit_temperature",
     "multilabel_metrics",
     "plot_confusion_matrix",
+    "plot_reliability",
     "plot_top_losses",
     "plot_training_curves",
     "render_markdown",
@@ -71,7 +84,8 @@ def write_report(
             entries of ``report.evaluation["top_losses"]``, for their grid; None: no grid.
 
     Returns:
-        ``{"json", "markdown", "training_curves", "confusion_matrix", "top_losses"}`` ->
+        ``{"json", "markdown", "training_curves", "confusion_matrix", "top_losses",
+        "reliability"}`` ->
         written paths (the plots only when there is something to plot).
     """
     run_dir = Path(run_dir)
@@ -94,6 +108,11 @@ def write_report(
     if top_losses and top_loss_images is not None and len(top_loss_images):
         written["top_losses"] = plot_top_losses(
             top_loss_images, top_losses, plots_dir / "top_losses.png", split=report.evaluated_on
+        )
+    calibrated = report.evaluation.get("calibration")
+    if calibrated and calibrated.get("reliability"):
+        written["reliability"] = plot_reliability(
+            calibrated, plots_dir / "reliability.png", split=report.evaluated_on
         )
     relative = {k: p.relative_to(run_dir).as_posix() for k, p in written.items()}
     written["json"] = run_dir / "report.json"

@@ -43,6 +43,7 @@ def render_markdown(report: RunReport, plots: Mapping[str, str]) -> str:
     if "confusion_matrix" in plots:
         lines += [f"![confusion matrix]({plots['confusion_matrix']})", ""]
     lines += _errors_section(report, plots.get("top_losses"))
+    lines += _calibration_section(report, plots.get("reliability"))
     lines += _verify_section(report.verify)
     lines += _deployment_section(report.deployment)
     lines += _data_section(report.data)
@@ -94,6 +95,42 @@ def _errors_section(report: RunReport, grid: str | None, rows: int = 20) -> list
             ],
         )
         lines.append("")
+    return lines
+
+
+def _calibration_section(report: RunReport, diagram: str | None) -> list[str]:
+    """Temperature scaling: the temperature, ECE and NLL before and after."""
+    calibrated = report.evaluation.get("calibration")
+    if not calibrated:
+        return []
+    split = report.evaluated_on
+    fitted = calibrated.get("fitted_on", "validation")
+    lines = ["## Calibration", ""]
+    lines += [
+        f"Temperature {calibrated['temperature']:.3f}, fitted on the {fitted} split after "
+        "the last stage (Guo et al. 2017): softmax(logits / T). It changes the "
+        "probabilities, never the ranking of the classes, so top-1 is the same.",
+        "",
+    ]
+    lines += markdown_table(
+        ["", f"{split} ECE ({calibrated['bins']} bins)", f"{split} NLL"],
+        [
+            ["as trained", *(format_cell(calibrated[k], 4) for k in ("ece_before", "nll_before"))],
+            [
+                "temperature-scaled",
+                *(format_cell(calibrated[k], 4) for k in ("ece_after", "nll_after")),
+            ],
+        ],
+    )
+    lines.append("")
+    if fitted == split:
+        lines += [
+            f"Fitted and measured on the same {split} split, so the 'after' figures are "
+            "optimistic.",
+            "",
+        ]
+    if diagram:
+        lines += [f"![reliability diagram]({diagram})", ""]
     return lines
 
 
@@ -162,6 +199,15 @@ def _result_section(report: RunReport) -> list[str]:
             ]
         ],
     )
+    tta = ev.get("tta")
+    if tta:
+        lines += [
+            "",
+            f"Test-time augmentation ({', '.join(tta['views'])}): {split} top-1 "
+            f"{format_cell(report.score)} averaging the views' logits, "
+            f"{format_cell(tta['top1_without'])} on the image alone; "
+            f"{tta['seconds']:.1f} s for the extra views. The export predicts one view.",
+        ]
     if split != "test":
         lines += [
             "",

@@ -6,6 +6,8 @@ recall, the confusion matrix), :func:`multilabel_metrics` (mAP, F1) and
 0/0 is None (never a silent 0), and bad input is one :class:`zoo.errors.InvalidValueError`
 listing every problem. :func:`error_analysis` finds what a user looks at when the model is
 wrong: the images with the highest loss and the most-confused pairs of classes.
+:func:`calibration` fits a temperature (Guo et al. 2017) and measures the expected
+calibration error before and after.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from zoo.errors import InvalidValueError
 __all__ = [
     "TOP_LOSSES",
     "average_precision",
+    "calibration",
     "classification_metrics",
     "error_analysis",
+    "expected_calibration_error",
+    "fit_temperature",
     "log_softmax",
     "multilabel_metrics",
 ]
@@ -314,3 +319,102 @@ def multilabel_metrics(
 def _mean(values: Sequence[float | None]) -> float | None:
     defined = [v for v in values if v is not None]
     return float(np.mean(defined)) if defined else None
+
+
+def expected_calibration_error(
+    labels: np.ndarray, probabilities: np.ndarray, bins: int = 15
+) -> float | None:
+    """Expected calibration error of the top-1 predictions (Guo et al. 2017, "On
+    Calibration of Modern Neural Networks", eq. 3).
+
+    The images are binned by their top probability (``bins`` equal-width bins of (0, 1],
+    a bin holding ``lower < p <= upper``); ECE is the images-weighted mean of
+    ``|accuracy - mean confidence|`` over the bins.
+
+    Args:
+        labels: true class indices ``(n,)``.
+        probabilities: ``(n, classes)`` softmax outputs.
+        bins: number of bins (15 as in Guo et al.).
+
+    Returns:
+        ECE in [0, 1], or None for no images.
+    """
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    p = np.asarray(probabilities, dtype=np.float64)
+    if not y.size:
+        return None
+    confidence = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    gap = np.abs(
+        np.bincount(which, weights=correct, minlength=bins)
+        - np.bincount(which, weights=confidence, minlength=bins)
+    )
+    return float(gap.sum() / counts.sum())
+
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+    """The temperature ``T`` that minimises the negative log-likelihood of
+    ``softmax(logits / T)`` (temperature scaling, Guo et al. 2017), searched in
+    [0.05, 20] on a log scale (``scipy.optimize.minimize_scalar``).
+
+    Args:
+        labels: true class indices ``(n,)``.
+        logits: ``(n, classes)``.
+
+    Returns:
+        ``T > 0``: above 1 softens over-confident probabilities, below 1 sharpens them.
+        The ranking of the classes, so top-1, is the same for every ``T``.
+    """
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    z = np.asarray(logits, dtype=np.float64)
+
+    def nll(log_t: float) -> float:
+        return float(-log_softmax(z / np.exp(log_t))[np.arange(y.size), y].mean())
+
+    found = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(found.x))
+
+
+def calibration(
+    fit_labels: np.ndarray,
+    fit_logits: np.ndarray,
+    labels: np.ndarray,
+    logits: np.ndarray,
+    bins: int = 15,
+) -> dict[str, Any]:
+    """Temperature scaling fitted on one split and measured on another.
+
+    Args:
+        fit_labels, fit_logits: the split the temperature is fitted on (validation).
+        labels, logits: the split it is measured on (test): ``(n,)`` and ``(n, classes)``.
+        bins: ECE bins.
+
+    Returns:
+        ``{"temperature", "bins", "ece_before", "ece_after", "nll_before", "nll_after",
+        "reliability": {"before"|"after": {"confidence": [...], "accuracy": [...]}}}``:
+        the reliability curve is the mean confidence and the accuracy of each non-empty
+        bin (``sklearn.calibration.calibration_curve`` on "the top-1 prediction is right").
+    """
+    from sklearn.calibration import calibration_curve
+
+    temperature = fit_temperature(fit_labels, fit_logits)
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    out: dict[str, Any] = {"temperature": temperature, "bins": bins, "reliability": {}}
+    for name, t in (("before", 1.0), ("after", temperature)):
+        logp = log_softmax(np.asarray(logits, dtype=np.float64) / t)
+        p = np.exp(logp)
+        out[f"ece_{name}"] = expected_calibration_error(y, p, bins)
+        out[f"nll_{name}"] = float(-logp[np.arange(y.size), y].mean()) if y.size else None
+        correct = (p.argmax(axis=1) == y).astype(int)
+        accuracy, confidence = calibration_curve(
+            correct, p.max(axis=1), n_bins=bins, strategy="uniform"
+        )
+        out["reliability"][name] = {
+            "confidence": [float(v) for v in confidence],
+            "accuracy": [float(v) for v in accuracy],
+        }
+    return out

@@ -15,7 +15,12 @@ import numpy as np
 
 from recipes.report.run_report import StageReport, accuracy_key
 
-__all__ = ["plot_confusion_matrix", "plot_top_losses", "plot_training_curves"]
+__all__ = [
+    "plot_confusion_matrix",
+    "plot_reliability",
+    "plot_top_losses",
+    "plot_training_curves",
+]
 
 
 def _pyplot() -> Any:
@@ -195,6 +200,49 @@ def plot_top_losses(
             color="black" if entry["true"] == entry["predicted"] else "firebrick",
         )
     fig.suptitle(f"{split}: the {n} images with the highest loss", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(
+    calibrated: dict[str, Any], path: str | os.PathLike, split: str = "test"
+) -> Path:
+    """The reliability diagram: accuracy against confidence per bin, before and after
+    temperature scaling; a calibrated model lies on the diagonal.
+
+    Args:
+        calibrated: ``recipes.report.metrics.calibration(...)``.
+        path: the PNG to write.
+        split: the split it was measured on, for the title.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 5.0), dpi=110)
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="calibrated")
+    curves = calibrated["reliability"]
+    for name, colour, label in (
+        ("before", "C3", "as trained"),
+        ("after", "C0", f"temperature {calibrated['temperature']:.2f}"),
+    ):
+        curve = curves.get(name) or {}
+        ece = calibrated.get(f"ece_{name}")
+        ax.plot(
+            curve.get("confidence", []),
+            curve.get("accuracy", []),
+            "-o",
+            markersize=3,
+            color=colour,
+            label=f"{label} (ECE {ece:.3f})" if ece is not None else label,
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{split} reliability, {calibrated['bins']} bins")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

@@ -15,6 +15,7 @@ from recipes.report import (
     SettingsReport,
     StageReport,
     VerifyReport,
+    calibration,
     classification_metrics,
     error_analysis,
     write_report,
@@ -87,6 +88,26 @@ def test_error_analysis_puts_confident_mistakes_first_with_their_paths():
         error_analysis(labels, logits, ["a", "b", "c"], paths[:2])
 
 
+def test_temperature_scaling_recovers_the_temperature_and_lowers_the_ece():
+    from recipes.report import calibration, expected_calibration_error, fit_temperature
+
+    # Labels drawn from softmax(z / 2): the logits z are over-confident by a factor of 2.
+    rng = np.random.default_rng(6)
+    z = rng.normal(scale=3.0, size=(4000, 5))
+    p = np.exp(z / 2) / np.exp(z / 2).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(5, p=row) for row in p])
+    assert fit_temperature(labels[:2000], z[:2000]) == pytest.approx(2.0, rel=0.1)
+    found = calibration(labels[:2000], z[:2000], labels[2000:], z[2000:])
+    assert found["ece_after"] < 0.03 < found["ece_before"]
+    assert found["nll_after"] < found["nll_before"]
+    after = found["reliability"]["after"]
+    assert len(after["confidence"]) == len(after["accuracy"]) >= 5
+    # By hand: two bins, (0.6 right, 0.9 wrong, 0.9 right): |1 - .6| / 3 + 2 |.5 - .9| / 3.
+    probs = np.array([[0.6, 0.4], [0.9, 0.1], [0.1, 0.9]])
+    ece = expected_calibration_error([0, 1, 1], probs, bins=10)
+    assert ece == pytest.approx((0.4 + 2 * 0.4) / 3)
+
+
 def test_report_says_which_epoch_was_kept_ema_and_where_the_model_is_wrong(tmp_path):
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 6, 60)
@@ -95,6 +116,11 @@ def test_report_says_which_epoch_was_kept_ema_and_where_the_model_is_wrong(tmp_p
     test = classification_metrics(labels, logits.argmax(1), names, logits)
     test.update(error_analysis(labels, logits, names, [f"img/{i}.png" for i in range(60)]))
     test["split"] = "test"
+    test["tta"] = {"views": ["image", "flip"], "top1_without": 0.5, "seconds": 1.5}
+    test["calibration"] = {
+        **calibration(labels, logits, labels, logits),
+        "fitted_on": "validation",
+    }
     base = _report(rng)
     head, top = base.stages
     top = dataclasses.replace(
@@ -121,6 +147,11 @@ def test_report_says_which_epoch_was_kept_ema_and_where_the_model_is_wrong(tmp_p
     pair = test["most_confused"][0]
     assert f"| {pair['true']} | {pair['predicted']} | {pair['count']} |" in md
     assert "![highest-loss images](plots/top_losses.png)" in md
+    assert "on the image alone; 1.5 s for the extra views" in md
+    ece = test["calibration"]["ece_after"]
+    assert f"| temperature-scaled | {ece:.4f} |" in md
+    assert "![reliability diagram](plots/reliability.png)" in md
+    assert paths["reliability"].stat().st_size > 10_000
     with Image.open(paths["top_losses"]) as image:
         assert image.format == "PNG" and np.asarray(image.convert("L")).std() > 5
 

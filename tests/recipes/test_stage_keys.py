@@ -113,3 +113,23 @@ def test_augment_strengths_reach_the_layers_and_the_recipe_round_trips():
     with pytest.raises(RecipeError, match="switch_prob"):
         data["data"]["augment_strength"] = {"switch_prob": 2.0}
         parse_recipe(data)
+
+
+def test_flip_tta_averages_the_mirrors_logits_and_keeps_the_single_view_score(monkeypatch):
+    images = np.zeros((4, 2, 2, 3), np.float32)
+    images[:, :, 0, :] = 255.0  # the left column bright, the right dark
+    labels = np.zeros(4, int)
+    monkeypatch.setattr(runner, "_batches", lambda *args, **kwargs: [(images, labels)])
+
+    class Sided:  # class 0 from the left column's brightness, class 1 (stronger) the right's
+        def predict_on_batch(self, x):
+            x = np.asarray(x)
+            return np.stack([2 * x[:, :, 0].mean((1, 2)), 3 * x[:, :, -1].mean((1, 2))], 1) / 255
+
+    data = SimpleNamespace(class_names=["a", "b"], identities=lambda split: None, validation=None)
+    data_recipe = tomllib.loads(RECIPE)
+    data_recipe["evaluate"] = {"tta": ["flip"]}
+    metrics = runner._evaluate(parse_recipe(data_recipe), Sided(), data, log=lambda line: None)
+    # Alone: logits (2, 0), right. Mirrored: (0, 3). Averaged: (1, 1.5), wrong.
+    assert metrics["tta"]["top1_without"] == 1.0 and metrics["top1"] == 0.0
+    assert metrics["tta"]["views"] == ["image", "flip"] and "calibration" not in metrics
