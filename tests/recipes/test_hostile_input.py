@@ -162,11 +162,12 @@ def test_catalog_settings_take_each_augmentation_name(tiny_model, recipe_name):
 
 
 def test_auto_precision_probe_with_mixup_and_cutmix_trains(tmp_path):
-    """``mixed_precision = "auto"`` (the catalog's setting) with every augmentation name in
-    the stage the probe times: the probe runs the mixing stage and training goes on."""
+    """``mixed_precision = "auto"`` (the catalog's setting) with MixUp and CutMix in the
+    stage the probe times: the probe runs the mixing stage and training goes on (each
+    other augmentation name is checked above, without the cost of training)."""
     from zoo.training import fine_tune
 
-    recipe, stages = _catalog_stages("flowers-inception-v3", AUGMENT_NAMES)
+    recipe, stages = _catalog_stages("flowers-inception-v3", ["flip", "mixup", "cutmix"])
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
     y = np.arange(8) % 3
     result = fine_tune(
