@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 
 from recipes import export_format as fmt
+from zoo.data.images import IMAGE_FORMATS
 from zoo.errors import InvalidValueError, MissingFileError, ZooError
 
 # What serve_bytes decodes (zoo.data.decode_image_bytes), as Pillow names the formats.
-DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
+DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP")
 
 
 @dataclass(frozen=True)
@@ -313,12 +314,26 @@ def _read_encoded(item: Any) -> bytes:
         ) from error
     except (UnidentifiedImageError, OSError):
         kind = None
-    if kind not in DECODABLE_FORMATS:
-        raise InvalidValueError(
-            f"{name} is not a {', '.join(DECODABLE_FORMATS)} image (found {kind or 'no image'}); "
-            "convert it, or open it with Pillow and pass the PIL image."
-        )
-    return data
+    if kind in DECODABLE_FORMATS:
+        return data
+    if kind in IMAGE_FORMATS:  # e.g. WebP: readable in training, not by serve_bytes
+        return _as_png(data)
+    raise InvalidValueError(
+        f"{name} is not a {', '.join(sorted(IMAGE_FORMATS))} image (found "
+        f"{kind or 'no image'}); convert it, or open it with Pillow and pass the PIL image."
+    )
+
+
+def _as_png(data: bytes) -> bytes:
+    """Decodes as training does (Pillow, :func:`zoo.data.decode_rgb`), then re-encodes
+    losslessly as PNG, which ``serve_bytes`` decodes to the very same pixels."""
+    from PIL import Image
+
+    from zoo.data.images import decode_rgb
+
+    out = io.BytesIO()
+    Image.fromarray(decode_rgb(io.BytesIO(data))).save(out, format="PNG")
+    return out.getvalue()
 
 
 def _pixels(item: Any, index: int | None) -> tuple[str, Any]:

@@ -1,7 +1,7 @@
 """The documentation is part of the product: it builds, its commands parse, it speaks of zoo.
 
-Python blocks in README.md and docs/ run as tests of their own (pytest-markdown-docs,
-``--markdown-docs`` in pyproject.toml); a block marked ``python notest`` says why beside it.
+Python blocks in README.md and docs/ run as tests of their own (the root conftest.py, with
+pytest-markdown-docs' collector); a block marked ``python notest`` says why beside it.
 """
 
 import re
