@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-k classes of image files with an export")
     p.add_argument("export_dir", help="a directory written by the export step")
-    p.add_argument("images", nargs="+", help="JPEG, PNG, GIF or BMP files")
+    p.add_argument("images", nargs="+", help="JPEG, PNG, GIF, BMP or WebP files")
     p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
     p.add_argument(
         "--format",

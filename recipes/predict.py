@@ -76,7 +76,8 @@ class Predictor:
       RGB pixels 0..255, ``(height, width, 3)`` or ``(batch, height, width, 3)``,
       uint8, any float dtype, or other integer dtypes with values in 0..255;
     - ``PIL.Image.Image`` (converted to RGB);
-    - file paths (``str`` / ``os.PathLike``) and encoded bytes of JPEG, PNG, GIF or BMP;
+    - file paths (``str`` / ``os.PathLike``) and encoded bytes of JPEG, PNG, GIF, BMP or
+      WebP (WebP decoded by Pillow, as in training);
     - a list or tuple of any of the above (sizes may differ).
 
     Every image is resized to the export's input size inside the SavedModel.
