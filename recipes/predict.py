@@ -476,7 +476,10 @@ def _report_failure(error: Exception) -> int:
 
 
 def _undecodable(name: str, error: Exception) -> InvalidValueError:
-    detail = getattr(error, "message", str(error)).splitlines()[0]
+    # TensorFlow's message: "Graph execution error:", where, then the decoder's own line.
+    lines = [line.strip() for line in getattr(error, "message", str(error)).splitlines()]
+    said = [line for line in lines if line and not line.startswith(("Graph", "Detected", "<", "["))]
+    detail = said[0] if said else type(error).__name__
     return InvalidValueError(
         f"{name} cannot be decoded ({detail}); the file is truncated or corrupt: "
         "re-save or re-download it."

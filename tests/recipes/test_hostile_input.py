@@ -249,6 +249,7 @@ def test_predict_goes_on_past_bad_files_and_exits_2(export_dir, tmp_path, capsys
     assert len(errors) == 3 and all(e.startswith("zoo: error: ") for e in errors)
     for line, name in zip(errors, ["text.png", "missing.png", "truncated.png"], strict=True):
         assert name in line, (name, line)
+    assert "cannot be decoded (Invalid PNG data" in errors[2]  # the decoder's own words
     alone = main(["predict", str(export_dir), str(good), str(other), "--top-k", "1"])
     assert alone == 0 and capsys.readouterr().err == ""
 
