@@ -374,6 +374,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="neighbours of the kNN classifier")
     p.set_defaults(func=_cmd_curve)
 
+    def _cmd_lr_find(args: argparse.Namespace) -> int:
+        from recipes.lr_find import main_lr_find
+
+        return main_lr_find(args)
+
+    p = sub.add_parser(
+        "lr-find", help="learning-rate range test on a recipe's stage: plot and suggestion"
+    )
+    p.add_argument("recipe", help="a recipe .toml file or a built-in recipe name")
+    p.add_argument(
+        "--stage", type=int, default=0, help="the stage to test, counted from 0 (default 0)"
+    )
+    p.add_argument("--out", help="folder for lr_find.png and lr_find.json")
+    p.add_argument("--steps", type=int, default=100, help="steps of the test (default 100)")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first rate (default 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last rate (default 10)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value, as for zoo run (repeatable)",
+    )
+    p.set_defaults(func=_cmd_lr_find)
+
     # -- more subcommands: add each as its own block above this line --
     return parser
 
