@@ -176,7 +176,28 @@ def _weights(meta: Mapping[str, Any]) -> str:
     from recipes.tflite_metadata import pretrained_source
 
     weights = pretrained_source(dict(meta))
-    return "trained from random initialization" if weights is None else f"weights: {weights}"
+    if weights is None:
+        return "trained from random initialization"
+    text = f"`{weights}` weights"
+    origin = meta.get("pretrained") if isinstance(meta.get("pretrained"), Mapping) else {}
+    url = _weights_url(meta.get("backbone"), origin.get("include_top"))
+    text += f" from {url}" if url else ""
+    digest = (
+        (meta.get("pretrained_weights") or {})
+        if isinstance(meta.get("pretrained_weights"), Mapping)
+        else {}
+    )
+    return text + (f", file sha256 {digest['sha256'][:16]}..." if digest.get("sha256") else "")
+
+
+def _weights_url(backbone: str | None, include_top: bool | None) -> str | None:
+    import zoo
+
+    if backbone not in zoo.list_backbones():
+        return None
+    sources = getattr(zoo.get_spec(backbone), "weights", ()) or ()
+    urls = [s.url for s in sources if include_top is None or s.include_top == include_top]
+    return urls[0] if urls else None
 
 
 def _head(meta: Mapping[str, Any]) -> str:

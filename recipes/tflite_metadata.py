@@ -89,11 +89,18 @@ def model_info(meta: dict[str, Any], zoo_manifest: dict[str, Any] | None = None)
 
 
 def pretrained_source(meta: dict[str, Any]) -> str | None:
-    """Where the export's pretrained weights came from (``metadata.json``'s
-    ``pretrained_weights``: a name, or ``{"source", "sha256"}``); None for none."""
-    weights = meta.get("pretrained_weights")
-    if isinstance(weights, dict):
-        weights = weights.get("source")
+    """The name of the export's pretrained weights (``"imagenet"``), or None for none.
+
+    From ``metadata.json``'s pretrained origin (``"pretrained": {"weights": ...}``), else
+    the file name of ``pretrained_weights`` (a name, or ``{"source", "sha256"}``).
+    """
+    origin = meta.get("pretrained")
+    if isinstance(origin, dict) and "weights" in origin:
+        weights = origin["weights"]
+    else:
+        weights = meta.get("pretrained_weights")
+        if isinstance(weights, dict):
+            weights = Path(weights["source"]).name if weights.get("source") else None
     return None if not weights or weights == "none" else str(weights)
 
 
