@@ -72,6 +72,9 @@ def load(source: str | tuple[np.ndarray, np.ndarray], **options: Any) -> DataSou
         labels_csv: (folder) a CSV of ``path,label1;label2`` rows (paths relative to the
             folder, optional header ``path,labels``) instead of class sub-folders: labels
             are then multi-hot float32 ``(num_classes,)``, class names the sorted labels.
+            Every row must stay inside the folder (no absolute path, no ``..`` or symbolic
+            link leading out); a relative ``labels_csv`` is inside the folder too, an
+            absolute one may be anywhere.
         exif_transpose: (folder) apply the EXIF orientation tag (default False: images are
             seen as stored, exactly as `serve_bytes` decodes them; see zoo.data.images).
         class_names / test: (arrays) class names; ``(x_test, y_test)``.
@@ -85,7 +88,8 @@ def load(source: str | tuple[np.ndarray, np.ndarray], **options: Any) -> DataSou
 
     Raises:
         ValueError: unknown source or option, bad option value, empty or single-class data,
-            labels out of range; :class:`CorruptImagesError` with ``strict=True``.
+            labels out of range; :class:`CorruptImagesError` with ``strict=True``;
+            :class:`zoo.files.OutsideFolderError` for labels CSV rows outside the folder.
         FileNotFoundError: a folder that does not exist; :class:`DatasetUnavailableError`
             when a dataset is not here and cannot be downloaded.
     """
