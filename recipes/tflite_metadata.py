@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zoo.errors import ZooError
+
 LABELS_MEMBER = "labels.txt"
 AUTHOR = "zoo"
 NORM_MEAN = (0.0,)  # pixels 0..255 in, unchanged: (x - 0) / 1
@@ -120,9 +122,20 @@ def licenses(meta: dict[str, Any]) -> str:
     return f"pretrained weights: {pretrained}; fine-tuned model: {model}"
 
 
+class MediaPipeMissingError(ZooError, ImportError):
+    """The ``mediapipe`` package, which writes and reads the metadata, is not installed."""
+
+
 def _writers() -> Any:
     from recipes import mediapipe_stub
 
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        raise MediaPipeMissingError(
+            "The .tflite formats need mediapipe for their metadata (what MediaPipe Tasks "
+            "reads): pip install 'zoo[deploy]'."
+        ) from None
     mediapipe_stub.install()
     from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer
 
