@@ -64,6 +64,7 @@ from recipes.deploy import FORMATS, expected_outputs, load_runner, parity_bound
 from recipes.export_format import PROBE_BATCH, PROBE_SEED, TOLERANCE, probe_batch
 from zoo import fingerprint, proof
 from zoo.errors import InvalidValueError, MissingFileError, ZooError
+from zoo.files import OutsideFolderError, path_inside
 
 __all__ = [
     "PROBE_BATCH",
@@ -996,7 +997,10 @@ def _check_deployed(
     ]
     ran, notes = [], []
     for name, entry in sorted(listed.items()):
-        path = directory / name
+        path = _inside(directory, name)
+        if path is None:  # a rewritten manifest may point anywhere: never read it
+            failures.append(f"deployed file {name!r} lies outside the export")
+            continue
         if not path.is_file():
             failures.append(f"deployed file {name} is missing")
             continue
@@ -1020,6 +1024,19 @@ def _check_deployed(
     runs = f"; vs the SavedModel on {len(served)} probe images: " if ran else ""
     detail = f"{len(listed)} files hash as in the manifest{runs}{', '.join(ran)}"
     result._record("deployed", failures, "; ".join([detail, *notes]))
+
+
+def _inside(directory: Path, name: str) -> Path | None:
+    """``directory / name`` if it stays inside the export, else None."""
+    try:
+        return path_inside(directory, name)
+    except OutsideFolderError:
+        return None
+
+
+def _file_inside(directory: Path, name: str) -> bool:
+    path = _inside(directory, name)
+    return path is not None and path.is_file()
 
 
 def _deployed_parity(spec: Any, run: Any, meta: Any, served: np.ndarray) -> tuple[str | None, str]:
@@ -1063,7 +1080,7 @@ def _check_tflite_metadata(
     from recipes import tflite_metadata
 
     listed = (zoo_manifest or {}).get(fmt.DEPLOYED_KEY) or {}
-    files = sorted(n for n in listed if n.endswith(".tflite") and (directory / n).is_file())
+    files = sorted(n for n in listed if n.endswith(".tflite") and _file_inside(directory, n))
     if not files or not meta:  # no .tflite: no check line
         return
     failures = []

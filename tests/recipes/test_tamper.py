@@ -421,3 +421,14 @@ def test_an_unlisted_deployed_file_is_named(copy, capsys):
     code, out = _verify(copy, capsys)
     assert code == 1, out
     assert "deployed file model.tflite is in the export but not listed" in out
+
+
+def test_a_deployed_file_listed_outside_the_export_is_never_read(copy, tmp_path, capsys):
+    outside = tmp_path / "outside.tflite"
+    outside.write_bytes(b"not read")
+    zoo_manifest = _read(copy, "zoo_manifest.json")
+    zoo_manifest["deployed"]["../outside.tflite"] = {"sha256": "0" * 64}
+    _write(copy, "zoo_manifest.json", zoo_manifest)
+    code, out = _verify(copy, capsys)
+    assert code == 1, out
+    assert "deployed file '../outside.tflite' lies outside the export" in out
