@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from recipes.config import DEFAULT_TEST_FRACTION, Recipe, load_recipe, recipe_to_toml
+from recipes.model_card import write_model_card
 from recipes.report import (
     DataReport,
     RunReport,
@@ -293,6 +294,7 @@ def _run_recipe(
     paths = write_report(report, run_dir, _images_at(recipe_cfg, data, test["split"], grid))
     if export_path is not None:
         paths["export"] = export_path
+        write_model_card(export_path)  # again, now with the report's splits and top-1
     failed = bool(verify) and not verify.get("passed", False)
     score = report.score
     log(

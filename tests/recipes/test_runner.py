@@ -133,6 +133,9 @@ def test_run_writes_run_directory_report_and_verified_export(finished_run, recip
         assert (run_dir / name).is_file(), name
     assert (run_dir / "export" / "saved_model.pb").is_file()
     assert (run_dir / "export" / "model.keras").is_file()
+    # The model card is written again after the report: it knows the splits and top-1.
+    card = (run_dir / "export" / "MODEL_CARD.md").read_text()
+    assert "Images per split: train" in card
 
     # The recipe as run carries the override and validates again.
     as_run = load_recipe(run_dir / "recipe.toml")
