@@ -208,7 +208,10 @@ class HeadConfig(BaseModel):
     """``[model.head]``: the classification head on top of the backbone (``zoo.heads``).
 
     Attributes:
-        type: ``"linear"`` (pooling -> dropout -> Dense) or ``"mlp"`` (hidden layers).
+        type: ``"linear"`` (pooling -> dropout -> Dense), ``"mlp"`` (hidden layers) or
+            ``"knn"`` (``zoo.KNNHead``: a vote of the ``k`` nearest training embeddings,
+            stored in the head stage instead of trained; every stage must be
+            ``freeze_backbone``).
         units: hidden layer widths of an ``"mlp"`` head, bottom to top.
         dropout: dropout rate before the classifier, in [0, 1).
         pooling: ``"avg"``, ``"max"`` or ``"gem"`` global pooling of the feature map.
@@ -222,11 +225,12 @@ class HeadConfig(BaseModel):
         threshold: multi-label only: the probability above which a class counts as
             present (F1 in the report; the export's ``class_ids`` / ``class_names``,
             stored in its ``metadata.json``); unset: 0.5.
+        k: ``"knn"`` only: the neighbours that vote.
     """
 
     model_config = _STRICT
 
-    type: Literal["linear", "mlp"] = "linear"
+    type: Literal["linear", "mlp", "knn"] = "linear"
     units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     pooling: Literal["avg", "max", "gem"] = "avg"
@@ -236,6 +240,7 @@ class HeadConfig(BaseModel):
     gem_learnable: bool = True
     multi_label: bool = False
     threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    k: int = Field(10, gt=0)
 
     @property
     def decision_threshold(self) -> float | None:
@@ -246,6 +251,8 @@ class HeadConfig(BaseModel):
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the ``zoo.heads`` class named by ``type``."""
+        if self.type == "knn":
+            return {"pooling": self.pooling, "k": self.k}
         kwargs: dict[str, Any] = {"pooling": self.pooling, "dropout": self.dropout}
         if self.pooling == "gem":
             kwargs.update(gem_p=self.gem_p, gem_learnable=self.gem_learnable)
@@ -900,6 +907,7 @@ def _semantic_problems(recipe: Recipe, check_backbone: bool) -> list[str]:
             'type = "mlp"'
         )
     problems += _multi_label_problems(recipe)
+    problems += _knn_problems(recipe)
     spec = None
     if check_backbone:
         try:
@@ -908,6 +916,25 @@ def _semantic_problems(recipe: Recipe, check_backbone: bool) -> list[str]:
             problems.append(f"model.backbone: {error}")
     for i, stage in enumerate(recipe.stages):
         problems += _stage_problems(i, stage, spec)
+    return problems
+
+
+def _knn_problems(recipe: Recipe) -> list[str]:
+    """A kNN head stores embeddings instead of training: frozen backbone, one label each."""
+    head = recipe.model.head
+    if head.type != "knn":
+        return [] if head.k == 10 else ['model.head.k: only used by type = "knn"; remove it']
+    problems = [
+        f'stages[{i}].policy: a "knn" head is stored, not trained, so the backbone stays '
+        f'frozen; use policy = "freeze_backbone" (got {stage.policy!r})'
+        for i, stage in enumerate(recipe.stages)
+        if stage.policy != "freeze_backbone"
+    ]
+    if head.pooling == "gem" or head.multi_label or head.units:
+        problems.append(
+            'model.head: a "knn" head takes pooling = "avg" or "max", one label per image '
+            'and no units; change them or use type = "linear"'
+        )
     return problems
 
 

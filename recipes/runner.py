@@ -257,7 +257,10 @@ def _run_recipe(
             model = _build_model(recipe_cfg, data.class_names)
         source_manifest = _source_manifest(model, run_dir, resume, writes)
     with _timed(timings, "fine-tune"):
-        result = _fine_tune(recipe_cfg, model, data, run_dir, resume, log, strategy)
+        if recipe_cfg.model.head.type == "knn":
+            result = _fit_knn(recipe_cfg, model, data, log)
+        else:
+            result = _fine_tune(recipe_cfg, model, data, run_dir, resume, log, strategy)
     # Evaluation and export use a one-device copy: a SavedModel records distributed
     # variables under other names, and predict on one device sees every image once.
     single = _unreplicated(model)
@@ -544,6 +547,35 @@ def _short_last_batch(data: Any, split: str, batch: int, replicas: int) -> int:
     n = data.num_examples(split) or 0
     left = n % batch
     return left if replicas > 1 and left < replicas else 0
+
+
+def _fit_knn(recipe: Recipe, model: Any, data: Any, log: _Log) -> Any:
+    """A ``knn`` head's stage: the training images embedded once and stored in the head.
+
+    The backbone stays frozen (``freeze_backbone``, the only policy such a recipe has), so
+    the result's frozen set is the whole backbone, which the export's proof then covers.
+    """
+    from zoo.caching import CacheInfo
+    from zoo.fingerprint import frozen_paths
+    from zoo.knn import fit_knn_head
+    from zoo.training import FineTuneResult, StageResult
+
+    start = time.perf_counter()
+    fitted = fit_knn_head(model, _batches(recipe, data, "train", False), verbose=1)
+    reason = f"kNN head: {fitted['stored']} training embeddings stored, k = {fitted['k']}"
+    log(f"{reason} ({fitted['seconds']:.1f} s)")
+    stages = [
+        StageResult(
+            name=stage.name,
+            index=i,
+            train_seconds=fitted["seconds"] if i == 0 else 0.0,
+            images_per_second=fitted["stored"] / max(fitted["seconds"], 1e-9) if i == 0 else 0.0,
+            cache=CacheInfo(reason=reason),
+            kept_reason=reason,
+        )
+        for i, stage in enumerate(recipe.stages)
+    ]
+    return FineTuneResult(stages, frozen_paths(model), time.perf_counter() - start)
 
 
 def _fine_tune(

@@ -21,6 +21,7 @@ from zoo.backbones import create_backbone
 from zoo.classifier import build_classifier, classifier_info
 from zoo.errors import ZooError
 from zoo.heads import LinearHead, MLPHead
+from zoo.knn import KNNHead  # registers HEADS['knn']
 from zoo.policies import FreezeBackbone, FullFineTune, UnfreezeTop, make_optimizer
 from zoo.preprocessing import Preprocess
 from zoo.registry import (
@@ -69,6 +70,7 @@ __all__ = [
     "Block",
     "FreezeBackbone",
     "FullFineTune",
+    "KNNHead",
     "LinearHead",
     "MLPHead",
     "Preprocess",

@@ -14,7 +14,9 @@ import pytest
 
 import zoo
 from recipes.cli import main
+from recipes.config import RecipeError, load_recipe
 from recipes.curve import METHODS, learning_curve, nested_subset
+from recipes.verify import verify_export
 from tests.recipes import export_testlib as tl
 from zoo.embeddings import embedding_model, save_embeddings
 
@@ -185,3 +187,43 @@ def test_zoo_curve_errors_are_one_line(photos, tmp_path, capsys):
     assert "whole numbers >= 1 or 'all'" in capsys.readouterr().err
     assert main([*args, "--points", "few"]) == 2
     assert "--points takes whole numbers or 'all'; got 'few'" in capsys.readouterr().err
+
+
+# -- the kNN head in zoo run ----------------------------------------------------------------
+
+
+def _knn_recipe(photos, tmp_path):
+    path = tmp_path / "knn.toml"
+    path.write_text(
+        tl.tiny_recipe(photos, top_epochs=None) + '\n[model.head]\ntype = "knn"\nk = 3\n'
+    )
+    return path
+
+
+def test_knn_recipe_checks(photos, tmp_path):
+    path = _knn_recipe(photos, tmp_path)
+    assert load_recipe(path).model.head.kwargs() == {"pooling": "avg", "k": 3}
+    with pytest.raises(RecipeError, match=r'stages\[0\].policy: a "knn" head is stored'):
+        load_recipe(path, ["stages.0.policy=full"])
+    with pytest.raises(RecipeError, match="model.head.k: only used by"):
+        load_recipe(path, ["model.head.type=linear"])
+
+
+def test_knn_head_run_exports_verifies_and_serves(photos, tmp_path):
+    """The real command with ImageNet weights: the whole backbone proven, a plain client."""
+    import tensorflow as tf
+
+    path = _knn_recipe(photos, tmp_path)
+    run_dir = tmp_path / "run"
+    sets = ["--set", "model.weights=imagenet", "--set", "model.head.k=1"]
+    assert main(["run", str(path), "--out", str(run_dir), *sets]) == 0
+    result = verify_export(run_dir / "export")
+    assert result.passed and result.num_proven == result.num_frozen > 200  # whole backbone
+    served = tf.saved_model.load(str(run_dir / "export")).signatures["serving_default"]
+    files = sorted(photos.glob("*/*.png"))
+    pixels = np.stack([np.asarray(keras.utils.load_img(p), np.float32) for p in files])
+    names = served(images=tf.constant(pixels))["class_name"].numpy().astype(str)
+    # k = 1: a stored image is its own nearest neighbour; the others are near-duplicates.
+    assert (names == [p.parent.name for p in files]).mean() >= 0.9
+    report = json.loads((run_dir / "report.json").read_text())
+    assert "training embeddings stored" in report["stages"][0]["kept_reason"]
