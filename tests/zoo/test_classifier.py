@@ -149,7 +149,7 @@ def test_bad_arguments_raise_clear_errors(tiny_name):
         (dict(num_classes=-1), r"num_classes must be an integer >= 1, got -1"),
         (
             dict(head="resnet_head"),
-            r"Unknown head 'resnet_head'; expected one of \['linear', 'mlp'\]",
+            r"Unknown head 'resnet_head'; expected one of \['knn', 'linear', 'mlp'\]",
         ),
         (dict(class_names=["a", "b"]), r"2 class names for num_classes=3"),
         (dict(class_names=["a", "a", "b"]), r"duplicate class names \['a'\]"),
