@@ -16,6 +16,7 @@ import numpy as np
 
 from zoo.errors import InvalidValueError
 from zoo.training.checkpoint import CheckpointState, save_checkpoint
+from zoo.training.distribute import assign_in_place
 
 log = logging.getLogger("zoo.training")
 
@@ -127,11 +128,11 @@ class AveragedValidation(keras.callbacks.Callback):
         pairs = averaged_pairs(self.model.optimizer)
         self.raw = {id(v): np.array(v) for v, _ in pairs}
         for v, average in pairs:
-            v.assign(average)
+            assign_in_place(v, average)
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         for v, _ in averaged_pairs(self.model.optimizer):
-            v.assign(self.raw[id(v)])
+            assign_in_place(v, self.raw[id(v)])
 
 
 class Checkpoint(keras.callbacks.Callback):

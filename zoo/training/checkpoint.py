@@ -30,6 +30,7 @@ import numpy as np
 
 from zoo.errors import InvalidValueError, ZooError
 from zoo.files import atomic_path
+from zoo.training.distribute import assign_in_place
 from zoo.training.stages import StageResult
 
 log = logging.getLogger("zoo.training")
@@ -173,7 +174,7 @@ def load_checkpoint(
         ) from error
     values = _assignments(model.variables, _MODEL, saved, path)
     for v, value in values:
-        v.assign(value)
+        assign_in_place(v, value)
     optimizer = {k: a for k, a in saved.items() if k.startswith((_OPTIMIZER, _BEST))}
     return state, optimizer
 
@@ -220,5 +221,5 @@ def restore_optimizer(optimizer: Any, saved: dict[str, np.ndarray]) -> bool:
         log.warning("Optimizer state in the checkpoint does not fit; starting it afresh. %s", err)
         return False
     for v, value in values:
-        v.assign(value)
+        assign_in_place(v, value)
     return True

@@ -490,6 +490,25 @@ def _place(model: Any, value: Any) -> None:
         variable.assign(value(variable))
 
 
+def assign_in_place(variable: Any, value: Any) -> None:
+    """``variable.assign(value)``, keeping the variable where the distribution put it.
+
+    Under a Keras distribution on JAX (:func:`jax_distribution`) every variable lives on
+    the device mesh; a plain ``assign`` of a numpy array would put it back on one device,
+    and the next jitted step refuses the mix. Elsewhere this is a plain ``assign``.
+
+    Args:
+        variable: a Keras variable.
+        value: an array of the variable's shape.
+    """
+    import keras
+
+    dist = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
+    if dist is not None:
+        value = keras.distribution.distribute_tensor(value, dist.get_variable_layout(variable))
+    variable.assign(value)
+
+
 def _resolve_jax(distribution: Any) -> tuple[Any, DistributionInfo]:
     """The Keras distribution (or None) for ``distribution`` on JAX, and its description."""
     import jax

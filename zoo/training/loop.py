@@ -59,6 +59,7 @@ from zoo.training.checkpoint import (
 from zoo.training.compile import loss_and_metrics, stage_optimizer, with_label_augmentation
 from zoo.training.distribute import (
     DistributionInfo,
+    assign_in_place,
     check_global_batch,
     check_model_in_scope,
     jax_distribution,
@@ -492,12 +493,12 @@ def _validate_raw(
     pairs = averaged_pairs(optimizer)
     averaged = {id(v): np.array(v) for v, _ in pairs}
     for v, _ in pairs:
-        v.assign(raw[id(v)])
+        assign_in_place(v, raw[id(v)])
     try:
         logs = fit_model.evaluate(validation, verbose=0, return_dict=True)
     finally:
         for v, _ in pairs:
-            v.assign(averaged[id(v)])
+            assign_in_place(v, averaged[id(v)])
     return {f"val_{k}": float(value) for k, value in logs.items()}
 
 
@@ -529,7 +530,7 @@ def _keep(
                 "directory."
             )
         for path, value in early.weights.items():
-            variables[path].assign(value)
+            assign_in_place(variables[path], value)
         result.kept_epoch = early.best_epoch
         best = f"{early.monitor} {early.best:.4g}"
         result.kept_reason = (

@@ -24,6 +24,7 @@ from zoo.caching import apply_policy
 from zoo.caching.plan import stochastic_frozen_layers_off
 from zoo.errors import InvalidValueError
 from zoo.training.compile import loss_and_metrics, stage_optimizer, with_label_augmentation
+from zoo.training.distribute import assign_in_place
 from zoo.training.stages import Stage
 
 __all__ = ["LRFindResult", "lr_find", "steepest"]
@@ -176,6 +177,6 @@ def lr_find(
             )
     finally:
         for v, value in zip(model.variables, saved, strict=True):
-            v.assign(value)
+            assign_in_place(v, value)
     result.suggestion = steepest(result.learning_rates, result.smoothed)
     return result
