@@ -128,7 +128,9 @@ class AveragedValidation(keras.callbacks.Callback):
         pairs = averaged_pairs(self.model.optimizer)
         self.raw = {id(v): np.array(v) for v, _ in pairs}
         for v, average in pairs:
-            assign_in_place(v, average)
+            # A copy: on JAX an assigned array can share the average's buffer, which the
+            # evaluation step then donates (deletes).
+            assign_in_place(v, np.array(average))
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         for v, _ in averaged_pairs(self.model.optimizer):
