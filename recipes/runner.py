@@ -270,7 +270,14 @@ def _run_recipe(
     export_path: Path | None = None
     if recipe_cfg.export.enabled and distributed.is_chief:
         export_path, verify = _export_and_verify(
-            recipe_cfg, single, run_dir, source_manifest, result, timings, log
+            recipe_cfg,
+            single,
+            run_dir,
+            source_manifest,
+            result,
+            timings,
+            log,
+            calibration=test.get("calibration"),
         )
     deployment: list[dict[str, Any]] = []
     if export_path is not None and len(recipe_cfg.export.formats) > 1:
@@ -731,8 +738,12 @@ def _export_and_verify(
     result: Any,
     timings: dict[str, float],
     log: _Log,
+    calibration: dict[str, Any] | None = None,
 ) -> tuple[Path | None, dict[str, Any]]:
     """Exports to ``run_dir/export``; the export's own verification is the run's.
+
+    ``calibration`` (the evaluation's temperature scaling) is recorded in
+    ``metadata.json``; the exported outputs stay the model's own.
 
     ``export_saved_model`` writes into a staging folder, verifies it with the recipe's
     tolerance and only then moves it into place; a failure leaves nothing there. An
@@ -753,7 +764,7 @@ def _export_and_verify(
                 target,
                 source_manifest=source_manifest,
                 frozen=set(result.frozen_in_all_stages),
-                metadata=_export_metadata(recipe),
+                metadata=_export_metadata(recipe, calibration),
                 require_proof=recipe.model.weights_arg == "imagenet",
                 **tolerance,
             )
@@ -774,11 +785,19 @@ def _export_and_verify(
     return target, verify
 
 
-def _export_metadata(recipe: Recipe) -> dict[str, Any]:
-    """``metadata.json`` extras: the recipe, and a multi-label head's threshold."""
+def _export_metadata(recipe: Recipe, calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``metadata.json`` extras: the recipe, a multi-label head's threshold, and the
+    temperature fitted on validation (``softmax(logits / temperature)`` gives calibrated
+    probabilities; the export's own outputs are not scaled)."""
     metadata: dict[str, Any] = {"recipe": recipe.model_dump(mode="json")}
     if recipe.model.head.multi_label:
         metadata["threshold"] = recipe.model.head.decision_threshold
+    if calibration:
+        metadata["calibration"] = {
+            "temperature": calibration["temperature"],
+            "fitted_on": calibration.get("fitted_on", "validation"),
+            "use": "probabilities = softmax(logits / temperature)",
+        }
     return metadata
 
 

@@ -133,3 +133,11 @@ def test_flip_tta_averages_the_mirrors_logits_and_keeps_the_single_view_score(mo
     # Alone: logits (2, 0), right. Mirrored: (0, 3). Averaged: (1, 1.5), wrong.
     assert metrics["tta"]["top1_without"] == 1.0 and metrics["top1"] == 0.0
     assert metrics["tta"]["views"] == ["image", "flip"] and "calibration" not in metrics
+
+
+def test_the_temperature_is_recorded_in_the_export_metadata():
+    recipe = _recipe()
+    metadata = runner._export_metadata(recipe, {"temperature": 0.7, "fitted_on": "validation"})
+    assert metadata["calibration"]["temperature"] == 0.7
+    assert "softmax(logits / temperature)" in metadata["calibration"]["use"]
+    assert "calibration" not in runner._export_metadata(recipe, None)
