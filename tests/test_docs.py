@@ -42,6 +42,13 @@ def test_mkdocs_builds_strict(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "api" / "index.html").is_file()
+    # A fence whose header the site's Markdown did not take shows its backticks as text.
+    unrendered = [
+        str(page.relative_to(tmp_path))
+        for page in (tmp_path / "site").rglob("*.html")
+        if "```" in page.read_text()
+    ]
+    assert unrendered == []
 
 
 @pytest.mark.parametrize("page", [REPO / "README.md", REPO / "docs" / "cli.md"], ids=str)
