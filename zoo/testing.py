@@ -35,6 +35,20 @@ from zoo.registry import REGISTRY, BackboneSpec, Block, Preprocessing
 Snapshot = dict[str, dict[str, np.ndarray]]  # group -> variable path -> value
 
 
+class CrashAfter(keras.callbacks.Callback):
+    """Raises ``RuntimeError("simulated crash")`` at the end of the ``n``-th epoch, counted
+    over all stages of a ``fine_tune`` call: a killed run, for resume tests."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n, self.seen = n, 0
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seen += 1
+        if self.seen == self.n:
+            raise RuntimeError("simulated crash")
+
+
 def snapshot(model: keras.Model) -> Snapshot:
     """Copies of every weight of ``model``, grouped by block (bottom to top), then head.
 

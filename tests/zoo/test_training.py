@@ -10,6 +10,7 @@ import tensorflow as tf
 from zoo.classifier import build_classifier
 from zoo.errors import ZooError
 from zoo.policies import FreezeBackbone, UnfreezeTop
+from zoo.testing import CrashAfter
 from zoo.training import Stage, fine_tune
 from zoo.training.settings import LOSS_RTOL, accelerator, candidates
 
@@ -48,19 +49,6 @@ def _stages():
     ]
 
 
-class _CrashAfter(keras.callbacks.Callback):
-    """Raises at the end of the n-th epoch (counted over all stages), like a killed run."""
-
-    def __init__(self, n):
-        super().__init__()
-        self.n, self.seen = n, 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seen += 1
-        if self.seen == self.n:
-            raise RuntimeError("simulated crash")
-
-
 @pytest.mark.slow
 def test_multi_stage_recompiles_logs_and_resumes_exactly(tmp_path):
     data = _data()
@@ -91,7 +79,7 @@ def test_multi_stage_recompiles_logs_and_resumes_exactly(tmp_path):
             None,
             _stages(),
             run_dir=tmp_path / "b",
-            callbacks=[_CrashAfter(4)],
+            callbacks=[CrashAfter(4)],
             verbose=0,
         )
     again = fine_tune(
@@ -182,7 +170,7 @@ def test_resume_mid_stage_on_reshuffled_data_is_bitwise_exact(tmp_path, second):
             None,
             _crash_stages(second),
             run_dir=tmp_path,
-            callbacks=[_CrashAfter(2)],
+            callbacks=[CrashAfter(2)],
             verbose=0,
         )
     again = fine_tune(

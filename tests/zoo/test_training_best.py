@@ -9,6 +9,7 @@ from zoo.classifier import build_classifier
 from zoo.errors import ZooError
 from zoo.fingerprint import named_weights
 from zoo.policies import FreezeBackbone, UnfreezeTop
+from zoo.testing import CrashAfter
 from zoo.training import Stage, fine_tune
 
 SIZE = 32
@@ -138,17 +139,6 @@ def test_ema_with_per_block_learning_rates_under_the_cache(tiny):
     assert frozen and all(after[p].tobytes() == before[p].tobytes() for p in frozen)
 
 
-class _CrashAfter(keras.callbacks.Callback):
-    def __init__(self, n):
-        super().__init__()
-        self.n, self.seen = n, 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seen += 1
-        if self.seen == self.n:
-            raise RuntimeError("simulated crash")
-
-
 def test_resume_restores_the_same_best_epoch_bitwise(tiny, tmp_path):
     def stages():
         return [Stage("head", FreezeBackbone(), 1, 0.05), _stage(ema=0.5, epochs=4)]
@@ -163,7 +153,7 @@ def test_resume_restores_the_same_best_epoch_bitwise(tiny, tmp_path):
             _data(24, 2, 1),
             stages(),
             run_dir=tmp_path,
-            callbacks=[_CrashAfter(4)],  # the head's epoch and three of the top's
+            callbacks=[CrashAfter(4)],  # the head's epoch and three of the top's
             verbose=0,
         )
     again = fine_tune(
