@@ -10,13 +10,13 @@ Each file runs with the runtime zoo's own ``recipes.deploy.load_runner`` gives a
     saved_model   tf.saved_model.load(dir).signatures["serving_default"]
     tflite        LiteRT interpreter (XNNPACK), threads = the cores this process may use
     tflite-fp16   the same
-    tflite-int8   the same, uint8 input, int8 logits dequantized
+    tflite-int8   the same, uint8 input, uint8 probabilities dequantized
     onnx          onnxruntime, CPU execution provider, its default threads
     timm          timm eager CPU inference (:mod:`benchmarks.timm_bench`), when installed
 
 Every runner gets the same float32 pixels 0..255 ``(batch, height, width, 3)``. The
-SavedModel signature also returns probabilities and class names; the deploy files and
-timm return logits. timm's model has no input scaling inside (its users scale in the data
+SavedModel signature returns logits, probabilities and class names; a ``.tflite``
+returns probabilities, an ``.onnx`` logits and probabilities, timm logits. timm's model has no input scaling inside (its users scale in the data
 loader); zoo's formats scale inside the model.
 
 For each batch size, each runner is warmed up once, then timed ``repeats`` times; a
@@ -73,9 +73,10 @@ def measure_serving_formats(
     Returns:
         ``backbone``, ``input_size``, ``threads``, ``setup_seconds`` (export or conversion
         per format), ``logit_scale`` (max |Keras logit| on a batch of ``max(batch_sizes)``)
-        and ``relative_logit_diff`` (each format's max |logit difference| to the Keras model
-        over that scale: that each runner runs the same model; int8 on random weights and
-        pixels is no accuracy check),
+        and ``output_diff`` (each format's largest difference to the Keras model over the
+        outputs it returns: logits over that scale, probabilities as they are; that each
+        runner runs the same model; int8 on random weights and pixels is no accuracy
+        check),
         ``timm`` (``"ok"`` or why not), ``versions``, and per batch size
         ``batch_<n>`` = :func:`summarize` of the images/s. Without TensorFlow:
         ``{"skipped": ...}``.
@@ -83,6 +84,7 @@ def measure_serving_formats(
     if not has_tensorflow():
         return skipped(SKIP_NEEDS_TF)
     from benchmarks.tf_bench import _classifier_and_images
+    from recipes.deploy import expected_outputs
 
     model, x = _classifier_and_images(backbone, max(batch_sizes), input_size, num_classes)
     reference = np.asarray(model.predict(x, verbose=0), np.float32)
@@ -91,10 +93,11 @@ def measure_serving_formats(
         runners, setup = _zoo_runners(model, Path(tmp), formats, calibration_images, x)
         if timm_status == "ok":
             runners["timm"] = timm_runner(backbone, num_classes)
-        # Random weights give tiny logits, so the difference is relative to their scale.
+        # Random weights give tiny logits, so their difference is relative to their scale.
         scale = max(float(np.max(np.abs(reference))), float(np.finfo(np.float32).tiny))
+        expected = expected_outputs(reference, multi_label=False)
         diffs = {
-            name: float(np.max(np.abs(run(x) - reference))) / scale
+            name: _output_diff(run(x), expected, scale)
             for name, run in runners.items()
             if name != "timm"
         }
@@ -116,7 +119,7 @@ def measure_serving_formats(
         "versions": versions(),
         "setup_seconds": setup,
         "logit_scale": scale,
-        "relative_logit_diff": diffs,
+        "output_diff": diffs,
         **per_batch,
     }
 
@@ -152,6 +155,17 @@ def _zoo_runners(
             runners[name] = deploy.load_runner(path)
         seconds[name] = time.perf_counter() - start
     return runners, seconds
+
+
+def _output_diff(out: Any, expected: dict[str, np.ndarray], scale: float) -> float:
+    """Largest difference of a runner's outputs (an array of logits, or ``{name: array}``
+    as deployed files return) to the expected ones; logits relative to ``scale``."""
+    outputs = out if isinstance(out, dict) else {"logits": out}
+    return max(
+        float(np.max(np.abs(value - expected[name]))) / (scale if name == "logits" else 1.0)
+        for name, value in outputs.items()
+        if name in expected
+    )
 
 
 def _saved_model_runner(model: Any, export_dir: Path) -> Runner:

@@ -326,7 +326,7 @@ def parity_bound(tolerance: float, logits: np.ndarray) -> float:
 def _parity_rule(spec: DeployFormat) -> str:
     if spec.tolerance is None:
         return f"top-1 agreement must be >= {INT8_MIN_AGREEMENT}"
-    return f"max |logit difference| must be <= {spec.tolerance} x max(1, max |logit|)"
+    return f"max |output difference| must be <= {spec.tolerance} x max(1, max |logit|)"
 
 
 def _read_metadata(directory: Path) -> dict[str, Any]:

@@ -84,7 +84,8 @@ def convert(
         calibration: float32 training images ``(n, height, width, 3)`` 0..255 for
             ``tflite-int8`` (never test images).
         class_names: the classes in class-id order, stored inside the file (ignored
-            when ``info`` is given: its class names are used).
+            when ``info`` is given: its class names are used); default the model's own
+            (``build_classifier``'s ``class_names``), else ``class 0``, ``class 1``, ...
         serving_dir: an empty or earlier-used directory where the probabilities-only
             SavedModel the TFLite converter reads is written once and reused (it takes
             about as long as a conversion; reuse it only for one model); default a
@@ -104,12 +105,20 @@ def convert(
     if not fmt.check_formats([name]):
         raise InvalidValueError("saved_model is written by recipes.export, not convert().")
     if info is None:
-        names = tuple(class_names) if class_names is not None else None
+        names = tuple(class_names) if class_names is not None else _class_names(model)
         info = tflite_metadata.ModelInfo("classifier", "An image classifier.", "", "", names)
     if name == "onnx":
         return _convert_onnx(model, info.class_names, info.multi_label)
     data = _convert_tflite(model, name, calibration, serving_dir, info.multi_label)
     return tflite_metadata.write(data, info)
+
+
+def _class_names(model: keras.Model) -> tuple[str, ...]:
+    """A zoo classifier's class names, else ``class 0``, ``class 1``, ... per logit."""
+    names = getattr(model, "class_names", None)
+    if names:
+        return tuple(names)
+    return tuple(f"class {i}" for i in range(int(model.output_shape[-1])))
 
 
 def _convert_tflite(
