@@ -1,4 +1,5 @@
-"""Collects the Python blocks of README.md and docs/*.md as tests, with what they need.
+"""Shared setup of the tests and the docs' blocks (offline, isolated caches), and the
+Python blocks of README.md and docs/*.md collected as tests, with what they need.
 
 Each block runs as written, with pytest-markdown-docs' collector for Markdown files (a
 block marked ``python notest`` is skipped, and the page says why beside it). Only its
@@ -13,8 +14,11 @@ ONNX files, and ``boot.png``, a Fashion-MNIST ankle boot.
 import os
 from pathlib import Path
 
-import pytest
-from pytest_markdown_docs.plugin import MarkdownTextFile
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["ZOO_OFFLINE"] = "1"  # never try the network from tests or the docs' blocks
+
+import pytest  # noqa: E402
+from pytest_markdown_docs.plugin import MarkdownTextFile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 PAGES = {ROOT / "README.md", *(ROOT / "docs").glob("*.md")}
@@ -38,13 +42,13 @@ def pytest_collect_file(file_path, parent):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _offline_with_own_caches(tmp_path_factory) -> None:
-    """The docs' blocks run offline, with weights and datasets cached in a temporary folder
-    (tests/conftest.py does the same for the tests)."""
-    root = tmp_path_factory.mktemp("doc-caches")
-    os.environ["ZOO_OFFLINE"] = "1"
+def isolated_caches(tmp_path_factory):
+    """Points Keras' and zoo's caches at a per-session temporary directory (the tests and
+    the docs' blocks alike)."""
+    root = tmp_path_factory.mktemp("caches")
     os.environ["KERAS_HOME"] = str(root / "keras")
     os.environ["ZOO_HOME"] = str(root / "zoo")
+    yield root
 
 
 @pytest.fixture(scope="session")

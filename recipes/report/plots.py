@@ -95,11 +95,7 @@ def plot_training_curves(stages: Sequence[StageReport], path: str | os.PathLike)
             ax.legend(fontsize=8)
     axes[1].set_ylim(top=1.0)
     fig.suptitle("training curves: solid = train, dashed = validation")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_confusion_matrix(
@@ -145,11 +141,7 @@ def plot_confusion_matrix(
     total = counts.sum()
     accuracy = np.trace(counts) / total if total else float("nan")
     ax.set_title(f"{split} confusion matrix (top-1 {accuracy:.3f}, {total} images)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_top_losses(
@@ -200,11 +192,7 @@ def plot_top_losses(
             color="black" if entry["true"] == entry["predicted"] else "firebrick",
         )
     fig.suptitle(f"{split}: the {n} images with the highest loss", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_reliability(
@@ -243,6 +231,11 @@ def plot_reliability(
     ax.set_title(f"{split} reliability, {calibrated['bins']} bins")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: str | os.PathLike) -> Path:
+    """Lays out, writes and closes a figure; returns its path."""
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
