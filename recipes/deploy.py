@@ -135,19 +135,19 @@ def _keras_logits(model: keras.Model, images: np.ndarray) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
-def expected_outputs(logits: np.ndarray, multi_label: bool) -> dict[str, np.ndarray]:
+def expected_outputs(
+    logits: np.ndarray, multi_label: bool, temperature: float = 1.0
+) -> dict[str, np.ndarray]:
     """What a deployed file should return for these reference logits ``(n, classes)``.
 
     Returns:
-        ``{"logits": logits, "probabilities": softmax (sigmoid if multi_label)}``,
-        float32, computed in float64.
+        ``{"logits": logits, "probabilities": softmax(logits / temperature) (sigmoid if
+        multi_label)}``, float32, computed in float64.
     """
-    if multi_label:
-        probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    else:
-        shifted = np.exp(logits.astype(np.float64) - logits.max(-1, keepdims=True))
-        probabilities = shifted / shifted.sum(-1, keepdims=True)
-    return {fmt.LOGITS: logits, fmt.PROBABILITIES: probabilities.astype(np.float32)}
+    return {
+        fmt.LOGITS: logits,
+        fmt.PROBABILITIES: fmt.probabilities(logits, multi_label, temperature),
+    }
 
 
 def _speed(run: Callable[[np.ndarray], np.ndarray], probe: np.ndarray, batch: int):
@@ -179,6 +179,7 @@ class _Probe:
     logits: np.ndarray
     real: bool  # real images (not random pixels): int8 agreement is a pass/fail check
     multi_label: bool = False
+    temperature: float = 1.0
 
 
 def _check(
@@ -190,12 +191,10 @@ def _check(
 ) -> dict[str, Any]:
     run = runner_for(spec, data)
     outputs = _outputs(run, probe.images)
-    expected = expected_outputs(probe.logits, probe.multi_label)
+    expected = expected_outputs(probe.logits, probe.multi_label, probe.temperature)
     if spec.tolerance is not None:
-        # Softmax and sigmoid move less than the logits (|d p| <= |d logit| / 2), so the
-        # logit bound holds for the probabilities too.
         parity = max(float(np.max(np.abs(outputs[k] - expected[k]))) for k in spec.outputs)
-        passed = parity <= parity_bound(spec.tolerance, probe.logits)
+        passed = parity <= parity_bound(spec.tolerance, probe.logits, probe.temperature)
     else:
         scores = outputs[fmt.PROBABILITIES]
         parity = float(np.mean(scores.argmax(-1) == probe.logits.argmax(-1)))
@@ -306,9 +305,9 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parity_bound(tolerance: float, logits: np.ndarray) -> float:
-    """The largest |logit difference| a float format may show: ``tolerance`` per unit of
-    the logit scale, ``tolerance * max(1, max |logit|)``.
+def parity_bound(tolerance: float, logits: np.ndarray, temperature: float = 1.0) -> float:
+    """The largest |output difference| a float format may show: ``tolerance`` per unit of
+    the logit scale, ``tolerance * max(1, max |logit|)``, times ``max(1, 1 / (2 T))``.
 
     Relative, not absolute, because a format's rounding error grows with the logits it
     rounds: float16 keeps 11 significant bits (unit roundoff 2**-11, 4.9e-4), and its
@@ -316,11 +315,17 @@ def parity_bound(tolerance: float, logits: np.ndarray) -> float:
     max |difference| 0.025 on logits up to 5.1, 0.5% of the scale). Logits within
     +-1 keep the absolute bound.
 
+    Softmax and sigmoid move less than their inputs (|d p| <= |d input| / 2), and a
+    calibrated softmax's input is ``logits / T``, so the bound holds for the probabilities
+    too once a temperature below 0.5 scales it by ``1 / (2 T)``.
+
     Args:
         tolerance: the format's :attr:`DeployFormat.tolerance`.
         logits: the Keras model's logits on the probe, ``(n, classes)``.
+        temperature: the export's calibration temperature ``T``.
     """
-    return tolerance * max(1.0, float(np.max(np.abs(logits), initial=0.0)))
+    scale = max(1.0, float(np.max(np.abs(logits), initial=0.0)))
+    return tolerance * scale * max(1.0, 0.5 / temperature)
 
 
 def _parity_rule(spec: DeployFormat) -> str:
@@ -362,14 +367,14 @@ def _make_probe(
     batches: Callable[[], Iterable[Any]] | None,
 ) -> _Probe:
     """Real images when there are some (evaluation first), else the fixed random probe."""
-    multi = bool(meta.get("multi_label"))
+    multi, temperature = bool(meta.get("multi_label")), fmt.temperature_of(meta)
     first = next(iter(batches()), None) if batches is not None else None
     for source in (None if first is None else first[0], calibration):
         if source is not None and len(source):
             images = np.asarray(source[:PARITY_IMAGES], np.float32)
-            return _Probe(images, _keras_logits(model, images), True, multi)
+            return _Probe(images, _keras_logits(model, images), True, multi, temperature)
     images = fmt.probe_batch(meta["input_size"])
-    return _Probe(images, _keras_logits(model, images), False, multi)
+    return _Probe(images, _keras_logits(model, images), False, multi, temperature)
 
 
 def _write(

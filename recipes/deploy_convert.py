@@ -4,8 +4,9 @@
 pixels 0..255 ``(batch, height, width, 3)`` at the model's input size (preprocessing is
 inside) and returns:
 
-- ``.tflite``: one output, ``probabilities`` ``(batch, num_classes)`` (softmax, or sigmoid
-  per class for multi-label), with TFLite Model Metadata (:mod:`recipes.tflite_metadata`)
+- ``.tflite``: one output, ``probabilities`` ``(batch, num_classes)`` (softmax of the
+  logits over the export's calibration temperature, or sigmoid per class for
+  multi-label), with TFLite Model Metadata (:mod:`recipes.tflite_metadata`)
   so MediaPipe Tasks loads it and its ``score_threshold`` is a probability. The int8 file
   is what MediaPipe takes and Model Maker's ``QuantizationConfig.for_int8`` writes: int8
   weights and activations, uint8 pixel input, uint8 probabilities (dequantize with the
@@ -40,13 +41,29 @@ class DeployError(ZooError, RuntimeError):
     """A model could not be converted to a format (e.g. an op int8 cannot quantize)."""
 
 
-def _scores(logits: Any, multi_label: bool) -> Any:
+def scores(logits: Any, multi_label: bool, temperature: float = 1.0) -> Any:
+    """The ``probabilities`` output every exported format computes from the logits.
+
+    Args:
+        logits: float32 tensor ``(batch, num_classes)``.
+        multi_label: sigmoid per class instead of a softmax over the classes.
+        temperature: the softmax's calibration temperature ``T`` (temperature scaling,
+            Guo et al. 2017): ``softmax(logits / T)``; ignored for multi-label.
+
+    Returns:
+        A float32 tensor ``(batch, num_classes)``; numpy's twin is
+        :func:`recipes.export_format.probabilities`.
+    """
     import tensorflow as tf
 
-    return tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits, axis=-1)
+    if multi_label:
+        return tf.sigmoid(logits)
+    if temperature != 1.0:  # as trained otherwise: no extra op in the graph
+        logits = logits / tf.constant(temperature, logits.dtype)
+    return tf.nn.softmax(logits, axis=-1)
 
 
-def _serving_saved_model(model: keras.Model, directory: str, multi_label: bool) -> None:
+def _serving_saved_model(model: keras.Model, directory: str, info: Any) -> None:
     """Writes a probabilities-only SavedModel (signature ``serve``) for the TFLite converter.
 
     ExportArchive -> SavedModel -> ``from_saved_model`` is TensorFlow's path for Keras 3
@@ -58,7 +75,7 @@ def _serving_saved_model(model: keras.Model, directory: str, multi_label: bool) 
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = tf.cast(model(images, training=False), tf.float32)
-        return {fmt.PROBABILITIES: _scores(logits, multi_label)}
+        return {fmt.PROBABILITIES: scores(logits, info.multi_label, info.temperature)}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -108,8 +125,8 @@ def convert(
         names = tuple(class_names) if class_names is not None else _class_names(model)
         info = tflite_metadata.ModelInfo("classifier", "An image classifier.", "", "", names)
     if name == "onnx":
-        return _convert_onnx(model, info.class_names, info.multi_label)
-    data = _convert_tflite(model, name, calibration, serving_dir, info.multi_label)
+        return _convert_onnx(model, info)
+    data = _convert_tflite(model, name, calibration, serving_dir, info)
     return tflite_metadata.write(data, info)
 
 
@@ -126,14 +143,14 @@ def _convert_tflite(
     name: str,
     calibration: np.ndarray | None,
     serving_dir: Any,
-    multi_label: bool,
+    info: tflite_metadata.ModelInfo,
 ) -> bytes:
     import tensorflow as tf
 
     with contextlib.ExitStack() as stack:
         directory = serving_dir or stack.enter_context(tempfile.TemporaryDirectory())
         if not (Path(directory) / "saved_model.pb").is_file():
-            _serving_saved_model(model, str(directory), multi_label)
+            _serving_saved_model(model, str(directory), info)
         converter = tf.lite.TFLiteConverter.from_saved_model(
             str(directory), signature_keys=["serve"]
         )
@@ -242,9 +259,7 @@ def _conversion_failure(name: str, error: BaseException) -> str:
     return f"Converting to {name} failed: {lines[0] if lines else type(error).__name__}"[:400]
 
 
-def _convert_onnx(
-    model: keras.Model, class_names: Sequence[str] | None, multi_label: bool
-) -> bytes:
+def _convert_onnx(model: keras.Model, info: tflite_metadata.ModelInfo) -> bytes:
     try:
         import tf2onnx
     except ImportError:
@@ -258,7 +273,7 @@ def _convert_onnx(
     @tf.function
     def serve(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         logits = tf.cast(model(images, training=False), tf.float32)
-        return logits, _scores(logits, multi_label)
+        return logits, scores(logits, info.multi_label, info.temperature)
 
     spec = [tf.TensorSpec((None, height, width, 3), tf.float32, "images")]
     try:
@@ -269,9 +284,11 @@ def _convert_onnx(
     except (ValueError, RuntimeError, NotImplementedError) as error:
         raise DeployError(_conversion_failure("onnx", error)) from error
     _name_outputs(proto, fmt.FORMATS["onnx"].outputs)
-    if class_names is not None:
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "labels", "\n".join(info.class_names)
+    if info.temperature != 1.0:
         entry = proto.metadata_props.add()
-        entry.key, entry.value = "labels", "\n".join(class_names)
+        entry.key, entry.value = fmt.TEMPERATURE_KEY, repr(info.temperature)
     return proto.SerializeToString()
 
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import keras
 
+from recipes.deploy_convert import scores
 from recipes.export_format import (
     DEFAULT_THRESHOLD,
     EXPORT_FORMAT,
@@ -52,6 +53,7 @@ from recipes.export_format import (
     PRETRAINED_KEY,
     RESIZE_METHOD,
     SIGNATURES,
+    TEMPERATURE_KEY,
     TOLERANCE,
     VARIABLE_COLLECTION,
     is_export,
@@ -140,7 +142,10 @@ def export_saved_model(
         metadata: JSON-able extras for ``metadata.json``; ``"recipe"`` is stored as the
             recipe, ``"class_names"`` / ``"backbone"`` / ``"multi_label"`` override what
             the model says, ``"threshold"`` (multi-label only: a probability in (0, 1),
-            default 0.5) is where ``class_ids`` turn 1, the rest goes under ``"extra"``.
+            default 0.5) is where ``class_ids`` turn 1, ``"temperature"`` (single-label
+            only: a positive number, default 1.0) divides the logits before the softmax
+            of every ``probabilities`` output (temperature scaling, Guo et al. 2017; the
+            logits stay as trained), the rest goes under ``"extra"``.
         tolerance: the parity tolerance of the verification (max absolute difference
             of logits and probabilities, float32).
         require_proof: fail unless an anchor proves the frozen variables (the
@@ -279,13 +284,16 @@ def model_info(model: keras.Model, metadata: dict[str, Any] | None = None) -> di
     Uses ``zoo.classifier.classifier_info`` for classifiers built by zoo, and the
     model's input and output shapes otherwise; ``metadata`` keys ``class_names``,
     ``backbone`` and ``multi_label`` override; ``threshold`` sets a multi-label
-    model's decision threshold (``info["threshold"]``; None for single-label).
+    model's decision threshold (``info["threshold"]``; None for single-label) and
+    ``temperature`` a single-label model's calibration temperature
+    (``info["temperature"]``, default 1.0).
 
     Raises:
         ValueError: the input is not ``(batch, height, width, 3)`` with a fixed size,
             the output is not ``(batch, num_classes)``, the class names do not fit, or
             ``threshold`` is not a probability in (0, 1) or is given for a single-label
-            model.
+            model, or ``temperature`` is not a positive number or is given for a
+            multi-label model.
     """
     metadata = dict(metadata or {})
     info = _classifier_info(model)
@@ -315,6 +323,7 @@ def model_info(model: keras.Model, metadata: dict[str, Any] | None = None) -> di
     info["class_names"] = [str(name) for name in info["class_names"]]
     _check_class_names(info["class_names"], num_classes)
     info["threshold"] = _threshold(bool(info["multi_label"]), metadata.get("threshold"))
+    info["temperature"] = _temperature(bool(info["multi_label"]), metadata.get(TEMPERATURE_KEY))
     return info
 
 
@@ -334,6 +343,23 @@ def _threshold(multi_label: bool, given: Any) -> float | None:
             f"{value!r}. Use e.g. 0.5."
         )
     return float(value)
+
+
+def _temperature(multi_label: bool, given: Any) -> float:
+    """The calibration temperature (default 1.0: the softmax as trained)."""
+    if given is None:
+        return 1.0
+    if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 < given < 1e6:
+        raise InvalidValueError(
+            f"metadata temperature must be a positive number (softmax(logits / T)); got "
+            f"{given!r}. Use the temperature fitted on the validation split, or leave it out."
+        )
+    if multi_label and given != 1.0:
+        raise InvalidValueError(
+            f"metadata temperature={given!r} applies to single-label (softmax) models; this "
+            "one is multi-label (sigmoid per class), so leave the temperature out."
+        )
+    return float(given)
 
 
 def _classifier_info(model: keras.Model) -> dict[str, Any]:
@@ -402,7 +428,8 @@ def _metadata(info: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str
     extra = {
         k: v
         for k, v in (metadata or {}).items()
-        if k not in ("recipe", "class_names", "backbone", "multi_label", "threshold")
+        if k
+        not in ("recipe", "class_names", "backbone", "multi_label", "threshold", TEMPERATURE_KEY)
     }
     meta = {
         "format": EXPORT_FORMAT,
@@ -420,6 +447,7 @@ def _metadata(info: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str
         "resize": RESIZE_METHOD,
         "signatures": list(SIGNATURES),
         "outputs": list(OUTPUTS),  # single-label; a multi-label model's are set below
+        TEMPERATURE_KEY: info["temperature"],
         "versions": {
             "zoo": zoo.__version__,
             "tensorflow": tf.__version__,
@@ -460,12 +488,13 @@ def _write_saved_model(model: keras.Model, info: dict[str, Any], directory: Path
         return tf.reshape(images, tf.stack([tf.shape(images)[0], height, width, 3]))
 
     threshold = info["threshold"]  # None: single-label (softmax, argmax)
+    temperature = info["temperature"]
 
     def classify(images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = tf.cast(model(fit(images), training=False), tf.float32)
         if threshold is not None:
             return _multi_hot_outputs(logits, labels, threshold)
-        probabilities = tf.nn.softmax(logits, axis=-1)
+        probabilities = scores(logits, False, temperature)
         class_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
         return {
             "logits": logits,

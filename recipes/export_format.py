@@ -15,9 +15,9 @@ export directory holds::
     MODEL_CARD.md                     the model card (recipes.model_card)
 
 Signatures (all return ``logits`` float32 ``(batch, num_classes)``, ``probabilities``
-float32 (softmax, or sigmoid for multi-label), ``class_id`` int64 ``(batch,)`` (argmax of
-the logits) and ``class_name`` string ``(batch,)``; a multi-label export returns
-:data:`MULTI_LABEL_OUTPUTS` instead, see below):
+float32 (``softmax(logits / temperature)``, or sigmoid for multi-label), ``class_id`` int64
+``(batch,)`` (argmax of the logits) and ``class_name`` string ``(batch,)``; a multi-label
+export returns :data:`MULTI_LABEL_OUTPUTS` instead, see below):
 
 - ``serving_default``: ``images`` float32 ``(batch, height, width, 3)``, RGB pixels
   0..255; any batch size and image size (resized bilinearly to the model's input size).
@@ -37,6 +37,12 @@ REST and gRPC answers are dense; a client zips ``probabilities``, ``class_ids`` 
 ``class_names`` column by column, or drops the ``""``. A joined string (``"cat,dog"``)
 would need parsing and breaks on class names with commas. Multi-label exports written
 before the threshold existed have no ``"threshold"`` and keep the single-label outputs.
+
+Calibration: ``metadata.json``'s ``"temperature"`` (a positive number, 1.0 when the run was
+not calibrated; exports written before it existed have none and mean 1.0) divides the logits
+before the softmax, in every signature and every deployed file (temperature scaling, Guo et
+al. 2017, "On Calibration of Modern Neural Networks"). The logits are the model's own and the
+argmax does not change; only the probabilities are the calibrated ones.
 
 The variables the signatures use are also registered as the SavedModel collection
 ``zoo_variables``, in manifest order, which is how the SavedModel's own variables map
@@ -60,6 +66,7 @@ SIGNATURES = ("serving_default", "serving_uint8", "serve_bytes")
 OUTPUTS = ("logits", "probabilities", "class_id", "class_name")
 MULTI_LABEL_OUTPUTS = ("logits", "probabilities", "class_ids", "class_names")
 DEFAULT_THRESHOLD = 0.5  # multi-label: a class is predicted when its probability is above
+TEMPERATURE_KEY = "temperature"  # metadata.json: probabilities = softmax(logits / temperature)
 VARIABLE_COLLECTION = "zoo_variables"
 LABELS_FILE = "labels.txt"
 MANIFEST_FILE = "zoo_manifest.json"
@@ -92,6 +99,32 @@ def outputs_of(metadata: Mapping[str, Any] | None) -> tuple[str, ...]:
     if metadata.get("multi_label") and metadata.get("threshold") is not None:
         return MULTI_LABEL_OUTPUTS
     return OUTPUTS
+
+
+def temperature_of(metadata: Mapping[str, Any] | None) -> float:
+    """The export's calibration temperature (1.0 when ``metadata.json`` records none)."""
+    value = (metadata or {}).get(TEMPERATURE_KEY)
+    return 1.0 if value is None else float(value)
+
+
+def probabilities(logits: np.ndarray, multi_label: bool, temperature: float = 1.0) -> np.ndarray:
+    """What an export's ``probabilities`` output holds for these logits.
+
+    Args:
+        logits: ``(batch, num_classes)``.
+        multi_label: sigmoid per class (the temperature must then be 1.0) instead of a
+            softmax over the classes.
+        temperature: the softmax's temperature ``T``: ``softmax(logits / T)``.
+
+    Returns:
+        float32 ``(batch, num_classes)``, computed in float64 without overflow.
+    """
+    z = np.asarray(logits, np.float64)
+    if multi_label:
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    z = z / temperature
+    shifted = np.exp(z - z.max(-1, keepdims=True))
+    return (shifted / shifted.sum(-1, keepdims=True)).astype(np.float32)
 
 
 def probe_batch(input_size: tuple[int, int] | list[int], batch: int = PROBE_BATCH) -> np.ndarray:

@@ -112,7 +112,7 @@ def render(
         + (
             "independent sigmoid probabilities (multi-label)."
             if meta.get("multi_label")
-            else "softmax probabilities (one label per image)."
+            else _softmax_output(meta)
         ),
         "",
         "## Intended use",
@@ -198,6 +198,18 @@ def _weights_url(backbone: str | None, include_top: bool | None) -> str | None:
     sources = getattr(zoo.get_spec(backbone), "weights", ()) or ()
     urls = [s.url for s in sources if include_top is None or s.include_top == include_top]
     return urls[0] if urls else None
+
+
+def _softmax_output(meta: Mapping[str, Any]) -> str:
+    """The single-label output line: calibrated when the run fitted a temperature."""
+    temperature = fmt.temperature_of(meta)
+    if temperature == 1.0:
+        return "softmax probabilities (one label per image)."
+    return (
+        f"softmax probabilities (one label per image), calibrated: softmax(logits / "
+        f"{temperature:.3f}), the temperature fitted on the validation split; the logits "
+        "are the model's own."
+    )
 
 
 def _head(meta: Mapping[str, Any]) -> str:

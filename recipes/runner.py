@@ -787,16 +787,17 @@ def _export_and_verify(
 
 def _export_metadata(recipe: Recipe, calibration: dict[str, Any] | None = None) -> dict[str, Any]:
     """``metadata.json`` extras: the recipe, a multi-label head's threshold, and the
-    temperature fitted on validation (``softmax(logits / temperature)`` gives calibrated
-    probabilities; the export's own outputs are not scaled)."""
+    temperature fitted on validation, which every exported format's ``probabilities``
+    apply (``softmax(logits / temperature)``; the logits stay as trained)."""
     metadata: dict[str, Any] = {"recipe": recipe.model_dump(mode="json")}
     if recipe.model.head.multi_label:
         metadata["threshold"] = recipe.model.head.decision_threshold
     if calibration:
+        metadata["temperature"] = calibration["temperature"]
         metadata["calibration"] = {
-            "temperature": calibration["temperature"],
             "fitted_on": calibration.get("fitted_on", "validation"),
-            "use": "probabilities = softmax(logits / temperature)",
+            "ece_before": calibration.get("ece_before"),
+            "ece_after": calibration.get("ece_after"),
         }
     return metadata
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recipes.export_format import temperature_of
 from zoo.errors import ZooError
 
 LABELS_MEMBER = "labels.txt"
@@ -49,6 +50,8 @@ class ModelInfo:
         licenses: the licences, e.g. ``"weights: Apache-2.0; model: CC-BY-4.0"``.
         class_names: the classes in class-id order.
         multi_label: sigmoid per class (True) or softmax over the classes (False).
+        temperature: the softmax's calibration temperature, ``softmax(logits / T)``
+            (1.0: as trained; temperature scaling, Guo et al. 2017).
     """
 
     name: str
@@ -57,6 +60,7 @@ class ModelInfo:
     licenses: str
     class_names: tuple[str, ...]
     multi_label: bool = False
+    temperature: float = 1.0
 
 
 def model_info(meta: dict[str, Any], zoo_manifest: dict[str, Any] | None = None) -> ModelInfo:
@@ -87,6 +91,7 @@ def model_info(meta: dict[str, Any], zoo_manifest: dict[str, Any] | None = None)
         licenses=licenses(meta),
         class_names=names,
         multi_label=bool(meta.get("multi_label")),
+        temperature=temperature_of(meta),
     )
 
 
@@ -156,6 +161,8 @@ def write(data: bytes, info: ModelInfo) -> bytes:
     """
     metadata_writer, metadata_info = _writers()
     activation = "sigmoid per class" if info.multi_label else "softmax over the classes"
+    if info.temperature != 1.0:
+        activation += f", calibrated: softmax(logits / {info.temperature:.4g})"
 
     class Writer(metadata_writer.MetadataWriter):
         def __del__(self) -> None:

@@ -32,7 +32,8 @@ recompute:
    one in memory, else the ``model.keras`` file in the export), max absolute difference
    <= 1e-5 in float32, through float32 pixels, uint8 pixels and PNG bytes; class ids
    and names agree wherever the decision is clear (argmax, or a multi-label
-   probability farther than 10x the tolerance from the threshold);
+   probability farther than 10x the tolerance from the threshold); the probabilities
+   are ``softmax(logits / T)`` with ``metadata.json``'s calibration temperature;
 8. deployed: every file ``zoo_manifest.json`` lists under ``"deployed"`` (the LiteRT
    and ONNX files of :mod:`recipes.deploy`, and their ``labels.txt``) is there and
    hashes as listed, no LiteRT or ONNX file lies there unlisted, and each model file
@@ -844,6 +845,17 @@ def _check_parity(
             "parity", [f"metadata.json threshold {threshold!r} is not a probability in (0, 1)"], ""
         )
         return None
+    temperature = meta.get(fmt.TEMPERATURE_KEY)
+    if temperature is not None and not _is_temperature(temperature, meta):
+        result._record(
+            "parity",
+            [
+                f"metadata.json temperature {temperature!r} is not a positive number (or "
+                "is not 1 on a multi-label export)"
+            ],
+            "",
+        )
+        return None
     probe = probe_batch(meta["input_size"])
     signatures = _signature_outputs(loaded, probe)
     served = signatures.get("serving_default", {}).get("logits")
@@ -863,9 +875,7 @@ def _check_parity(
     if fmt.outputs_of(meta) == fmt.MULTI_LABEL_OUTPUTS:
         expected = _expected_multi_hot(logits, float(meta["threshold"]), tolerance)
     else:
-        expected = _expected_outputs(
-            logits, bool(meta.get("multi_label")), meta["class_names"], tolerance
-        )
+        expected = _expected_outputs(logits, meta, tolerance)
     worst = 0.0
     for name, outputs in signatures.items():
         problems, diff = _compare(outputs, expected, tolerance, meta["class_names"])
@@ -878,12 +888,17 @@ def _check_parity(
     return served
 
 
-def _expected_outputs(
-    logits: np.ndarray, multi_label: bool, names: list[str], tolerance: float
-) -> dict[str, Any]:
-    import tensorflow as tf
+def _is_temperature(value: Any, meta: dict[str, Any]) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return 0 < value < 1e6 and (value == 1 or not meta.get("multi_label"))
 
-    probabilities = tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits, axis=-1)
+
+def _expected_outputs(logits: np.ndarray, meta: dict[str, Any], tolerance: float) -> dict[str, Any]:
+    """A single-label export's expected outputs (calibrated probabilities included)."""
+    names = meta["class_names"]
+    temperature = fmt.temperature_of(meta)
+    probabilities = fmt.probabilities(logits, bool(meta.get("multi_label")), temperature)
     top2 = np.sort(logits, axis=-1)[:, -2:] if logits.shape[-1] > 1 else None
     clear = (
         np.ones(len(logits), bool) if top2 is None else (top2[:, 1] - top2[:, 0]) > 10 * tolerance
@@ -891,7 +906,7 @@ def _expected_outputs(
     ids = logits.argmax(axis=-1)
     return {
         "logits": logits,
-        "probabilities": probabilities.numpy(),
+        "probabilities": probabilities,
         "class_id": ids,
         "class_name": [names[i] for i in ids],
         "clear": clear,
@@ -1047,7 +1062,8 @@ def _deployed_parity(spec: Any, run: Any, meta: Any, served: np.ndarray) -> tupl
         return f"does not run: {_line(error)}", "does not run"
     # A .tflite returns probabilities, an .onnx logits and probabilities (spec.outputs).
     outputs = {k: np.asarray(found[k], np.float32) for k in spec.outputs if k in found}
-    expected = expected_outputs(served, bool(meta.get("multi_label")))
+    temperature = fmt.temperature_of(meta)
+    expected = expected_outputs(served, bool(meta.get("multi_label")), temperature)
     shapes = {k: v.shape for k, v in outputs.items()}
     if set(outputs) != set(spec.outputs) or any(s != served.shape for s in shapes.values()):
         return f"outputs {shapes}, expected {list(spec.outputs)} of shape {served.shape}", (
@@ -1057,7 +1073,7 @@ def _deployed_parity(spec: Any, run: Any, meta: Any, served: np.ndarray) -> tupl
         agree = int(np.sum(outputs[fmt.PROBABILITIES].argmax(-1) == served.argmax(-1)))
         return None, f"top-1 agrees on {agree} of {len(served)} (int8: reported, not bounded)"
     diff = max(float(np.max(np.abs(outputs[k] - expected[k]))) for k in spec.outputs)
-    bound = parity_bound(spec.tolerance, served)
+    bound = parity_bound(spec.tolerance, served, temperature)
     outcome = f"max |output difference| {diff:.2e}"
     if not diff <= bound:  # also catches NaN
         return (

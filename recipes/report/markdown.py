@@ -109,7 +109,8 @@ def _calibration_section(report: RunReport, diagram: str | None) -> list[str]:
     lines += [
         f"Temperature {calibrated['temperature']:.3f}, fitted on the {fitted} split after "
         "the last stage (Guo et al. 2017): softmax(logits / T). It changes the "
-        "probabilities, never the ranking of the classes, so top-1 is the same.",
+        "probabilities, never the ranking of the classes, so top-1 is the same. Every "
+        "exported format's probabilities are the calibrated ones; the logits stay as trained.",
         "",
     ]
     lines += markdown_table(
