@@ -120,7 +120,7 @@ def _cpu_model() -> str:
 
 
 def _cpu_flags() -> list[str]:
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma")
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -130,6 +130,27 @@ def _cpu_flags() -> list[str]:
     except OSError:
         pass
     return []
+
+
+def cpu_isa(flags: list[str] | tuple[str, ...]) -> str:
+    """The widest vector instruction set among a CPU's ``flags``, as results files name it.
+
+    Args:
+        flags: ``/proc/cpuinfo`` flag names (``machine_info()["cpu_flags"]``).
+
+    Returns:
+        ``"amx"`` (AMX tiles, with AVX-512 beside them), ``"avx512f"``, ``"avx2"``, or
+        ``"unknown"`` where none of those is listed (another architecture, or flags that
+        could not be read). The 2-core machines of these benchmarks come as ``avx2`` and
+        ``avx512f`` (AMD EPYC) and ``amx`` (Intel Xeon), about 2x apart in speed.
+    """
+    names = set(flags)
+    if names & {"amx_tile", "amx_bf16", "amx_int8"}:
+        return "amx"
+    for isa in ("avx512f", "avx2"):
+        if isa in names:
+            return isa
+    return "unknown"
 
 
 def _memory_gib() -> float | None:
@@ -171,13 +192,15 @@ def machine_info(keras_backend: str) -> dict[str, Any]:
     """Describes this machine without importing TensorFlow, Keras or JAX.
 
     Returns:
-        CPU model and flags, cores, memory (GiB), accelerators (``nvidia-smi``), Python,
-        TensorFlow / Keras / JAX / torch versions (None where absent), the Keras backend,
-        the load average and the date (UTC, ISO 8601).
+        CPU model, flags and ISA (:func:`cpu_isa`), cores, memory (GiB), accelerators
+        (``nvidia-smi``), Python, TensorFlow / Keras / JAX / torch versions (None where
+        absent), the Keras backend, the load average and the date (UTC, ISO 8601).
     """
+    flags = _cpu_flags()
     return {
         "cpu": _cpu_model(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": flags,
+        "isa": cpu_isa(flags),
         "cores": cores(),
         "memory_gib": _memory_gib(),
         "accelerators": _accelerators(),

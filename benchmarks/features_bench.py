@@ -211,9 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Images per class, and zoo embed against the head stage's cache build ({stamp} UTC)",
         "",
-        f"Machine: {info['cpu']} ({flags}), {info['cores']} cores, TensorFlow "
-        f"{info['tensorflow']}, Keras {info['keras']}; shared with other jobs (load average "
-        f"{loads[0][0]:.1f} at the start, {loads[-1][0]:.1f} at the end).",
+        f"Machine: {info['cpu']} ({flags}; ISA {info['isa']}), {info['cores']} cores, "
+        f"TensorFlow {info['tensorflow']}, Keras {info['keras']}; shared with other jobs "
+        f"(load average {loads[0][0]:.1f} at the start, {loads[-1][0]:.1f} at the end).",
         f"Data: Fashion-MNIST at {size[0]}x{size[1]}, {BACKBONE} ImageNet weights, batch "
         f"{args.batch_size}.",
         "",

@@ -36,6 +36,7 @@ MEASUREMENTS: dict[str, tuple[str, str]] = {
     "peer": ("benchmarks.timm_bench", "measure_timm_peer"),
     "peer_head_stage": ("benchmarks.timm_bench", "measure_timm_head_stage"),
     "distribute": ("benchmarks.distribute_bench", "measure_distribute"),
+    "scale": ("benchmarks.scale_bench", "measure_scale"),
 }
 
 

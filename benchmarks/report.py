@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import cpu_isa
+
 MODE_LABELS = {
     "float32": "float32",
     "float32_folded": "float32, BatchNorm folded",
@@ -43,7 +45,7 @@ def markdown(doc: dict[str, Any]) -> str:
     parts = [_machine_md(doc), _device_md(doc.get("device")), _targets_md(doc), _peak_md(doc)]
     parts += [_forward_md(doc)]
     parts += [serving_formats_md(doc.get("serving_formats")), peer_md(doc.get("peer"))]
-    parts += [peer_head_stage_md(doc.get("peer_head_stage"))]
+    parts += [peer_head_stage_md(doc.get("peer_head_stage")), scale_md(doc.get("scale"))]
     parts += [markdown_section(doc), _notes_md()]
     return "\n\n".join(p for p in parts if p) + "\n"
 
@@ -59,6 +61,7 @@ def _machine_md(doc: dict[str, Any]) -> str:
             "",
             f"- Machine: {m['cpu']} ({', '.join(m['cpu_flags'])}), {m['cores']} cores, "
             f"{m['memory_gib']} GiB; accelerator: {accel}",
+            f"- CPU ISA: {_isa(m)}",
             f"- Software: Python {m['python']}, TensorFlow {m['tensorflow']}, Keras "
             f"{m['keras']}, JAX {m['jax']}; Keras backend `{m['backend']}`",
             f"- Load average (1/5/15 min) at start {load}, at end {load_end}; "
@@ -66,6 +69,11 @@ def _machine_md(doc: dict[str, Any]) -> str:
             f"- Not registered (skipped): {', '.join(s['not_registered']) or 'none'}",
         ]
     )
+
+
+def _isa(machine: dict[str, Any]) -> str:
+    """The machine's ISA as recorded, or derived from its flags (files written before)."""
+    return machine.get("isa") or cpu_isa(machine.get("cpu_flags") or [])
 
 
 def _device_md(device: Any) -> str:
@@ -264,6 +272,61 @@ def peer_head_stage_md(section: Any) -> str:
     )
 
 
+def _gib(value: Any) -> str:
+    return "-" if value is None else f"{value / 2**30:.2f}"
+
+
+def scale_md(section: Any) -> str:
+    """The scale rows: the main job's stages on synthetic folders of each size."""
+    if not isinstance(section, dict) or "skipped" in section or "error" in section:
+        return ""
+    rows = [
+        "## Scale: the main job's stages on synthetic folders (32x32 PNGs)",
+        "",
+        "| images | train / val / test | scan + split (s) | cache (GiB, where) | cache build "
+        "(img/s) | head stage (img/s) | fine-tune stage (img/s) | evaluate (s) | wall (s) | "
+        "s per image | s per image, model build excluded | peak RSS (GiB) | peak RSS in step |",
+        "|---" * 13 + "|",
+    ]
+    for size, r in section.items():
+        if size == "summary":
+            continue
+        if _why(r):
+            rows.append(f"| {int(size):,} | {_why(r)} |" + " |" * 11)
+            continue
+        stages = list(r["stages"].values())
+        rates = [_num(st.get("images_per_second")) for st in stages[:2]] + ["-"] * (2 - len(stages))
+        cache = r.get("cache") or {}
+        peaks = r["rss"].get("peak_by_step_bytes") or {}
+        step = max(peaks, key=peaks.get) if peaks else "-"
+        cells = [
+            f"{int(size):,}",
+            f"{r['train_images']:,} / {r['validation_images']:,} / {r['test_images']:,}",
+            _num(r.get("scan_split_seconds"), 2),
+            f"{_gib(cache.get('bytes'))}, {' + '.join(cache.get('where') or []) or '-'}",
+            _num(cache.get("images_per_second")),
+            *rates,
+            _num(r["timings"].get("evaluate")),
+            _num(r.get("wall_seconds")),
+            f"{r['seconds_per_image'] * 1e3:.2f} ms",
+            f"{r['variable_seconds_per_image'] * 1e3:.2f} ms",
+            _gib(r["rss"]["peak_bytes"]),
+            step,
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    summary = section.get("summary") or {}
+    if summary.get("spread") is not None:
+        rows += [
+            "",
+            f"Seconds per image (model build excluded), largest over smallest: "
+            f"{summary['spread']:.2f} ({'within' if summary['flat'] else '**not** within'} "
+            f"20%). Peak RSS at {summary['largest']:,} images minus the cache's memory budget: "
+            f"{_gib(summary['rss_over_budget_bytes'])} GiB "
+            f"({'within' if summary['rss_bounded'] else '**over**'} 1 GiB).",
+        ]
+    return "\n".join(rows)
+
+
 def _ratio_cell(target: dict[str, Any]) -> str:
     if target["value"] is None:
         return "-"
@@ -298,6 +361,10 @@ def _notes_md() -> str:
             "LiteRT (XNNPACK, threads = cores) float32 / float16 / int8 (calibrated on random "
             "pixels), onnxruntime (CPU), and timm eager (channels-last, inference_mode) on the "
             "same architecture, same float32 pixels, one process per backbone.",
+            "- scale: the built-in main job recipe run end to end (`run_recipe`, export off, "
+            "each stage's epochs as the settings say) on a folder of synthetic 32x32 PNGs in "
+            "10 class folders; scan + split is the run's data step, cache build images/s is "
+            "over train + validation, s per image is the run's wall time over all images.",
         ]
     )
 
@@ -313,7 +380,7 @@ def chart(doc: dict[str, Any], path: Path) -> None:
     _forward_panel(left, doc.get("forward", {}))
     _ratio_panel(right, doc["targets"])
     fig.suptitle(
-        f"{doc['machine']['cpu']}, {doc['machine']['cores']} cores, "
+        f"{doc['machine']['cpu']} ({_isa(doc['machine'])}), {doc['machine']['cores']} cores, "
         f"{doc['machine']['backend']}, {doc['machine']['date'][:10]}"
     )
     fig.tight_layout()

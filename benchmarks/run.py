@@ -45,6 +45,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks import report  # noqa: E402
 from benchmarks.common import SKIP_NEEDS_TF, has_tensorflow, machine_info, machine_slug
 from benchmarks.model_bench import MODES
+from benchmarks.scale_bench import LARGE_SIZE as SCALE_LARGE
+from benchmarks.scale_bench import SIZES as SCALE_SIZES
+from benchmarks.scale_bench import scale_summary
 from benchmarks.serving_bench import SERVING_BACKBONES
 from benchmarks.timm_bench import peer_ratios
 
@@ -71,8 +74,11 @@ MEASUREMENTS = (
     "pipeline",
     "serving_formats",
     "distribute",
+    "scale",
 )
-TF_ONLY = ("serving", "pipeline", "serving_formats", "distribute")
+TF_ONLY = ("serving", "pipeline", "serving_formats", "distribute", "scale")
+# Run only when named in --only: minutes to hours, and a cache of synthetic images on disk.
+ON_REQUEST = ("scale",)
 
 # (dotted key, comparison, target): the figure zoo aims for on each ratio.
 TARGETS = (
@@ -125,6 +131,7 @@ def settings(quick: bool) -> dict[str, Any]:
                 "input_size": 96,
                 "rounds": 1,
             },
+            "scale": {"sizes": [200, 400], "epochs": [1, 1]},
         }
     return {
         "peak": {"size": 4096, "repeats": 5},
@@ -136,6 +143,7 @@ def settings(quick: bool) -> dict[str, Any]:
         "pipeline": {"images": 256, "jpeg_size": [500, 375], "repeats": 3},
         "serving_formats": {"batch_sizes": [1, 32], "repeats": 5},
         "distribute": {"images": 128, "epochs": 4, "batch_size": 16, "input_size": 128},
+        "scale": {"sizes": list(SCALE_SIZES), "epochs": [1, 1]},
     }
 
 
@@ -241,7 +249,7 @@ class Runner:
 
     def child(self, name: str, params: dict[str, Any], backend: str | None = None) -> dict:
         backend = backend or self.args.backend
-        label = f"{name} {params.get('backbone', '')}".strip()
+        label = f"{name} {params.get('backbone') or params.get('images') or ''}".strip()
         used = time.perf_counter() - self.start
         # The peer is exempt: cheap, and zoo's rows mean little without it (see _peer).
         if self.budget is not None and used > self.budget and name != "peer":
@@ -305,10 +313,15 @@ class Runner:
         )
 
     def _fine_tune(self) -> None:
+        """The fine-tune rows: each train backbone beside plain Keras; with ``--peer``, also
+        every forward backbone, zoo alone (its row is the peer's training-step figure)."""
         per = {
             b: self.child("fine_tune", self._params("fine_tune", backbone=b))
             for b in self.args.train_backbones
         }
+        for b in self.args.backbones if self.args.peer else ():
+            if b not in per:
+                per[b] = self.child("fine_tune", self._params("fine_tune", backbone=b, plain=False))
         headline = FINE_TUNE_HEADLINE
         headline = headline if headline in per else self.args.train_backbones[0]
         primary = per[headline]
@@ -407,6 +420,16 @@ class Runner:
         out["ratio"] = rate / train if rate and train else None
         self.results["pipeline"] = out
 
+    def _scale(self) -> None:
+        """The main job's stages on synthetic folders of each size (``--scale-1m`` adds 1M)."""
+        config = self.config["scale"]
+        sizes = [*config["sizes"], *([SCALE_LARGE] if self.args.scale_1m else [])]
+        rows = {
+            str(n): self.child("scale", {"images": n, "epochs": config["epochs"]}, "tensorflow")
+            for n in sizes
+        }
+        self.results["scale"] = {**rows, "summary": scale_summary(rows)}
+
     def _distribute(self) -> None:
         """1 device vs mirrored on 2 logical CPUs (efficientnet_lite0 unless told)."""
         params = self._params("distribute", backbone=self.args.train_backbones[0])
@@ -496,8 +519,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="gpu: GPU sizes and settings (device_settings; benchmarks/device.sh)",
     )
     parser.add_argument("--budget", type=float, help="skip measurements after this many seconds")
+    parser.add_argument(
+        "--scale-1m", action="store_true", help="scale: add the 1,000,000-image folder"
+    )
     args = parser.parse_args(argv)
-    default_only = DEVICE_ONLY.split(",") if args.device == "gpu" else list(MEASUREMENTS)
+    default_only = (
+        DEVICE_ONLY.split(",")
+        if args.device == "gpu"
+        else [m for m in MEASUREMENTS if m not in ON_REQUEST]
+    )
     only = args.only.split(",") if args.only else default_only
     unknown = sorted(set(only) - set(MEASUREMENTS))
     if unknown:
