@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from zoo import caching
 from zoo.caching import compute as caching_compute
+from zoo.caching import engine as caching_engine
 from zoo.caching import plan as caching_plan
 from zoo.classifier import build_classifier
 from zoo.fingerprint import manifest
@@ -92,7 +93,7 @@ def test_prefix_cache_with_trainable_batchnorm_matches_plain_training(monkeypatc
     # the AVX-512 machines; not promised: the prefix runs in another graph than the train
     # step, and which oneDNN kernel (so which order of a convolution's sums) each graph
     # gets depends on the CPU (6e-8 apart on AVX2, measured under a tf.distribute strategy).
-    monkeypatch.setattr(caching_compute, "fold_batchnorm", lambda model: (model, 0))
+    monkeypatch.setattr(caching_engine, "fold_batchnorm", lambda model: (model, 0))
     cached = _model()
     plain = _model(like=cached)
     start = _weights(cached)

@@ -5,12 +5,15 @@ over batches of pixels; :func:`derive_activations` computes the activations at a
 cut from those at a lower one (``zoo.caching.plan.middle_model``), so one pass over the
 images serves two stages. Results are stored by :class:`zoo.caching.store.ActivationWriter`.
 
-On the TensorFlow backend the forward pass is a ``tf.function`` (optionally XLA-compiled)
-over a ``tf.data`` dataset, TensorFlow imported inside functions; on other backends it is
-Keras' compiled ``predict_on_batch`` (jitted on JAX) over numpy batches
-(:class:`zoo.caching.dataset.ArrayInput`). Both run a copy of the frozen layers with their
-BatchNorms folded into the convolutions (:mod:`zoo.caching.fold`), except under a
-``tf.distribute`` strategy.
+The forward pass runs on the engine :mod:`zoo.caching.engine` chooses (``engine="auto"``:
+probed on the pass's first batch): TensorFlow as built, TensorFlow with BatchNorm folded
+into the convolutions (:mod:`zoo.caching.fold`) or LiteRT, each checked against the model
+as built within a relative error of 1e-5 before it is used. On the TensorFlow backend the
+TensorFlow engines are a ``tf.function`` (optionally XLA-compiled) over a ``tf.data``
+dataset, TensorFlow imported inside functions; on other backends Keras' compiled
+``predict_on_batch`` (jitted on JAX) over numpy batches
+(:class:`zoo.caching.dataset.ArrayInput`). Under a ``tf.distribute`` strategy the prefix
+runs as built.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from zoo.caching.dataset import ArrayInput, tensorflow_backend, without_autotune
-from zoo.caching.fold import fold_batchnorm
+from zoo.caching.dataset import ArrayInput, without_autotune
+from zoo.caching.engine import EngineChoice, Forward, check_engine, choose_engine
 from zoo.caching.store import (
     CACHE_DTYPES,
     DEFAULT_CACHE_BUDGET_BYTES,
@@ -35,50 +38,20 @@ from zoo.caching.store import (
 from zoo.errors import InvalidValueError
 
 
-def _forward_fn(prefix: keras.Model, dtype: str, jit_compile: bool) -> Any:
-    """``prefix`` in inference mode as a function of a batch -> numpy in ``dtype``.
-
-    Runs a copy of ``prefix`` with its BatchNorms folded into the convolutions before them
-    (:func:`zoo.caching.fold.fold_batchnorm`: the same function to float rounding, made
-    once per prefix; its layers are frozen while it is cached), except under a
-    ``tf.distribute`` strategy: there the copy's new variables would be mirrored and, on a
-    multi-worker cluster, broadcast at creation by every worker, so ``prefix`` runs as is.
-    On TensorFlow a ``tf.function`` traced once per prefix; elsewhere ``predict_on_batch``,
-    which Keras compiles (on JAX, a jitted call with ``training=False``).
-    """
-    np_dtype = numpy_dtype(dtype)
+def _forward_fn(
+    prefix: keras.Model, engine: str, jit_compile: bool, sample: Any, images: int | None
+) -> tuple[Forward, EngineChoice]:
+    """``prefix`` in inference mode on the engine :func:`zoo.caching.engine.choose_engine`
+    picks (probed on ``sample``, the pass's first batch): a function of a batch -> float32
+    numpy, and the choice. Chosen once per prefix, engine and XLA setting, so a training
+    and a validation pass share one probe."""
     cache = prefix.__dict__.setdefault("_zoo_forward", {})
-    if "folded" not in cache:
-        cache["folded"] = prefix if _under_tf_strategy() else fold_batchnorm(prefix)[0]
-    folded = cache["folded"]
-    if not tensorflow_backend():
-
-        def predict(x: Any) -> np.ndarray:
-            return np.asarray(folded.predict_on_batch(np.asarray(x))).astype(np_dtype, copy=False)
-
-        return predict
-    import tensorflow as tf
-
-    key = (dtype, jit_compile)
+    key = (engine, jit_compile)
     if key not in cache:
-        tf_dtype = tf.as_dtype(dtype)
-
-        @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-        def forward(x: Any) -> Any:
-            return tf.cast(folded(x, training=False), tf_dtype)
-
-        cache[key] = forward
-    fn = cache[key]
-    return lambda x: np.asarray(fn(x)).astype(np_dtype, copy=False)
-
-
-def _under_tf_strategy() -> bool:
-    """Whether a ``tf.distribute`` strategy other than the default is in scope."""
-    if not tensorflow_backend():
-        return False
-    import tensorflow as tf
-
-    return tf.distribute.has_strategy()
+        cache[key] = choose_engine(
+            prefix, np.asarray(sample), engine, jit_compile=jit_compile, images=images
+        )
+    return cache[key]
 
 
 def _batches(dataset: Any) -> Iterator[Any]:
@@ -106,6 +79,7 @@ def compute_activations(
     jit_compile: bool = False,
     verbose: int = 1,
     label: str = "train",
+    engine: str = "auto",
 ) -> Activations:
     """Runs ``prefix`` once in inference mode over ``dataset`` and stores its outputs.
 
@@ -116,20 +90,28 @@ def compute_activations(
         dtype: storage dtype, one of ``CACHE_DTYPES``.
         budget_bytes: activations above this size go to ``disk_dir`` as a memmap.
         disk_dir: where an over-budget cache is written (created). Required to spill.
-        jit_compile: compile the forward pass with XLA.
+        jit_compile: compile the forward pass with XLA (the TensorFlow engines).
         verbose: 1 shows a progress bar.
         label: split name for the progress bar and file names.
+        engine: ``"auto"``, ``"tensorflow"`` or ``"litert"``
+            (:func:`zoo.caching.engine.choose_engine`, probed on the first batch; a
+            second pass of the same ``prefix`` reuses the choice).
 
     Returns:
-        The :class:`Activations`; labels are kept in memory, ``canonical`` is set.
+        The :class:`Activations`; labels are kept in memory, ``canonical`` is set,
+        ``engine`` records the engine and its probe.
 
     Raises:
         ValueError: the dataset does not yield ``(pixels, labels)`` pairs or the dtype is
-            unknown.
+            unknown; an unknown engine, or ``"litert"`` where it cannot run or disagrees
+            with TensorFlow.
         CacheUnavailable: over budget without a ``disk_dir``.
     """
-    forward = _forward_fn(prefix, _checked_dtype(dtype), jit_compile)
+    np_dtype = numpy_dtype(_checked_dtype(dtype))
+    check_engine(engine)
     keys: list[np.ndarray] = []
+    chosen: list[EngineChoice] = []
+    batches = _num_batches(dataset)
 
     def outputs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for element in _batches(dataset):
@@ -138,9 +120,14 @@ def compute_activations(
                     "Caching needs a dataset of (pixels, labels) pairs; got elements of "
                     f"{dataset.element_spec}. Drop sample weights or set cache='off'."
                 )
-            y = np.asarray(element[1])
-            keys.append(example_keys(np.asarray(element[0]), y))
-            yield forward(element[0]), y
+            x, y = np.asarray(element[0]), np.asarray(element[1])
+            keys.append(example_keys(x, y))
+            if not chosen:
+                images = batches * len(x) if batches is not None else None
+                forward, choice = _forward_fn(prefix, engine, jit_compile, x, images)
+                chosen.append(choice)
+                store.engine = choice.to_dict()
+            yield forward(x).astype(np_dtype, copy=False), y
 
     def canonical() -> np.ndarray:
         return np.argsort(
@@ -148,7 +135,7 @@ def compute_activations(
         )
 
     store = ActivationWriter(dtype, budget_bytes, disk_dir, label)
-    return store.run(outputs(), canonical, _num_batches(dataset), verbose)
+    return store.run(outputs(), canonical, batches, verbose)
 
 
 def derive_activations(
@@ -161,6 +148,7 @@ def derive_activations(
     jit_compile: bool = False,
     verbose: int = 1,
     label: str = "train",
+    engine: str = "auto",
 ) -> Activations:
     """Activations at a higher cut, computed from ``base`` (those at a lower one).
 
@@ -172,23 +160,29 @@ def derive_activations(
     Args:
         middle: activations at the lower cut -> activations at the higher cut.
         base: the activations at the lower cut.
-        dtype, budget_bytes, disk_dir, jit_compile, verbose, label: as for
-            :func:`compute_activations`.
+        dtype, budget_bytes, disk_dir, jit_compile, verbose, label, engine: as for
+            :func:`compute_activations` (the engine probed on ``middle``'s first batch).
 
     Returns:
         The :class:`Activations`; ``seconds`` counts ``base.seconds`` too (a pass from
-        pixels to the higher cut).
+        pixels to the higher cut); ``engine`` records the middle pass's engine.
 
     Raises:
         CacheUnavailable: over budget without a ``disk_dir``.
     """
-    forward = _forward_fn(middle, _checked_dtype(dtype), jit_compile)
+    np_dtype = numpy_dtype(_checked_dtype(dtype))
+    check_engine(engine)
     step = base.batch_size or 32
+    chosen: list[EngineChoice] = []
 
     def outputs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, len(base.x), step):
             x = np.asarray(base.x[start : start + step], np.float32)
-            yield forward(x), base.y[start : start + step]
+            forward, choice = _forward_fn(middle, engine, jit_compile, x, len(base.x))
+            if not chosen:
+                chosen.append(choice)
+                store.engine = choice.to_dict()
+            yield forward(x).astype(np_dtype, copy=False), base.y[start : start + step]
 
     def canonical() -> np.ndarray:
         return base.canonical if base.canonical is not None else np.arange(len(base.x))

@@ -64,6 +64,11 @@ class CacheInfo:
         reused: the activations came from an earlier stage or an earlier run.
         derived_from: the lower block whose cached activations these were computed from
             (kept for the next stage, which caches there), or None.
+        engine: the inference engine that computed the activations (of a derived cache:
+            the pass from the lower cut) and its probe, as
+            ``zoo.caching.engine.EngineChoice.to_dict`` gives it; None when unused or
+            unknown. Every engine agrees with TensorFlow's model as built within a
+            relative error of ``PARITY_RTOL`` on the probe batch.
     """
 
     used: bool = False
@@ -81,6 +86,7 @@ class CacheInfo:
     key: str | None = None
     reused: bool = False
     derived_from: str | None = None
+    engine: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of the fields."""
@@ -111,6 +117,8 @@ class CacheOptions:
         jit_compile: compile the cache's forward pass with XLA.
         verbose: 1 prints what the cache did and shows progress bars.
         run_dir: where activations two stages share are kept for a resume, or None.
+        inference_engine: the engine of the cache's passes, ``"auto"``, ``"tensorflow"``
+            or ``"litert"`` (:mod:`zoo.caching.engine`); part of the key.
     """
 
     cache_dir: str | os.PathLike | None = None
@@ -122,6 +130,7 @@ class CacheOptions:
     jit_compile: bool = False
     verbose: int = 1
     run_dir: Path | None = None
+    inference_engine: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -257,11 +266,13 @@ class ActivationProvider:
             key=target.key,
             reused=got.reused,
             derived_from=got.derived_from,
+            engine=tr.engine,
         )
         if self.options.verbose:
             print(
                 f"Stage {stage.name!r}: {info.reason}; {info.size_bytes / 1e6:.1f} MB in "
-                f"{info.location} ({info.location_reason}), built in {info.build_seconds:.1f} s."
+                f"{info.location} ({info.location_reason}), built in {info.build_seconds:.1f} s"
+                + (f" on {info.engine['engine']}." if info.engine else ".")
             )
         batch = self.options.batch_size or tr.batch_size or 32
         data = CachedData(tr, va, batch, self.options.shuffle, self.options.seed)
@@ -269,7 +280,14 @@ class ActivationProvider:
 
     def _target(self, plan: CutPlan, prefix: keras.Model, dtype: str) -> _Target:
         size = tuple(self.model.inputs[0].shape[1:3])
-        key = store.prefix_key(self.model, plan, size, self.options.data_fingerprint, dtype)
+        key = store.prefix_key(
+            self.model,
+            plan,
+            size,
+            self.options.data_fingerprint,
+            dtype,
+            self.options.inference_engine,
+        )
         return _Target(prefix=prefix, key=key, plan=plan)
 
     def _obtain(
@@ -352,6 +370,7 @@ class ActivationProvider:
             "disk_dir": disk,
             "jit_compile": o.jit_compile,
             "verbose": o.verbose,
+            "engine": o.inference_engine,
         }
 
     def _compute(

@@ -7,7 +7,7 @@ own (:func:`example_keys`). On disk a split ``<label>`` is four files in one dir
     <label>.x.bin            activations, raw bytes in the stored dtype (a memmap)
     <label>.y.npy            labels
     <label>.canonical.npy    the rows sorted by example key
-    <label>.json             shape, dtype, batch size, pass seconds; written last
+    <label>.json             shape, dtype, batch size, pass seconds, engine; written last
 
 Each file is written atomically (``zoo.files.atomic_path``) and the ``.json`` last, so a
 directory without it is incomplete and never loaded.
@@ -48,7 +48,9 @@ class Activations:
     permutes it, so a cache built in another process (a resumed run) gives the same batches.
     None means the stored order. ``seconds`` is the wall time one pass of the prefix over
     the data took when the cache was computed (kept with an on-disk cache): what every
-    epoch of plain training would spend on it.
+    epoch of plain training would spend on it. ``engine`` is the inference engine that
+    computed them and its probe (``zoo.caching.engine.EngineChoice.to_dict``), kept with
+    an on-disk cache too; None when unknown.
     """
 
     x: np.ndarray
@@ -57,6 +59,7 @@ class Activations:
     batch_size: int = 0
     canonical: np.ndarray | None = None
     seconds: float = 0.0
+    engine: dict[str, Any] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -86,8 +89,11 @@ def prefix_key(
     input_size: tuple[int, ...],
     data_fingerprint: str | None,
     dtype: str,
+    engine: str = "auto",
 ) -> str:
-    """sha256 naming the activations: backbone, weights, cut, input size, data, dtype.
+    """sha256 naming the activations: backbone, weights, cut, input size, data, dtype and
+    the inference engine asked for (``zoo.caching.engine``: engines agree within a
+    relative error of 1e-5, not bit for bit).
 
     The weights are hashed from the prefix's variables (not only the recorded file hash:
     an earlier stage may have trained them).
@@ -106,6 +112,7 @@ def prefix_key(
         "input_size": list(input_size),
         "data": data_fingerprint,
         "dtype": dtype,
+        "engine": engine,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
@@ -139,6 +146,8 @@ class ActivationWriter:
         disk_dir: where an over-budget cache is written; None forbids spilling.
         label: the split (``"train"``, ``"validation"``): file names and progress bar.
         earlier_seconds: added to the pass's own time (a derived cache's base pass).
+        engine: the inference engine's record, stored with the activations; the pass may
+            set it while ``outputs`` runs (its engine is chosen on the first batch).
     """
 
     dtype: str
@@ -146,6 +155,7 @@ class ActivationWriter:
     disk_dir: Path | None
     label: str
     earlier_seconds: float = 0.0
+    engine: dict[str, Any] | None = None
 
     def run(
         self,
@@ -191,10 +201,10 @@ class ActivationWriter:
         seconds = self.earlier_seconds + time.perf_counter() - start
         if spill is None:
             x = np.concatenate(xs) if xs else out
-            return Activations(x, y, "memory", first, order, seconds)
+            return Activations(x, y, "memory", first, order, seconds, self.engine)
         shape = (count, *out.shape[1:])
         return _complete_on_disk(
-            self.disk_dir, self.label, shape, self.dtype, y, order, first, seconds
+            self.disk_dir, self.label, shape, self.dtype, y, order, first, seconds, self.engine
         )
 
     def _open_spill(self, stack: contextlib.ExitStack, held: list[np.ndarray]) -> Any:
@@ -219,6 +229,7 @@ def _complete_on_disk(
     canonical: np.ndarray | None,
     batch_size: int,
     seconds: float = 0.0,
+    engine: dict[str, Any] | None = None,
 ) -> Activations:
     """Writes labels, order and (last, marking the cache complete) the ``.json`` beside
     ``<label>.x.bin``; returns the activations opened as a read-only memmap."""
@@ -227,10 +238,16 @@ def _complete_on_disk(
     if canonical is not None:
         with atomic_path(disk_dir / f"{label}.canonical.npy") as tmp:
             np.save(tmp, canonical)
-    meta = {"shape": list(shape), "dtype": dtype, "batch_size": batch_size, "seconds": seconds}
+    meta = {
+        "shape": list(shape),
+        "dtype": dtype,
+        "batch_size": batch_size,
+        "seconds": seconds,
+        "engine": engine,
+    }
     write_text_atomic(disk_dir / f"{label}.json", json.dumps(meta))
     x = np.memmap(disk_dir / f"{label}.x.bin", dtype=numpy_dtype(dtype), mode="r", shape=shape)
-    return Activations(x, y, str(disk_dir), batch_size, canonical, seconds)
+    return Activations(x, y, str(disk_dir), batch_size, canonical, seconds, engine)
 
 
 def save_activations(acts: Activations, disk_dir: Path, label: str, dtype: str) -> Activations:
@@ -243,7 +260,15 @@ def save_activations(acts: Activations, disk_dir: Path, label: str, dtype: str) 
         for start in range(0, len(acts.x), _DISK_CHUNK_ROWS):  # ``x`` may be a large memmap
             f.write(np.ascontiguousarray(acts.x[start : start + _DISK_CHUNK_ROWS]).tobytes())
     return _complete_on_disk(
-        disk_dir, label, acts.x.shape, dtype, acts.y, acts.canonical, acts.batch_size, acts.seconds
+        disk_dir,
+        label,
+        acts.x.shape,
+        dtype,
+        acts.y,
+        acts.canonical,
+        acts.batch_size,
+        acts.seconds,
+        acts.engine,
     )
 
 
@@ -263,7 +288,7 @@ def load_activations(disk_dir: Path, label: str) -> Activations | None:
     order_path = disk_dir / f"{label}.canonical.npy"
     canonical = np.load(order_path) if order_path.exists() else None
     batch_size, seconds = int(meta.get("batch_size", 0)), float(meta.get("seconds", 0.0))
-    return Activations(x, y, str(disk_dir), batch_size, canonical, seconds)
+    return Activations(x, y, str(disk_dir), batch_size, canonical, seconds, meta.get("engine"))
 
 
 def default_disk_dir(cache_dir: str | os.PathLike | None, key: str) -> tuple[Path, bool]:

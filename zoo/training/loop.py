@@ -39,6 +39,7 @@ from zoo.caching import (
     plan_cuts,
 )
 from zoo.caching.dataset import ArrayInput
+from zoo.caching.engine import check_engine
 from zoo.caching.plan import stochastic_frozen_layers_off
 from zoo.errors import InvalidValueError
 from zoo.fingerprint import frozen_paths, named_weights
@@ -98,6 +99,7 @@ def fine_tune(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     distribution: Any = None,
     batch_size: int | None = None,
+    inference_engine: str = "auto",
 ) -> FineTuneResult:
     """Fine-tunes ``model`` stage by stage, caching frozen activations where valid.
 
@@ -157,6 +159,12 @@ def fine_tune(
         verbose: Keras verbosity (1: progress bars).
         batch_size: images per batch for ``(x, y)`` arrays (required with them, not
             allowed with datasets); their order is shuffled on every pass from ``seed``.
+        inference_engine: the engine of the cache's passes (frozen layers in inference
+            mode): ``"auto"`` (probed on the pass's first batch: TensorFlow as built,
+            with BatchNorm folded, or LiteRT, the fastest that agrees with TensorFlow as
+            built within a relative error of 1e-5), ``"tensorflow"`` (BatchNorm folded only
+            where faster) or ``"litert"`` (:mod:`zoo.caching.engine`). Each stage's
+            ``CacheInfo.engine`` records the choice and the probe's times.
         callbacks: extra Keras callbacks. In a cached stage they see the suffix model,
             whose variables are the full model's.
         distribution: None (the strategy ``model`` was built under, if any), ``"none"``,
@@ -192,7 +200,8 @@ def fine_tune(
         one's settings (recorded in the checkpoint), so the resume stays exact.
 
     Raises:
-        InvalidValueError: no stages, a bad ``mixed_precision`` or ``jit_compile``,
+        InvalidValueError: no stages, a bad ``mixed_precision``, ``jit_compile`` or
+            ``inference_engine``,
             ``resume`` without ``run_dir``, a checkpoint written for different stages
             or another model, arrays without ``batch_size`` or of different lengths, or
             augmentation with arrays on a backend without TensorFlow.
@@ -202,6 +211,7 @@ def fine_tune(
     if jit_compile is None:
         jit_compile = keras.backend.backend() == "jax"
     _check_args(stages, mixed_precision, jit_compile, resume, run_dir)
+    check_engine(inference_engine)
     train, validation = prepare_inputs(train, validation, batch_size, seed, stages)
     with _distribution(distribution, model) as distributed:
         check_global_batch(_static_batch_size(train), distributed, "The training batch")
@@ -222,6 +232,7 @@ def fine_tune(
             batch_size=cache_batch_size,
             seed=seed,
             jit_compile=settings.jit_compile,
+            inference_engine=inference_engine,
             verbose=verbose,
             # Activations kept for a resume are the chief's to write.
             run_dir=run_path if distributed.is_chief else None,
