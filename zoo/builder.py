@@ -46,7 +46,10 @@ def fresh_layer_names() -> Iterator[None]:
 
 
 def build_architecture(
-    spec: BackboneSpec, input_shape: tuple[int, int, int] | None = None, include_top: bool = False
+    spec: BackboneSpec,
+    input_shape: tuple[int, int, int] | None = None,
+    include_top: bool = False,
+    preset: str | os.PathLike | None = None,
 ) -> Any:
     """The architecture of ``spec`` with random weights and stable layer names.
 
@@ -54,6 +57,8 @@ def build_architecture(
         spec: the backbone's spec.
         input_shape: ``(height, width, 3)``; default the spec's input size.
         include_top: keep the 1000-class ImageNet classifier.
+        preset: for a KerasHub row, a local preset directory whose weights the builder
+            loads (``Backbone.from_preset``); the weights are then not random.
 
     Returns:
         A keras.Model, ``(batch, height, width, 3)`` -> ``(batch, h', w', feature_dim)``
@@ -61,8 +66,9 @@ def build_architecture(
     """
     if input_shape is None:
         input_shape = (*spec.input_size, 3)
+    kwargs = {} if preset is None else {"preset": preset}
     with fresh_layer_names():
-        return spec.builder(include_top=include_top, input_shape=tuple(input_shape))
+        return spec.builder(include_top=include_top, input_shape=tuple(input_shape), **kwargs)
 
 
 def create_backbone(
@@ -78,8 +84,9 @@ def create_backbone(
     Args:
         name: registry name, e.g. ``"inception_v3"`` (see ``zoo.list_backbones()``).
         weights: ``"imagenet"`` (resolved from the cache, hash-checked; see
-            :mod:`zoo.weights`), ``None`` for random weights, or a path to a Keras
-            weights file (loaded strictly, without a hash check).
+            :mod:`zoo.weights`; for a KerasHub row, its preset), ``None`` for random
+            weights, or a path to a Keras weights file (loaded strictly, without a hash
+            check; for a KerasHub row, a preset directory).
         input_shape: ``(height, width, 3)``; default the spec's input size.
         include_top: keep the 1000-class ImageNet classifier (default input size only).
         features_only: return the feature maps at the backbone's feature stages (its
@@ -115,9 +122,12 @@ def create_backbone(
         raise InvalidValueError(
             f"out_indices={out_indices!r} chooses feature stages; pass features_only=True too."
         )
-    model = build_architecture(spec, input_shape, include_top)
+    preset = _preset_of(spec, weights, include_top)
+    model = build_architecture(spec, input_shape, include_top, preset)
     if weights is None:
         model.zoo_weights = {"source": None, "sha256": None}
+    elif preset is not None:
+        model.zoo_weights = {"source": str(preset), "sha256": weights_lib.preset_hash(preset)}
     else:
         path = weights_lib.resolve(spec, include_top) if weights == "imagenet" else weights
         weights_lib.load_weights_strict(model, path)
@@ -125,6 +135,18 @@ def create_backbone(
     if features_only:
         return features_model(model, spec, out_indices)
     return model
+
+
+def _preset_of(
+    spec: BackboneSpec, weights: str | os.PathLike | None, include_top: bool
+) -> Path | None:
+    """The KerasHub preset directory to build from, for a KerasHub row with weights."""
+    source = spec.weight_source(include_top)
+    if weights is None or source is None or source.kind != weights_lib.PRESET_KIND:
+        return None
+    if weights == "imagenet":
+        return weights_lib.resolve(spec, include_top)
+    return Path(weights)  # a preset directory the user passes
 
 
 # -- PyTorch checkpoints ----------------------------------------------------------------

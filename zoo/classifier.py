@@ -51,7 +51,9 @@ class Classifier(keras.Model):
         **kwargs: Any,
     ) -> None:
         spec = get_spec(backbone)
-        head_layer = make_head(head, num_classes, multi_label)
+        head_layer = make_head(
+            head, num_classes, multi_label, spec.token_pooling, spec.prefix_tokens
+        )
         shape = _check_input_shape(input_shape, spec)
         names = _check_class_names(class_names, num_classes)
         base = create_backbone(backbone, weights=weights, input_shape=shape)

@@ -15,7 +15,14 @@ Counted per image (batch size 1), with ``k`` the kernel's spatial size:
 * ``Conv1DTranspose/2D/3D``: ``input positions * prod(k) * in_channels * filters``.
 * ``Dense``: ``leading positions * in_features * units`` (a Dense applied to
   ``(batch, h, w, c)`` runs once per position).
+* ``EinsumDense`` (the projections of Keras' ``MultiHeadAttention``): the kernel's size
+  times the output positions the kernel does not span.
 * Nested models (a backbone inside a classifier) are counted layer by layer.
+* Layers that hold counted layers inside them (a transformer layer with its attention
+  projections and MLP, as KerasHub builds them) are traced symbolically once, and the
+  counted layers called inside are counted as above. The attention's own products
+  (``Q K^T`` and the weighted sum of the values) are not counted, like the other
+  element-wise work: a vision transformer's figure is its projections and MLPs.
 
 Layers are counted once per call, so a layer shared by two branches counts twice.
 """
@@ -23,6 +30,8 @@ Layers are counted once per call, so a layer shared by two branches counts twice
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import keras
@@ -34,7 +43,7 @@ _CONV = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
 _DEPTHWISE = (_L.DepthwiseConv1D, _L.DepthwiseConv2D)
 _SEPARABLE = (_L.SeparableConv1D, _L.SeparableConv2D)
 _TRANSPOSE = (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)
-_COUNTED = (*_CONV, *_DEPTHWISE, *_SEPARABLE, *_TRANSPOSE, _L.Dense)
+_COUNTED = (*_CONV, *_DEPTHWISE, *_SEPARABLE, *_TRANSPOSE, _L.Dense, _L.EinsumDense)
 
 
 def count_macs(model: Any) -> int:
@@ -78,9 +87,60 @@ def _node_macs(node: Any) -> int:
     if isinstance(layer, keras.Model):
         return count_macs(layer)
     if not isinstance(layer, _COUNTED):
-        return 0
-    in_shape = _known_shape(layer, node.arguments.keras_tensors[0].shape, "input")
-    out_shape = _known_shape(layer, node.outputs[0].shape, "output")
+        return _nested_macs(node) if _has_counted_sublayers(layer) else 0
+    return _layer_macs(layer, node.arguments.keras_tensors[0].shape, node.outputs[0].shape)
+
+
+def _has_counted_sublayers(layer: Any) -> bool:
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:
+        return False
+    return any(isinstance(sub, _COUNTED) for sub in flatten(include_self=False))
+
+
+@contextmanager
+def _recording_calls(calls: list[tuple[Any, tuple, tuple]]) -> Iterator[None]:
+    """Records ``(layer, input shape, output shape)`` of every counted layer's ``call``."""
+    classes = {cls for cls in _COUNTED}
+    saved = {cls: cls.__dict__.get("call") for cls in classes}
+
+    def wrap(original: Any) -> Any:
+        def call(self: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            outputs = original(self, inputs, *args, **kwargs)
+            calls.append((self, tuple(inputs.shape), tuple(outputs.shape)))
+            return outputs
+
+        return call
+
+    try:
+        for cls in classes:
+            cls.call = wrap(cls.call)
+        yield
+    finally:
+        for cls, original in saved.items():
+            if original is None:
+                del cls.call
+            else:
+                cls.call = original
+
+
+def _nested_macs(node: Any) -> int:
+    """MACs of the counted layers called inside ``node``'s layer, traced symbolically."""
+    from keras.src import backend
+
+    layer = node.operation
+    calls: list[tuple[Any, tuple, tuple]] = []
+    with _recording_calls(calls):
+        backend.compute_output_spec(layer.call, *node.arguments.args, **node.arguments.kwargs)
+    return sum(_layer_macs(sub, in_shape, out_shape) for sub, in_shape, out_shape in calls)
+
+
+def _layer_macs(layer: Any, in_shape: tuple, out_shape: tuple) -> int:
+    if not isinstance(layer, (_L.Dense, _L.EinsumDense)):  # those need the output only
+        in_shape = _known_shape(layer, in_shape, "input")
+    out_shape = _known_shape(layer, out_shape, "output")
+    if isinstance(layer, _L.EinsumDense):
+        return _einsum_dense_macs(layer, out_shape)
     if isinstance(layer, _L.Dense):
         return math.prod(out_shape[1:-1]) * math.prod(layer.kernel.shape)
     channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
@@ -94,6 +154,18 @@ def _node_macs(node: Any) -> int:
         return in_positions * math.prod(layer.kernel.shape)
     # Conv kernels are (*k, in / groups, filters); depthwise ones (*k, in, multiplier).
     return out_positions * math.prod(layer.kernel.shape)
+
+
+def _einsum_dense_macs(layer: Any, out_shape: tuple[int, ...]) -> int:
+    """Kernel size times the output positions the kernel's axes do not span."""
+    operands, output = layer.equation.replace(" ", "").split("->")
+    kernel_axes = set(operands.split(",")[1])
+    positions = math.prod(
+        size
+        for axis, size in zip(output[1:], out_shape[1:], strict=True)
+        if axis not in kernel_axes
+    )
+    return positions * math.prod(layer.kernel.shape)
 
 
 def _known_shape(layer: Any, shape: tuple, which: str) -> tuple[int, ...]:

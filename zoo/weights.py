@@ -14,6 +14,15 @@ Resolution order for ``weights="imagenet"``:
 4. Keras' downloader for users online; offline, :class:`WeightsUnavailableError` says
    how to add the file by hand.
 
+KerasHub rows (``WeightSource.kind == "keras_hub"``) name a preset directory instead of a
+file: ``config.json`` + ``model.weights.h5``, fetched online by KerasHub (kagglehub caches
+the download) and copied into zoo's cache (``$ZOO_HOME/keras_hub/<preset>-v<version>``)
+with the sha256 of each file recorded beside them (``zoo-preset.sha256``), the anchor later
+loads are checked against (a pinned hash, where the registry has one, is checked first).
+Offline, ``zoo weights add DIR --backbone NAME`` takes a preset directory copied from an
+online machine: the model built from it must be the row's architecture, and nothing is
+added unless everything fits.
+
 Loading is strict and nothing is assigned unless everything fits; one error lists every
 mismatch. Three file formats:
 
@@ -74,10 +83,15 @@ def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
 
 
 def cache_path(spec: BackboneSpec, include_top: bool = False) -> Path | None:
-    """Where the ImageNet weights of ``spec`` live (or would live) in the cache."""
+    """Where the ImageNet weights of ``spec`` live (or would live) in the cache.
+
+    A file, or for a KerasHub row the preset directory.
+    """
     source = spec.weight_source(include_top)
     if source is None:
         return None
+    if source.kind == PRESET_KIND:
+        return zoo_cache_dir() / "keras_hub" / source.filename
     if source.converter is not None:
         return zoo_cache_dir() / "weights" / source.filename
     return keras_cache_dir() / source.filename
@@ -86,6 +100,8 @@ def cache_path(spec: BackboneSpec, include_top: bool = False) -> Path | None:
 def is_cached(spec: BackboneSpec, include_top: bool = False) -> bool:
     """Whether the weights file is in the cache (its hash is not checked here)."""
     path = cache_path(spec, include_top)
+    if path is not None and spec.weight_source(include_top).kind == PRESET_KIND:
+        return all((path / name).is_file() for name in (*PRESET_FILES, PRESET_HASHES))
     return path is not None and path.is_file()
 
 
@@ -142,6 +158,8 @@ def resolve(spec: BackboneSpec, include_top: bool = False) -> Path:
             "or a path to a weights file."
         )
     path = cache_path(spec, include_top)
+    if source.kind == PRESET_KIND:
+        return _resolve_preset(spec, source, path)
     if path.is_file():
         _check_hash(path, source, spec)
         return path
@@ -234,7 +252,10 @@ def add_weights(file: str | os.PathLike, backbone: str, include_top: bool = Fals
     """Copies a downloaded weights file into the cache after checking its hash.
 
     Where Keras publishes no hash (MobileNet V1/V2), the file is taken as given and its
-    sha256 recorded, so later loads detect any change to it.
+    sha256 recorded, so later loads detect any change to it. For a KerasHub row, ``file``
+    is a preset directory (``config.json``, ``model.weights.h5``): the backbone is built
+    from it and must have the row's parameters and features (``WeightsMismatchError``
+    otherwise), then its files are copied with their sha256, all or nothing.
 
     Returns the cache path. Raises WeightsHashMismatchError for a file that is not the
     official one, FileNotFoundError for a missing file, KeyError for an unknown backbone,
@@ -242,6 +263,8 @@ def add_weights(file: str | os.PathLike, backbone: str, include_top: bool = Fals
     """
     spec = get_spec(backbone)
     source = spec.weight_source(include_top)
+    if source is not None and source.kind == PRESET_KIND:
+        return _add_preset(Path(file), spec, source)
     if source is None or source.converter is not None:
         raise WeightsUnavailableError(
             f"{backbone!r} has no published weights file{' with top' if include_top else ''} "
@@ -257,6 +280,135 @@ def add_weights(file: str | os.PathLike, backbone: str, include_top: bool = Fals
         shutil.copyfile(file, tmp)
     if source.file_hash is None:
         _record_sha256(path)
+    return path
+
+
+# -- KerasHub presets ----------------------------------------------------------------------
+
+PRESET_KIND = "keras_hub"
+PRESET_FILES = ("config.json", "model.weights.h5")  # what a backbone's preset needs
+PRESET_HASHES = "zoo-preset.sha256"  # "<sha256>  <file>" per file, written by zoo
+_PRESET_WEIGHTS = "model.weights.h5"
+
+
+def preset_hash(path: str | os.PathLike) -> str:
+    """The sha256 of a preset directory's weights file (``model.weights.h5``)."""
+    return file_hash(Path(path) / _PRESET_WEIGHTS)
+
+
+def _preset_fix(spec: BackboneSpec, source: WeightSource) -> str:
+    return (
+        f'On a machine with internet access run `python -c "import keras_hub; '
+        f"keras_hub.models.Backbone.from_preset('{source.url}')\"`, copy the preset directory "
+        f"it downloads (config.json, model.weights.h5; under ~/.cache/kagglehub/models/) "
+        f"here and add it with `zoo weights add DIR --backbone {spec.name}`."
+    )
+
+
+def _resolve_preset(spec: BackboneSpec, source: WeightSource, path: Path) -> Path:
+    if path.is_dir():
+        _check_preset(path, source, spec)
+        return path
+    where = f"KerasHub preset {source.url} of {spec.name!r} is not in zoo's cache ({path})"
+    if os.environ.get("ZOO_OFFLINE"):
+        raise WeightsUnavailableError(
+            f"The {where} and ZOO_OFFLINE is set. {_preset_fix(spec, source)}"
+        )
+    try:
+        from keras_hub.src.utils.preset_utils import get_file
+
+        fetched = {name: Path(get_file(source.url, name)) for name in PRESET_FILES}
+    except Exception as error:  # kagglehub, network and import errors alike
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise WeightsUnavailableError(
+            f"The {where} and could not be downloaded ({first}). {_preset_fix(spec, source)}"
+        ) from error
+    _install_preset(fetched, spec, source, path)
+    return path
+
+
+def _check_preset(path: Path, source: WeightSource, spec: BackboneSpec) -> None:
+    """Checks a cached preset's files against the pinned hash and the recorded ones."""
+    record = path / PRESET_HASHES
+    recorded = {}
+    if record.is_file():
+        for line in record.read_text().splitlines():
+            digest, _, name = line.partition("  ")
+            recorded[name] = digest
+    problems = []
+    for name in PRESET_FILES:
+        if not (path / name).is_file():
+            problems.append(f"{name} is missing")
+        elif name not in recorded:
+            problems.append(f"no sha256 was recorded for {name}")
+        elif file_hash(path / name) != recorded[name]:
+            problems.append(f"{name} changed since its sha256 was recorded")
+    pinned = source.file_hash
+    if pinned and recorded.get(_PRESET_WEIGHTS, pinned) != pinned:
+        problems.append(f"{_PRESET_WEIGHTS} is not the one the registry pins")
+    if problems:
+        raise WeightsHashMismatchError(
+            f"Refusing {path}: {'; '.join(problems)}. Delete it and add the preset again with "
+            f"`zoo weights add DIR --backbone {spec.name}`."
+        )
+
+
+def _install_preset(
+    files: dict[str, Path], spec: BackboneSpec, source: WeightSource, path: Path
+) -> None:
+    """Copies a preset's files into ``path`` with their sha256, all or nothing."""
+    digests = {name: file_hash(f) for name, f in files.items()}
+    if source.file_hash and digests[_PRESET_WEIGHTS] != source.file_hash:
+        raise WeightsHashMismatchError(
+            f"Refusing the preset for {spec.name!r}: its {_PRESET_WEIGHTS} has sha256 "
+            f"{digests[_PRESET_WEIGHTS]}, the registry pins {source.file_hash}."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        for name, f in files.items():
+            shutil.copyfile(f, staging / name)
+        (staging / PRESET_HASHES).write_text(
+            "".join(f"{digests[name]}  {name}\n" for name in PRESET_FILES)
+        )
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def _add_preset(directory: Path, spec: BackboneSpec, source: WeightSource) -> Path:
+    if not directory.is_dir():
+        raise MissingFileError(
+            f"{spec.name!r} takes a KerasHub preset directory (config.json, "
+            f"model.weights.h5), not a file; got {directory}."
+        )
+    missing = [name for name in PRESET_FILES if not (directory / name).is_file()]
+    if missing:
+        raise MissingFileError(f"{directory} is not a KerasHub preset directory: no {missing}.")
+    try:
+        model = spec.builder(include_top=False, input_shape=None, preset=directory)
+    except ZooError:
+        raise
+    except Exception as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise WeightsMismatchError(
+            f"{directory} does not load as {spec.name!r}: {first}"
+        ) from error
+    problems = []
+    if model.count_params() != spec.params:
+        problems.append(f"{model.count_params():,} parameters, the row has {spec.params:,}")
+    if model.output.shape[-1] != spec.feature_dim:
+        problems.append(f"{model.output.shape[-1]} features, the row has {spec.feature_dim}")
+    if problems:
+        raise WeightsMismatchError(
+            f"{directory} is not the architecture of {spec.name!r}: {'; '.join(problems)}. "
+            f"Was it downloaded from {source.url}?"
+        )
+    path = cache_path(spec)
+    _install_preset({name: directory / name for name in PRESET_FILES}, spec, source, path)
     return path
 
 
