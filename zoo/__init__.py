@@ -22,6 +22,7 @@ from zoo.classifier import build_classifier, classifier_info
 from zoo.errors import ZooError
 from zoo.heads import LinearHead, MLPHead
 from zoo.knn import KNNHead  # registers HEADS['knn']
+from zoo.lora import LoRA  # registers the LoRA policy for policy_from_config
 from zoo.policies import FreezeBackbone, FullFineTune, UnfreezeTop, make_optimizer
 from zoo.preprocessing import Preprocess
 from zoo.registry import (
@@ -72,6 +73,7 @@ __all__ = [
     "FullFineTune",
     "KNNHead",
     "LinearHead",
+    "LoRA",
     "MLPHead",
     "Preprocess",
     "Preprocessing",

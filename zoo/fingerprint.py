@@ -121,12 +121,26 @@ def frozen_paths(model: keras.Layer) -> set[str]:
     mean and variance are frozen along with gamma and beta; a trainable one updates its
     moving statistics whenever it is called with ``training=True``, so none of its
     weights count as frozen. Setting ``trainable`` on an enclosing layer sets it on all
-    its sublayers, so checking the owning layer is enough.
+    its sublayers, so checking the owning layer is enough. One exception is a layer
+    that trains some of its own weights only: a LoRA layer (``enable_lora``, see
+    :mod:`zoo.lora`) trains its adapters while its base kernel and bias keep
+    ``trainable=False``; a weight created trainable whose own flag is off is never
+    updated, so it is frozen too (BatchNorm's moving statistics are created
+    non-trainable and are not affected by this rule).
 
     Returns:
         A set of manifest paths (see :func:`named_weights`).
     """
-    return {path for path, _, owner in _owned_weights(model) if not owner.trainable}
+    return {
+        path
+        for path, variable, owner in _owned_weights(model)
+        if not owner.trainable or _switched_off(owner, variable)
+    }
+
+
+def _switched_off(owner: Any, variable: Any) -> bool:
+    """A trainable-kind weight of ``owner`` whose own ``trainable`` flag is off."""
+    return not variable.trainable and any(v is variable for v in owner._trainable_variables)
 
 
 def layer_paths(model: keras.Layer, layer_name: str) -> set[str]:

@@ -32,6 +32,7 @@ from zoo.errors import InvalidValueError
 from zoo.registry import BackboneSpec, get_spec
 
 BATCHNORM_MODES = ("frozen", "trainable")
+LAYERNORM_MODES = ("frozen", "trainable")
 HEAD = "head"  # the group of every variable outside the backbone (head, preprocessing)
 
 
@@ -145,6 +146,11 @@ def is_batchnorm(layer: keras.Layer) -> bool:
     return isinstance(layer, keras.layers.BatchNormalization)
 
 
+def is_layernorm(layer: keras.Layer) -> bool:
+    """Whether ``layer`` is a Keras LayerNormalization (transformers' norm layers)."""
+    return isinstance(layer, keras.layers.LayerNormalization)
+
+
 def batchnorm_statistics(model: keras.Model) -> list[keras.Variable]:
     """The moving mean and variance variables of every BatchNorm layer in ``model``."""
     out = []
@@ -188,6 +194,22 @@ class PolicySummary:
     policy: str
     groups: tuple[GroupSummary, ...]
     frozen_batchnorm_layers: int
+    frozen_layernorm_layers: int = 0
+
+    @property
+    def trainable_params(self) -> int:
+        """Scalars the policy trains, in every group."""
+        return sum(g.trainable_params for g in self.groups)
+
+    @property
+    def total_params(self) -> int:
+        """Scalars of every weight of the model (trainable or not)."""
+        return sum(g.trainable_params + g.frozen_params for g in self.groups)
+
+    @property
+    def trainable_share(self) -> float:
+        """Trainable parameters as a fraction of the model's (0 for an empty model)."""
+        return self.trainable_params / self.total_params if self.total_params else 0.0
 
     @property
     def trainable_blocks(self) -> list[str]:
@@ -214,6 +236,12 @@ class PolicySummary:
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = [self.policy, f"frozen BatchNorm layers: {self.frozen_batchnorm_layers}"]
+        if self.frozen_layernorm_layers:
+            lines.append(f"frozen LayerNorm layers: {self.frozen_layernorm_layers}")
+        lines.append(
+            f"trainable parameters: {self.trainable_params:,} of {self.total_params:,} "
+            f"({100 * self.trainable_share:.2f}%)"
+        )
         lines += [
             "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
         ]
@@ -229,6 +257,7 @@ class Policy:
 
     name: ClassVar[str] = "policy"
     batchnorm: str = "frozen"
+    layernorm: str = "trainable"
     lr_decay: float | None = None
     lr_multipliers: Mapping[str, float] | None = None
 
@@ -286,7 +315,7 @@ class Policy:
 
         The whole model is made trainable, then every layer of the frozen blocks is set
         non-trainable and, with ``batchnorm="frozen"``, every BatchNorm layer of the
-        backbone too. The policy is recorded on the model (``model.zoo_policy``, kept in
+        backbone too (with ``layernorm="frozen"``, every LayerNorm layer too). The policy is recorded on the model (``model.zoo_policy``, kept in
         a classifier's config). A compiled model is marked not compiled: compile again
         (with :func:`make_optimizer`) before training.
 
@@ -308,16 +337,20 @@ class Policy:
             if name not in trainable:
                 for layer in layers:
                     layer.trainable = False
-        n_bn = 0
+        n_bn = n_ln = 0
         for layer in backbone._flatten_layers(include_self=False):
             if is_batchnorm(layer):
                 if self.batchnorm == "frozen":
                     layer.trainable = False
                 n_bn += not layer.trainable
+            elif is_layernorm(layer):
+                if self.layernorm == "frozen":
+                    layer.trainable = False
+                n_ln += not layer.trainable
         model.zoo_policy = self
         if getattr(model, "compiled", False):
             model.compiled = False  # force a recompile: the old train step is stale
-        return summarize(model, self, multipliers, n_bn)
+        return summarize(model, self, multipliers, n_bn, n_ln)
 
 
 def summarize(
@@ -325,6 +358,7 @@ def summarize(
     policy: Policy,
     multipliers: Mapping[str, float] | None = None,
     frozen_batchnorm_layers: int = 0,
+    frozen_layernorm_layers: int = 0,
 ) -> PolicySummary:
     """A :class:`PolicySummary` of the model's current trainability."""
     multipliers = multipliers or {}
@@ -344,7 +378,9 @@ def summarize(
                 lr_multiplier=multipliers.get(name) if train else None,
             )
         )
-    return PolicySummary(policy.describe(), tuple(rows), frozen_batchnorm_layers)
+    return PolicySummary(
+        policy.describe(), tuple(rows), frozen_batchnorm_layers, frozen_layernorm_layers
+    )
 
 
 def _trainable_ids(model: keras.Model) -> set[int]:
@@ -376,10 +412,13 @@ def _check_lr_options(
     return problems
 
 
-def _check_batchnorm(batchnorm: str) -> list[str]:
+def _check_batchnorm(batchnorm: str, layernorm: str = "trainable") -> list[str]:
+    problems = []
     if batchnorm not in BATCHNORM_MODES:
-        return [f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}"]
-    return []
+        problems.append(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+    if layernorm not in LAYERNORM_MODES:
+        problems.append(f"layernorm must be one of {LAYERNORM_MODES}, got {layernorm!r}")
+    return problems
 
 
 def _raise_if(problems: list[str], where: str) -> None:
@@ -412,8 +451,14 @@ class UnfreezeTop(Policy):
         batchnorm: ``"frozen"`` (default: every BatchNorm in inference mode, also in
             unfrozen blocks) or ``"trainable"`` (BatchNorm of unfrozen blocks trains and
             updates its moving statistics).
+        layernorm: ``"trainable"`` (default: LayerNorm of unfrozen blocks trains) or
+            ``"frozen"`` (every backbone LayerNorm keeps its gamma and beta).
         lr_decay: per-block learning-rate decay going down from the head (head 1, top
-            block ``lr_decay``, next ``lr_decay**2``, ...), in (0, 1].
+            block ``lr_decay``, next ``lr_decay**2``, ...), in (0, 1]. With one block per
+            transformer layer this is the layer-wise decay of BEiT and DINOv2 fine-tuning
+            (Bao et al., "BEiT", ICLR 2022, https://arxiv.org/abs/2106.08254): transformer
+            layer ``i`` of ``L`` (0 at the bottom) learns at ``lr * lr_decay ** (L - i)``
+            (0.65 to 0.75 is typical).
         lr_multipliers: explicit factors per block name (and optionally ``"head"``);
             unlisted trainable groups get 1.
 
@@ -428,9 +473,10 @@ class UnfreezeTop(Policy):
     batchnorm: str = "frozen"
     lr_decay: float | None = None
     lr_multipliers: Mapping[str, float] | None = None
+    layernorm: str = "trainable"
 
     def __post_init__(self) -> None:
-        problems = _check_batchnorm(self.batchnorm)
+        problems = _check_batchnorm(self.batchnorm, self.layernorm)
         problems += _check_lr_options(self.lr_decay, self.lr_multipliers)
         if (self.blocks is None) == (self.fraction is None):
             problems.append("give exactly one of blocks=N or fraction=f")
@@ -465,7 +511,9 @@ class FullFineTune(Policy):
     Args:
         batchnorm: ``"frozen"`` (default, inference-mode BatchNorm everywhere) or
             ``"trainable"``.
-        lr_decay: per-block learning-rate decay, as :class:`UnfreezeTop`.
+        layernorm: ``"trainable"`` (default) or ``"frozen"``, as :class:`UnfreezeTop`.
+        lr_decay: per-block learning-rate decay, as :class:`UnfreezeTop` (the layer-wise
+            decay of BEiT / DINOv2 fine-tuning with one block per transformer layer).
         lr_multipliers: per-block learning-rate factors, as :class:`UnfreezeTop`.
 
     Raises:
@@ -475,9 +523,10 @@ class FullFineTune(Policy):
     batchnorm: str = "frozen"
     lr_decay: float | None = None
     lr_multipliers: Mapping[str, float] | None = None
+    layernorm: str = "trainable"
 
     def __post_init__(self) -> None:
-        problems = _check_batchnorm(self.batchnorm)
+        problems = _check_batchnorm(self.batchnorm, self.layernorm)
         problems += _check_lr_options(self.lr_decay, self.lr_multipliers)
         _raise_if(problems, "FullFineTune")
 

@@ -186,7 +186,7 @@ class FrozenClaim:
         variables: every variable of the model: ``{path: (shape, dtype)}``.
         backbone: paths of the backbone's variables, sorted.
         trained: the backbone blocks trained in at least one stage, bottom to top, then
-            ``"head"``.
+            ``"LoRA adapters"`` when a stage added them (:class:`zoo.LoRA`), then ``"head"``.
     """
 
     frozen: tuple[str, ...]
@@ -242,5 +242,9 @@ def derive_frozen(model: keras.Model, stages: Sequence[tuple[str, Policy]]) -> F
             for path, variable in weights
         },
         backbone=tuple(sorted(fingerprint.layer_paths(model, BACKBONE_LAYER))),
-        trained=(*[b for b in spec.block_names if b in trained], "head"),
+        trained=(
+            *[b for b in spec.block_names if b in trained],
+            *(["LoRA adapters"] if any(p.endswith("/lora_kernel_a") for p, _ in weights) else []),
+            "head",
+        ),
     )
