@@ -44,7 +44,8 @@ def markdown(doc: dict[str, Any]) -> str:
 
     parts = [_machine_md(doc), _device_md(doc.get("device")), _targets_md(doc), _peak_md(doc)]
     parts += [_forward_md(doc)]
-    parts += [serving_formats_md(doc.get("serving_formats")), peer_md(doc.get("peer"))]
+    parts += [serving_formats_md(doc.get("serving_formats"))]
+    parts += [peer_md(doc.get("peer"), doc["machine"].get("cores"))]
     parts += [peer_head_stage_md(doc.get("peer_head_stage")), scale_md(doc.get("scale"))]
     parts += [markdown_section(doc), _notes_md()]
     return "\n\n".join(p for p in parts if p) + "\n"
@@ -227,18 +228,34 @@ def serving_formats_md(section: Any) -> str:
     return "\n".join(rows)
 
 
-def peer_md(section: Any) -> str:
-    """zoo beside timm: forward and top-2 training step images/s and zoo / timm."""
+def _peak_load(row: dict[str, Any]) -> float | None:
+    """The highest 1-minute load average recorded around a measurement (``meta``)."""
+    meta = row.get("meta") or {}
+    loads = [meta[k][0] for k in ("load_before", "load_after") if meta.get(k)]
+    return max(loads) if loads else None
+
+
+def peer_md(section: Any, cores: int | None = None) -> str:
+    """zoo beside timm: forward and top-2 training step images/s and zoo / timm.
+
+    The last column is the highest 1-minute load average around timm's measurement; above
+    ``cores`` the machine was oversubscribed, and a note says what that does to timm.
+    """
     title = "## Peer: timm (PyTorch), same backbone, input and batch (images/s, median)"
     if not isinstance(section, dict) or "skipped" in section or "error" in section:
         return f"{title}\n\n{_why(section)}"
     rows = [title, "", "| backbone | zoo forward | timm forward | zoo / timm | zoo train step "]
-    rows[-1] += "| timm train step | zoo / timm | zoo train settings | zoo forward mode | timm |"
-    rows.append("|---" * 10 + "|")
+    rows[-1] += "| timm train step | zoo / timm | zoo train settings | zoo forward mode | timm "
+    rows[-1] += "| load (1 min) at timm |"
+    rows.append("|---" * 11 + "|")
+    oversubscribed = []
     for name, r in section.items():
         if _why(r):
-            rows.append(f"| {name} | {_why(r)} |" + " |" * 8)
+            rows.append(f"| {name} | {_why(r)} |" + " |" * 9)
             continue
+        load = _peak_load(r)
+        if load is not None and cores and load > cores:
+            oversubscribed.append(name)
         cells = [
             _num(r.get("zoo_forward_images_per_second")),
             _num(r.get("forward_images_per_second")),
@@ -250,8 +267,19 @@ def peer_md(section: Any) -> str:
             str(r.get("zoo_forward_mode") or "-"),
             f"{r.get('device', 'cpu')}, {r.get('precision', 'float32')}"
             + (", torch.compile" if r.get("compiled") else ""),
+            _num(load) + (" (**over the cores**)" if name in oversubscribed else ""),
         ]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    if oversubscribed:
+        rows += [
+            "",
+            f"The machine was oversubscribed (load above its {cores} cores) while timm ran for "
+            f"{', '.join(oversubscribed)}. PyTorch's OpenMP threads wait for each other at "
+            "every parallel region, and slow down far more than TensorFlow's thread pool when "
+            "other processes take the cores (on 2 cores at load 10, a 2-thread "
+            "tf_efficientnet_lite0 forward ran at 0.7 img/s, a 1-thread one at 49.5 img/s): "
+            "those rows' zoo / timm overstate zoo.",
+        ]
     return "\n".join(rows)
 
 
