@@ -565,6 +565,12 @@ class RunConfig(BaseModel):
             the fastest whose loss agrees (the report records the choice and the times).
         jit_compile: XLA-compile training steps: ``true``, ``false`` or ``"auto"``
             (probed the same way; XLA is slower for convolutions on CPU, faster on GPU).
+        inference_engine: the engine of the inference-only passes (the cache builds and
+            the evaluation): ``"auto"`` (the default: TensorFlow as built, with BatchNorm
+            folded, or LiteRT, timed on the pass's first batch, the fastest kept whose
+            relative error against TensorFlow as built is at most 1e-5), ``"tensorflow"``
+            (BatchNorm folded only where faster) or ``"litert"`` (``zoo.caching.engine``;
+            the report records the choice, the times and the parity).
         distribute: ``"none"`` (one device), ``"mirrored"`` (``tf.distribute``'s
             MirroredStrategy over the visible GPUs, or the logical CPU devices),
             ``"multi_worker"`` (MultiWorkerMirroredStrategy, the cluster from the
@@ -583,6 +589,7 @@ class RunConfig(BaseModel):
     deterministic: bool = False
     mixed_precision: Literal["off", "bfloat16", "float16", "auto"] = "off"
     jit_compile: bool | Literal["auto"] = False
+    inference_engine: Literal["auto", "tensorflow", "litert"] = "auto"
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "none"
     logical_cpu_devices: int | None = Field(default=None, ge=1)
 
@@ -594,9 +601,14 @@ class RunConfig(BaseModel):
         raise ValueError('true, false or "auto"')  # one message, not one per union member
 
     def fine_tune_kwargs(self) -> dict[str, Any]:
-        """``mixed_precision`` and ``jit_compile`` as ``zoo.fine_tune`` takes them."""
+        """``mixed_precision``, ``jit_compile`` and ``inference_engine`` as
+        ``zoo.fine_tune`` takes them."""
         mixed = None if self.mixed_precision == "off" else self.mixed_precision
-        return {"mixed_precision": mixed, "jit_compile": self.jit_compile}
+        return {
+            "mixed_precision": mixed,
+            "jit_compile": self.jit_compile,
+            "inference_engine": self.inference_engine,
+        }
 
 
 class Recipe(BaseModel):

@@ -662,11 +662,12 @@ def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any
         multilabel_metrics,
     )
     from recipes.text import format_cell
-    from zoo.caching.fold import fold_batchnorm
 
     split = recipe.data.evaluate_on
-    # BatchNorm folded: the same logits to float rounding, in fewer passes over the images.
-    folded = fold_batchnorm(model)[0]
+    # On the engine [run] inference_engine asks for: the same logits within the engine's
+    # parity check (relative error <= 1e-5 against the model as built), often faster.
+    folded, engine = _inference_model(recipe, model, data, split)
+    log(f"evaluation engine: {engine.text()}")
     flip = "flip" in recipe.evaluate.tta
     labels, single, mirrored, tta_seconds = _logits(recipe, folded, data, split, flip)
     logits = single if mirrored is None else (single + mirrored) / 2
@@ -675,6 +676,7 @@ def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any
         # The head's sigmoid, in a form that cannot overflow.
         probabilities = 0.5 * (1.0 + np.tanh(logits.astype(np.float64) / 2))
         metrics = multilabel_metrics(labels, probabilities, data.class_names, threshold)
+        metrics["engine"] = engine.to_dict()
         metrics["split"] = split
         log(
             f"{split} mAP {format_cell(metrics['mAP'], 4)}, F1 micro "
@@ -683,6 +685,7 @@ def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any
         )
         return metrics
     metrics = classification_metrics(labels, np.argmax(logits, axis=-1), data.class_names, logits)
+    metrics["engine"] = engine.to_dict()
     if mirrored is not None:
         without = float(np.mean(np.argmax(single, axis=-1) == labels)) if len(labels) else None
         metrics["tta"] = {"views": ["image", "flip"], "top1_without": without}
@@ -710,6 +713,28 @@ def _evaluate(recipe: Recipe, model: Any, data: Any, log: _Log) -> dict[str, Any
             f"{split} ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}"
         )
     return metrics
+
+
+class _Forward:
+    """A forward function with the ``predict_on_batch`` of the model it stands for."""
+
+    def __init__(self, forward: Any) -> None:
+        self.predict_on_batch = forward
+
+
+def _inference_model(recipe: Recipe, model: Any, data: Any, split: str) -> tuple[Any, Any]:
+    """The evaluated model on the engine ``[run] inference_engine`` picks (probed on the
+    split's first batch, :func:`zoo.caching.engine.choose_engine`), and the choice."""
+    import numpy as np
+
+    from zoo.caching.engine import choose_engine
+
+    first = next(iter(_batches(recipe, data, split, training=False)), None)
+    sample = np.zeros((1, *recipe.input_shape()), np.float32) if first is None else first[0]
+    forward, choice = choose_engine(
+        model, np.asarray(sample), recipe.run.inference_engine, images=_count(data, split)
+    )
+    return _Forward(forward), choice
 
 
 def _images_at(recipe: Recipe, data: Any, split: str, indices: list[int]) -> Any:
@@ -910,7 +935,9 @@ def _data_report(
     )
 
 
-def _settings_report(recipe: Recipe, result: Any) -> SettingsReport:
+def _settings_report(
+    recipe: Recipe, result: Any, evaluation: dict[str, Any] | None = None
+) -> SettingsReport:
     dist = getattr(result, "distribution", None) or {}
     replicas = int(dist.get("replicas", 1))
     batch = recipe.data.batch_size
@@ -927,6 +954,8 @@ def _settings_report(recipe: Recipe, result: Any) -> SettingsReport:
         global_batch=batch,
         per_replica_batch=batch // replicas,
         logical_cpu_devices=recipe.run.logical_cpu_devices,
+        inference_engine_asked=recipe.run.inference_engine,
+        evaluation_engine=(evaluation or {}).get("engine"),
     )
 
 
@@ -963,7 +992,7 @@ def _assemble_report(
             for cfg, got in zip(recipe.stages, result.stages, strict=False)
         ],
         data=data,
-        settings=_settings_report(recipe, result),
+        settings=_settings_report(recipe, result, evaluation),
         export=str(export_path) if export_path else None,
         timings=timings,
         resumed=resumed,

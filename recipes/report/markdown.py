@@ -232,6 +232,11 @@ def _settings_section(settings: SettingsReport) -> list[str]:
             ],
             ["XLA (jit_compile)", settings.jit_compile_asked, settings.jit_compile],
             [
+                "inference engine (evaluation)",
+                settings.inference_engine_asked,
+                (settings.evaluation_engine or {}).get("engine", "-"),
+            ],
+            [
                 "distribute",
                 settings.distribute_asked,
                 f"{settings.strategy}, {settings.replicas} replica(s) on "
@@ -253,6 +258,7 @@ def _settings_section(settings: SettingsReport) -> list[str]:
             "testing aid: they share the same cores, so this measures overhead, not speed).",
             "",
         ]
+    lines += _engine_lines(settings.evaluation_engine)
     probe = settings.probe or {}
     for key, value in probe.items():
         rows = value if isinstance(value, list) else None
@@ -266,6 +272,36 @@ def _settings_section(settings: SettingsReport) -> list[str]:
     if probe:
         lines.append("")
     return lines
+
+
+def _engine_lines(engine: Mapping[str, Any] | None) -> list[str]:
+    """The evaluation engine's probe: why, and each candidate's images/s and parity."""
+    if not engine:
+        return []
+    lines = [f"Evaluation engine: {engine.get('engine')} ({engine.get('reason')})."]
+    tried = [c for c in engine.get("candidates") or [] if isinstance(c, Mapping)]
+    batch = engine.get("batch_size") or 0
+    if tried:
+        rows = [
+            [
+                c.get("name"),
+                format_cell(batch / c["seconds_per_batch"], 1)
+                if c.get("seconds_per_batch")
+                else "-",
+                f"{c['relative_error']:.1e}" if c.get("relative_error") is not None else "-",
+                "yes" if c.get("agrees") else f"no {c.get('error') or ''}".strip(),
+            ]
+            for c in tried
+        ]
+        lines += ["", *markdown_table(["candidate", "images/s", "relative error", "agrees"], rows)]
+        lines.append("")
+        lines.append(
+            f"Relative error: max|a - b| / max|b| against TensorFlow as built on a probe batch "
+            f"of {batch} images; a candidate is used within {engine.get('parity_rtol')}."
+        )
+    for name, why in (engine.get("left_out") or {}).items():
+        lines.append(f"- {name} not tried: {why}")
+    return [*lines, ""]
 
 
 def _stages_section(stages: Sequence[StageReport]) -> list[str]:

@@ -73,6 +73,9 @@ class CacheReport:
         seconds_saved: seconds the cache saved this stage, or None when unknown.
         seconds_saved_is_estimate: ``seconds_saved`` is the estimate
             ``pass_seconds * epochs - build_seconds`` (see :meth:`from_cache_info`).
+        engine: the inference engine that computed the activations and its probe (each
+            candidate's seconds per batch and relative error against TensorFlow as
+            built), ``zoo.caching.engine.EngineChoice.to_dict``; None when unknown.
     """
 
     used: bool = False
@@ -90,6 +93,7 @@ class CacheReport:
     derived_from: str | None = None
     seconds_saved: float | None = None
     seconds_saved_is_estimate: bool = False
+    engine: dict[str, Any] | None = None
 
     @classmethod
     def from_cache_info(cls, info: Any, epochs: int) -> CacheReport:
@@ -121,6 +125,7 @@ class CacheReport:
             derived_from=info.derived_from,
             seconds_saved=saved,
             seconds_saved_is_estimate=saved is not None,
+            engine=getattr(info, "engine", None),
         )
 
     def text(self) -> str:
@@ -137,6 +142,8 @@ class CacheReport:
             details.append("reused")
         if self.derived_from:
             details.append(f"derived from the {self.derived_from} activations")
+        if self.engine:
+            details.append(f"on {self.engine.get('engine')}")
         reason = f"{self.reason} " if self.reason else ""
         return f"{reason}({', '.join(details)})"
 
@@ -294,6 +301,10 @@ class SettingsReport:
         global_batch: images per training step over all replicas (``[data] batch_size``);
             per_replica_batch: each replica's share. Learning rates are not rescaled.
         logical_cpu_devices: ``[run] logical_cpu_devices`` (a testing aid), or None.
+        inference_engine_asked: ``[run] inference_engine`` as written.
+        evaluation_engine: the engine the evaluation ran on and its probe
+            (``zoo.caching.engine.EngineChoice.to_dict``); the caches' engines are in
+            each stage's :class:`CacheReport`.
     """
 
     mixed_precision_asked: str = "off"
@@ -308,6 +319,8 @@ class SettingsReport:
     global_batch: int | None = None
     per_replica_batch: int | None = None
     logical_cpu_devices: int | None = None
+    inference_engine_asked: str = "auto"
+    evaluation_engine: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

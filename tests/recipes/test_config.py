@@ -336,9 +336,17 @@ def test_optimizer_names_come_from_zoo_policies():
 
 def test_run_settings_accept_auto():
     run = parse_recipe(_data(**{"run.mixed_precision": '"auto"', "run.jit_compile": '"auto"'})).run
-    assert run.fine_tune_kwargs() == {"mixed_precision": "auto", "jit_compile": "auto"}
+    assert run.fine_tune_kwargs() == {
+        "mixed_precision": "auto",
+        "jit_compile": "auto",
+        "inference_engine": "auto",
+    }
     off = parse_recipe(_data()).run
-    assert off.fine_tune_kwargs() == {"mixed_precision": None, "jit_compile": False}
+    assert off.fine_tune_kwargs() == {
+        "mixed_precision": None,
+        "jit_compile": False,
+        "inference_engine": "auto",
+    }
     for bad in ('"fast"', "1"):
         with pytest.raises(
             RecipeError, match=r"run\.jit_compile: got .*; it should be true, false or"
@@ -346,6 +354,14 @@ def test_run_settings_accept_auto():
             parse_recipe(_data(**{"run.jit_compile": bad}))
     with pytest.raises(RecipeError, match=r"run\.mixed_precision: got 'fp8'"):
         parse_recipe(_data(**{"run.mixed_precision": '"fp8"'}))
+
+
+def test_run_inference_engine_is_one_of_the_engines():
+    for name in ("auto", "tensorflow", "litert"):
+        run = parse_recipe(_data(**{"run.inference_engine": f'"{name}"'})).run
+        assert run.fine_tune_kwargs()["inference_engine"] == name
+    with pytest.raises(RecipeError, match=r"run\.inference_engine: got 'onnx'"):
+        parse_recipe(_data(**{"run.inference_engine": '"onnx"'}))
 
 
 def test_evaluate_on_defaults_to_test_and_validation_needs_a_split():

@@ -342,6 +342,33 @@ def test_settings_chosen_by_auto_and_the_probe_times_are_reported(tmp_path):
     assert "- probe chosen: bfloat16" in md
 
 
+def test_the_evaluation_engine_its_probe_and_parity_are_reported(tmp_path):
+    from zoo.caching.engine import EngineCandidate, EngineChoice
+
+    choice = EngineChoice(
+        engine="litert",
+        asked="auto",
+        probed=True,
+        reason="fastest of 3 candidates",
+        batch_size=64,
+        relative_error=3.1e-06,
+        candidates=(
+            EngineCandidate("tensorflow", 0.128, 0.0, True),
+            EngineCandidate("tensorflow-folded", 0.064, 1.4e-06, True),
+            EngineCandidate("litert", 0.032, 3.1e-06, True),
+        ),
+    )
+    settings = SettingsReport(inference_engine_asked="auto", evaluation_engine=choice.to_dict())
+    write_report(_report(np.random.default_rng(4), settings=settings), tmp_path)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert EngineChoice.from_dict(saved["settings"]["evaluation_engine"]) == choice
+    md = (tmp_path / "report.md").read_text()
+    assert "| inference engine (evaluation) | auto | litert |" in md
+    assert "| tensorflow | 500.0 | 0.0e+00 | yes |" in md
+    assert "| litert | 2000.0 | 3.1e-06 | yes |" in md
+    assert "max|a - b| / max|b| against TensorFlow as built" in md
+
+
 def test_cache_report_from_cache_info_estimates_the_saving():
     info = CacheInfo(
         used=True,

@@ -341,7 +341,9 @@ def test_no_split_to_evaluate_on_is_an_error_before_training(monkeypatch):
         runner._load_data(_tiny(**{"data.source": "fake:x"}), log=lambda message: None)
 
 
-def test_evaluate_on_validation_measures_the_validation_split(photos):
+def test_evaluate_on_validation_measures_the_validation_split(photos, monkeypatch):
+    from zoo.caching.engine import EngineChoice
+
     recipe = _tiny(photos.as_posix(), **{"data.evaluate_on": "validation"})
     data, _, _ = runner._load_data(recipe, log=lambda message: None)
 
@@ -349,11 +351,14 @@ def test_evaluate_on_validation_measures_the_validation_split(photos):
         def predict_on_batch(self, images):
             return np.tile([[1.0, 0.0]], (len(images), 1))
 
+    choice = EngineChoice("tensorflow", "auto", False, "a stand-in model")
+    monkeypatch.setattr(runner, "_inference_model", lambda r, model, d, s: (model, choice))
     lines = []
     metrics = runner._evaluate(recipe, Blue(), data, log=lines.append)
-    assert metrics["split"] == "validation"
+    assert metrics["split"] == "validation" and metrics["engine"] == choice.to_dict()
     assert metrics["images"] == runner._count(data, "validation")
-    assert lines[0].startswith("validation top-1 ")
+    assert lines[0] == "evaluation engine: tensorflow (a stand-in model)"
+    assert lines[1].startswith("validation top-1 ")
 
 
 def test_auto_settings_reach_fine_tune_and_the_choice_reaches_the_report(photos, monkeypatch):
