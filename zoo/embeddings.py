@@ -7,8 +7,10 @@ backbone -> global pooling`` over every split in inference mode and returns an
 and ``index.csv`` (path, label, split) atomically. ``zoo embed`` is the command.
 
 The forward pass is the head stage's cache build (:func:`zoo.caching.compute_activations`):
-BatchNorm folded into the convolutions (:mod:`zoo.caching.fold`), a ``tf.function`` per
-model, batches straight from the source's pipeline, in the order the split lists them.
+on the inference engine probed on the first batch (:mod:`zoo.caching.engine`: TensorFlow as
+built, BatchNorm folded into the convolutions, or LiteRT, within a relative error of 1e-5
+of TensorFlow as built), batches straight from the source's pipeline, in the order the
+split lists them.
 The pooled vector is what a linear head sees (``zoo.LinearHead`` pools the same map), so a
 classifier trained on embeddings is a head stage. Uses ``zoo.data`` (TensorFlow's tf.data).
 """

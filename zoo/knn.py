@@ -175,8 +175,8 @@ def fit_knn_head(model: keras.Model, train: Any, verbose: int = 0) -> dict[str, 
 
     Freezes the backbone (``zoo.FreezeBackbone``: every backbone variable, BatchNorm
     included, stays as loaded), runs the frozen prefix once in inference mode over
-    ``train`` (``zoo.caching.compute_activations``: the head stage's cache build, BatchNorm
-    folded), pools as the head pools, and stores the result with the labels.
+    ``train`` (``zoo.caching.compute_activations``: the head stage's cache build, on its probed
+    inference engine), pools as the head pools, and stores the result with the labels.
 
     Args:
         model: a classifier from ``zoo.build_classifier`` with ``head=KNNHead(...)``.

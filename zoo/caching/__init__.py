@@ -6,8 +6,9 @@ activations of the frozen prefix computed once. The package, in the order a stag
 * :mod:`zoo.caching.plan`: where a classifier can be cut (blocks, :func:`plan_cut`) and
   the model surgery (:func:`split_model` into prefix and suffix, :func:`middle_model`);
 * :mod:`zoo.caching.compute`: the prefix run once over the data
-  (:func:`compute_activations`, :func:`derive_activations`), with its BatchNorms folded
-  into the convolutions before them (:mod:`zoo.caching.fold`, :func:`fold_batchnorm`);
+  (:func:`compute_activations`, :func:`derive_activations`), on the inference engine
+  :mod:`zoo.caching.engine` probes (:func:`choose_engine`: TensorFlow as built, with its
+  BatchNorms folded into the convolutions, :mod:`zoo.caching.fold`, or LiteRT);
 * :mod:`zoo.caching.store`: where activations live (memory, or a memmap on disk past a
   byte budget), their keys, atomic writes;
 * :mod:`zoo.caching.dataset`: cached (or plain) data for ``fit`` (tf.data on TensorFlow,
@@ -24,6 +25,7 @@ from zoo.caching.dataset import (
     cached_dataset,
     epoch_permutation,
 )
+from zoo.caching.engine import ENGINES, EngineCandidate, EngineChoice, choose_engine
 from zoo.caching.fold import fold_batchnorm
 from zoo.caching.plan import (
     CacheUnavailable,
@@ -84,6 +86,10 @@ __all__ = [
     "epoch_permutation",
     "example_keys",
     "fold_batchnorm",
+    "choose_engine",
+    "EngineChoice",
+    "EngineCandidate",
+    "ENGINES",
     "frozen_layers_in_inference",
     "layers_to_probe",
     "load_activations",

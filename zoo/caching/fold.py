@@ -12,9 +12,10 @@ activation after it run as one fused op instead of a convolution and two or more
 elementwise passes over the activations.
 
 :func:`fold_batchnorm` returns a folded copy of a model for forward passes that run in
-inference mode anyway: the cache's prefix and middle passes (:mod:`zoo.caching.compute`,
-not under a ``tf.distribute`` strategy, where the copy's variables would be mirrored) and
-a run's evaluation. The original model, its weights and its graph are left untouched:
+inference mode anyway: one of the candidates :mod:`zoo.caching.engine` probes for the
+cache's passes, a run's evaluation and embeddings (not under a ``tf.distribute`` strategy,
+where the copy's variables would be mirrored). It is not always faster: on the AVX2 CPU
+it made EfficientNet-B0 slower, so the probe keeps the unfolded model wherever that wins. The original model, its weights and its graph are left untouched:
 training, the export and the frozen-weights proof use the original. Backend-neutral Keras
 and numpy.
 """
