@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from recipes.export_format import DEFAULT_THRESHOLD
 from zoo import FreezeBackbone, FullFineTune, Stage, UnfreezeTop, get_spec
 from zoo.errors import MissingFileError, ZooError
+from zoo.lora import LoRA
 from zoo.policies import OPTIMIZERS
 
 if sys.version_info >= (3, 11):
@@ -298,10 +299,18 @@ class StageConfig(BaseModel):
     Attributes:
         name: shown in logs, checkpoints and the report; unique within the recipe.
         policy: ``"freeze_backbone"`` (train the head only), ``"unfreeze_top"`` (the top
-            ``blocks`` or ``fraction`` of the backbone's blocks), or ``"full"``.
+            ``blocks`` or ``fraction`` of the backbone's blocks), ``"full"``, or
+            ``"lora"`` (low-rank adapters on the targeted layers and the head train,
+            every backbone weight stays frozen: ``zoo.LoRA``).
         blocks: for ``unfreeze_top``: how many blocks, counted from the top.
         fraction: for ``unfreeze_top``: the fraction of blocks instead, in (0, 1].
         batchnorm: ``"frozen"`` (inference mode, statistics fixed) or ``"trainable"``.
+        layernorm: for ``unfreeze_top`` and ``full``: ``"trainable"`` (unset: LayerNorm
+            of the trained blocks trains) or ``"frozen"``.
+        rank: for ``lora``: the adapters' rank (unset: 8).
+        alpha: for ``lora``: the update is ``(alpha / rank) * A @ B`` (unset: 16).
+        targets: for ``lora``: names (or paths with ``*``) of the backbone's Dense /
+            EinsumDense layers to adapt (unset: ``["query", "value"]``).
         epochs: passes over the training split.
         learning_rate: peak learning rate, > 0.
         optimizer: a name in ``zoo.policies.OPTIMIZERS`` (``"adam"``, ``"adamw"``,
@@ -335,10 +344,14 @@ class StageConfig(BaseModel):
     model_config = _STRICT
 
     name: str
-    policy: Literal["freeze_backbone", "unfreeze_top", "full"]
+    policy: Literal["freeze_backbone", "unfreeze_top", "full", "lora"]
     blocks: int | None = Field(None, gt=0)
     fraction: float | None = Field(None, gt=0.0, le=1.0)
     batchnorm: Literal["frozen", "trainable"] = "frozen"
+    layernorm: Literal["frozen", "trainable"] | None = None
+    rank: int | None = Field(None, gt=0)
+    alpha: float | None = Field(None, gt=0.0)
+    targets: list[str] | None = Field(None, min_length=1)
     epochs: int = Field(gt=0)
     learning_rate: float = Field(gt=0.0)
     optimizer: str = "adam"
@@ -434,7 +447,13 @@ class StageConfig(BaseModel):
         ``batchnorm`` and ``lr_decay``. The report stores this for each stage.
         """
         fields = _POLICY_FIELDS[self.policy]
-        return {"policy": self.policy, **{key: getattr(self, key) for key in fields}}
+        config = {"policy": self.policy, **{key: getattr(self, key) for key in fields}}
+        if config.get("layernorm", "") is None:  # unset: the policy's default, not recorded
+            del config["layernorm"]
+        for key, default in _LORA_DEFAULTS.items():
+            if key in config and config[key] is None:
+                config[key] = default
+        return config
 
     def make_policy(self) -> Any:
         """The ``zoo.policies`` policy of this stage.
@@ -444,6 +463,8 @@ class StageConfig(BaseModel):
                 ``fraction``).
         """
         config = self.policy_config()
+        if "targets" in config:
+            config["targets"] = tuple(config["targets"])
         return _POLICIES[config.pop("policy")](**config)
 
     def to_stage(self, augment: Any = None, class_weight: dict[int, float] | None = None) -> Stage:
@@ -479,12 +500,19 @@ class StageConfig(BaseModel):
 
 
 # Recipe policy name -> the zoo.policies class and the StageConfig fields it takes.
-_POLICIES = {"freeze_backbone": FreezeBackbone, "unfreeze_top": UnfreezeTop, "full": FullFineTune}
+_POLICIES = {
+    "freeze_backbone": FreezeBackbone,
+    "unfreeze_top": UnfreezeTop,
+    "full": FullFineTune,
+    "lora": LoRA,
+}
 _POLICY_FIELDS = {
     "freeze_backbone": (),
-    "unfreeze_top": ("blocks", "fraction", "batchnorm", "lr_decay"),
-    "full": ("batchnorm", "lr_decay"),
+    "unfreeze_top": ("blocks", "fraction", "batchnorm", "lr_decay", "layernorm"),
+    "full": ("batchnorm", "lr_decay", "layernorm"),
+    "lora": ("rank", "alpha", "targets"),
 }
+_LORA_DEFAULTS = {"rank": LoRA.rank, "alpha": LoRA.alpha, "targets": list(LoRA.targets)}
 
 
 class ExportConfig(BaseModel):
@@ -994,7 +1022,12 @@ def _stage_problems(i: int, stage: StageConfig, spec: Any) -> list[str]:
                 f"{len(spec.blocks)} ({', '.join(spec.block_names)}); use at most "
                 f'{len(spec.blocks)}, or policy = "full"'
             )
-    for key in ("blocks", "fraction", "lr_decay"):
+    if stage.policy == "lora" and stage.batchnorm != "frozen":
+        problems.append(
+            f"{here}.batchnorm: policy 'lora' keeps every backbone weight frozen, BatchNorm "
+            "included; remove batchnorm"
+        )
+    for key in ("blocks", "fraction", "lr_decay", "layernorm", "rank", "alpha", "targets"):
         if key not in _POLICY_FIELDS[stage.policy] and getattr(stage, key) is not None:
             users = " and ".join(repr(p) for p, keys in _POLICY_FIELDS.items() if key in keys)
             problems.append(

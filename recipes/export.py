@@ -20,6 +20,14 @@ The verification checks the frozen variables against the registry's pinned pretr
 file whenever the backbone's weights came from it, so a frozen variable that drifted
 before the export is refused even when no source manifest is passed.
 
+A classifier trained with ``zoo.LoRA`` is exported merged: each adapted kernel becomes
+``kernel + (alpha / rank) * A @ B`` (Keras' own merge, :func:`zoo.lora.merge_lora`), so
+the SavedModel, ``model.keras`` and the deployed files are a plain classifier with no
+adapter variables. The adapters and the base kernels travel beside it in
+``lora_adapters.npz``, each array's sha256 listed under ``"lora"`` in
+``zoo_manifest.json``, so :mod:`recipes.verify` can prove the base kernels against the
+pretrained weights and recompute the merge.
+
 Built with ``keras.export.ExportArchive`` (Keras 3's SavedModel writer). The variables
 the signatures use are also registered as the collection ``zoo_variables``, in manifest
 order, which is how :mod:`recipes.verify` maps the SavedModel's own variables back to
@@ -47,6 +55,8 @@ from recipes.export_format import (
     EXPORT_FORMAT,
     KERAS_FILE,
     LABELS_FILE,
+    LORA_FILE,
+    LORA_KEY,
     MANIFEST_FILE,
     METADATA_FILE,
     OUTPUTS,
@@ -170,8 +180,11 @@ def export_saved_model(
     source = fingerprint.load(source_manifest) if _is_path(source_manifest) else source_manifest
     if source is not None:
         fingerprint.check(source)
+    model, lora, frozen = _merged(model, frozen)
     weights_manifest = fingerprint.manifest(model, frozen)
     zoo_manifest = _zoo_manifest(weights_manifest, source, info)
+    if lora is not None:
+        zoo_manifest[LORA_KEY] = _lora_entry(lora)
     meta = _metadata(info, metadata)
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +194,8 @@ def export_saved_model(
         try:
             _write_saved_model(model, info, staging)
             _write_assets(staging, info, zoo_manifest, meta)
+            if lora is not None:
+                _write_lora(staging / LORA_FILE, lora)
             model.save(staging / KERAS_FILE)
             verification = _verify_staged(staging, source, model, tolerance, require_proof)
             write_model_card(staging)  # MODEL_CARD.md; the deploy step adds its formats
@@ -241,6 +256,53 @@ def remove_leftovers(target: str | os.PathLike) -> list[Path]:
     for path in found:
         shutil.rmtree(path)
     return found
+
+
+def _merged(
+    model: keras.Model, frozen: Iterable[str] | None
+) -> tuple[keras.Model, Any, set[str] | None]:
+    """The model to export (LoRA adapters merged), its LoRA record and frozen paths."""
+    from zoo.lora import ADAPTERS, merge_lora
+
+    merged, record = merge_lora(model)
+    if record is None:
+        return model, None, None if frozen is None else set(frozen)
+    paths = fingerprint.frozen_paths(model) if frozen is None else set(frozen)
+    return merged, record, {p for p in paths if p.rsplit("/", 1)[-1] not in ADAPTERS}
+
+
+def _lora_entry(record: Any) -> dict[str, Any]:
+    """zoo_manifest.json's ``"lora"``: rank, alpha, scale, tolerance and each array's sha256."""
+    from zoo.lora import MERGE_TOLERANCE
+
+    hashes = record.hashes()
+    return {
+        "file": LORA_FILE,
+        "rank": record.rank,
+        "alpha": record.alpha,
+        "scale": record.scale,
+        "merge": "kernel + scale * lora_kernel_a @ lora_kernel_b",
+        "tolerance": MERGE_TOLERANCE,
+        "layers": {
+            layer.kernel: {
+                key: {"sha256": hashes[f"{layer.prefix}/{key}"], "shape": list(array.shape)}
+                for key, array in (
+                    ("base", layer.base),
+                    ("lora_kernel_a", layer.a),
+                    ("lora_kernel_b", layer.b),
+                )
+            }
+            for layer in record.layers
+        },
+    }
+
+
+def _write_lora(path: Path, record: Any) -> None:
+    """``lora_adapters.npz``: ``"<layer path>/base"``, ``/lora_kernel_a``, ``/lora_kernel_b``."""
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.savez(f, **record.arrays())
 
 
 def _is_path(value: Any) -> bool:

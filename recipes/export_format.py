@@ -77,6 +77,10 @@ RESIZE_METHOD = "bilinear"
 PRETRAINED_KEY = "pretrained"
 # zoo_manifest.json key: deployed file name -> {"format", "sha256", "bytes"} (recipes.deploy).
 DEPLOYED_KEY = "deployed"
+# A LoRA export: the adapters and base kernels its merged kernels were made of
+# (recipes.export), listed with their sha256 under this key of zoo_manifest.json.
+LORA_KEY = "lora"
+LORA_FILE = "lora_adapters.npz"
 
 TOLERANCE = 1e-5  # parity: max |export - Keras| of logits and probabilities, float32
 PROBE_BATCH = 4

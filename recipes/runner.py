@@ -42,6 +42,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -974,6 +975,7 @@ def _assemble_report(
     from zoo.classifier import classifier_info
 
     info = classifier_info(model)
+    sizes = {v.path: math.prod(v.shape) for v in model.weights}  # parameters of each weight
     return RunReport(
         recipe=recipe.name,
         description=recipe.description,
@@ -988,7 +990,7 @@ def _assemble_report(
         input_shape=list(recipe.input_shape()),
         class_names=list(info.get("class_names") or []),
         stages=[
-            StageReport.from_result(cfg.policy_config(), got)
+            StageReport.from_result(cfg.policy_config(), got, sizes)
             for cfg, got in zip(recipe.stages, result.stages, strict=False)
         ],
         data=data,

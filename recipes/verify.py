@@ -42,7 +42,16 @@ recompute:
    (:func:`recipes.deploy.parity_bound`; int8 files report their top-1 agreement);
 9. tflite metadata: each deployed ``.tflite`` carries TFLite Model Metadata that
    MediaPipe Tasks can use: its labels equal the export's class names, in order, and
-   its normalization fits its input type (:func:`recipes.tflite_metadata.problems`).
+   its normalization fits its input type (:func:`recipes.tflite_metadata.problems`);
+10. lora (a LoRA export, merged: :mod:`zoo.lora`): ``lora_adapters.npz`` holds exactly
+    the base kernel and the two adapters of each layer ``zoo_manifest.json`` lists under
+    ``"lora"``, each hashing as listed, and each merged kernel in the SavedModel equals
+    ``base + (alpha / rank) * A @ B`` recomputed in float64 within relative
+    :data:`zoo.lora.MERGE_TOLERANCE` (1e-6 of the kernel's largest value). The base
+    kernels themselves are proven in check 5: a merged kernel in the claim is checked
+    against the anchor through its base in ``lora_adapters.npz`` (hashed anew), so with
+    LoRA every pretrained weight of the backbone is proven bitwise. Check 4 also compares
+    the recorded layers, rank and alpha with the recipe's LoRA policy.
 
 Every failure is collected and named; nothing stops at the first one.
 """
@@ -50,6 +59,7 @@ Every failure is collected and named; nothing stops at the first one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -243,14 +253,16 @@ def verify_export(
     entries = _manifest_entries(zoo_manifest, result)
     actual = _checkpoint_hashes(directory, entries, result) if entries is not None else None
     loaded = _load(directory, meta, entries, actual, result)
-    claim = _check_claim(meta, entries, pinned, expect_frozen, require_claim, result)
+    lora = _read_lora(directory, zoo_manifest)
+    claim = _check_claim(meta, entries, pinned, expect_frozen, require_claim, result, lora)
     _check_frozen(
-        zoo_manifest, meta, entries, actual, source_manifest, require_proof, claim, result
+        zoo_manifest, meta, entries, actual, source_manifest, require_proof, claim, result, lora
     )
     _check_labels(meta, labels, result)
     served = _check_parity(directory, loaded, meta, entries, model, result, tolerance)
     _check_deployed(directory, zoo_manifest, meta, served, result)
     _check_tflite_metadata(directory, zoo_manifest, meta, result)
+    _check_lora(directory, entries, lora, result)
     return result
 
 
@@ -456,6 +468,7 @@ def _check_claim(
     expect_frozen: int | None,
     require_claim: bool,
     result: VerifyResult,
+    lora: _LoRAFiles | None = None,
 ) -> _Claim | None:
     if entries is None:
         result._skip("claim", "no manifest")
@@ -492,6 +505,8 @@ def _check_claim(
         return _Claim(flagged, None)
     origin = _recipe_origin(recipe)
     result.num_frozen, result.trained = len(derived.frozen), derived.trained
+    derived, lora_failures = _lora_claim(derived, recipe, lora, where)
+    failures += lora_failures
     failures += _structure_differs(entries, derived, where)
     failures += _flags_differ(flagged, derived, where)
     failures += _origin_differs(meta, origin, recipe)
@@ -509,6 +524,37 @@ def _check_claim(
         f"(frozen per stage: {stages}); the export's flags agree",
     )
     return _Claim(derived.frozen, origin)
+
+
+def _lora_claim(
+    derived: proof.FrozenClaim, recipe: Recipe, lora: _LoRAFiles | None, where: str
+) -> tuple[proof.FrozenClaim, list[str]]:
+    """A merged export has no adapter variables: they are compared with ``"lora"``."""
+    from zoo.lora import ADAPTERS, LoRA
+
+    adapters = {p for p in derived.variables if p.rsplit("/", 1)[-1] in ADAPTERS}
+    expected = {p.rsplit("/", 1)[0] + "/kernel" for p in adapters}
+    recorded = set(lora.layers) if lora is not None else set()
+    if not adapters and lora is None:
+        return derived, []
+    failures = [
+        f"LoRA layer {path}: {where}'s policies adapt it, but the export records no adapters for it"
+        for path in sorted(expected - recorded)
+    ]
+    failures += [
+        f"LoRA layer {path}: the export records adapters for it, but {where}'s policies do "
+        "not adapt it"
+        for path in sorted(recorded - expected)
+    ]
+    policies = [s.make_policy() for s in recipe.stages]
+    shapes = {(p.rank, p.alpha) for p in policies if isinstance(p, LoRA)}
+    if lora is not None and shapes and (lora.rank, lora.alpha) not in shapes:
+        failures.append(
+            f"zoo_manifest.json: LoRA rank {lora.rank}, alpha {lora.alpha}; {where}'s policy "
+            f"uses rank, alpha {sorted(shapes)}"
+        )
+    variables = {p: v for p, v in derived.variables.items() if p not in adapters}
+    return dataclasses.replace(derived, variables=variables), failures
 
 
 def _recorded_recipe(meta: Any) -> tuple[Recipe | None, str]:
@@ -725,6 +771,7 @@ def _check_frozen(
     require_proof: bool,
     claim: _Claim | None,
     result: VerifyResult,
+    lora: _LoRAFiles | None = None,
 ) -> None:
     if entries is None or claim is None:
         result._skip("frozen", "no manifest")
@@ -744,9 +791,14 @@ def _check_frozen(
     for entry in frozen:
         path = entry["path"]
         sha = (actual or {}).get(path, entry["sha256"])
+        merged = lora is not None and path in lora.layers
+        if merged:  # the export holds base + scale * A @ B: prove the base it records
+            sha = lora.base_hashes.get(path, "")
         covering = [a for a in anchors if path.startswith(a.prefix)]
         unproven += [] if covering else [path]
         wrong = [line for anchor in covering for line in anchor.mismatch(path, sha, entry["shape"])]
+        if merged:
+            wrong = [f"{line} (the LoRA base kernel in {fmt.LORA_FILE})" for line in wrong]
         failures += wrong
         if covering and not wrong:
             proven.append(path)
@@ -1109,6 +1161,138 @@ def _check_tflite_metadata(
         failures += [f"{name}: {problem}" for problem in found]
     detail = f"{len(files)} .tflite files: labels and normalization as MediaPipe Tasks reads them"
     result._record("tflite metadata", failures, detail)
+
+
+# -- 10. LoRA: the adapters and the merge ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _LoRAFiles:
+    """``zoo_manifest.json``'s ``"lora"`` and ``lora_adapters.npz`` as read (not trusted)."""
+
+    rank: Any
+    alpha: Any
+    layers: dict[str, Any]  # kernel path -> {"base" | "lora_kernel_a" | "lora_kernel_b": entry}
+    arrays: dict[str, np.ndarray]  # as in the file
+    base_hashes: dict[str, str]  # kernel path -> sha256 of the base array in the file
+    problems: tuple[str, ...]  # reading problems, recorded by check 10
+
+
+def _read_lora(directory: Path, zoo_manifest: Any) -> _LoRAFiles | None:
+    entry = (zoo_manifest or {}).get(fmt.LORA_KEY) if isinstance(zoo_manifest, dict) else None
+    if entry is None:
+        return None
+    layers = entry.get("layers") if isinstance(entry, dict) else None
+    if not isinstance(layers, dict):
+        return _LoRAFiles(None, None, {}, {}, {}, ("zoo_manifest.json: lora is malformed",))
+    arrays: dict[str, np.ndarray] = {}
+    problems = []
+    path = directory / fmt.LORA_FILE
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        problems.append(f"{fmt.LORA_FILE} is missing; the merge cannot be recomputed")
+    except Exception as error:  # a damaged file is a failure to report
+        problems.append(f"{fmt.LORA_FILE} does not read: {_line(error)}")
+    base_hashes = {
+        kernel: fingerprint.array_sha256(arrays[f"{kernel.rsplit('/', 1)[0]}/base"])
+        for kernel in layers
+        if f"{kernel.rsplit('/', 1)[0]}/base" in arrays
+    }
+    return _LoRAFiles(
+        entry.get("rank"), entry.get("alpha"), layers, arrays, base_hashes, tuple(problems)
+    )
+
+
+def _check_lora(
+    directory: Path,
+    entries: list[dict[str, Any]] | None,
+    lora: _LoRAFiles | None,
+    result: VerifyResult,
+) -> None:
+    """Adapters hash as listed; each merged kernel is base + scale * A @ B."""
+    from zoo.lora import MERGE_TOLERANCE, merge_problems
+
+    if lora is None:  # not a LoRA export: no check line
+        return
+    failures = list(lora.problems)
+    rank, alpha = lora.rank, lora.alpha
+    if not (isinstance(rank, int) and rank > 0 and isinstance(alpha, (int, float)) and alpha > 0):
+        result._record(
+            "lora",
+            [
+                *failures,
+                f"zoo_manifest.json: LoRA rank {rank!r}, alpha {alpha!r} are not positive numbers",
+            ],
+            "",
+        )
+        return
+    scale = alpha / rank
+    wanted = {
+        f"{kernel.rsplit('/', 1)[0]}/{key}": (kernel, key, listed)
+        for kernel, record in lora.layers.items()
+        for key, listed in (record or {}).items()
+    }
+    if lora.arrays:
+        failures += [
+            f"{fmt.LORA_FILE} holds {key}, which zoo_manifest.json does not list"
+            for key in sorted(set(lora.arrays) - set(wanted))
+        ]
+    for key, (_kernel, part, listed) in sorted(wanted.items()):
+        what = "LoRA base kernel" if part == "base" else "LoRA adapter"
+        if lora.arrays and key not in lora.arrays:
+            failures.append(f"{what} {key} is missing from {fmt.LORA_FILE}")
+        elif key in lora.arrays:
+            sha = fingerprint.array_sha256(lora.arrays[key])
+            if not isinstance(listed, dict) or sha != listed.get("sha256"):
+                recorded = listed.get("sha256", "?") if isinstance(listed, dict) else "?"
+                failures.append(
+                    f"{what} {key}: sha256 {sha[:12]}... != zoo_manifest.json "
+                    f"{str(recorded)[:12]}... (changed)"
+                )
+    merged = _merged_kernels(directory, entries, set(lora.layers))
+    checked = 0
+    for kernel in sorted(lora.layers):
+        prefix = kernel.rsplit("/", 1)[0]
+        parts = [
+            lora.arrays.get(f"{prefix}/{k}") for k in ("base", "lora_kernel_a", "lora_kernel_b")
+        ]
+        value = merged.get(kernel)
+        if value is None or any(p is None for p in parts):
+            if value is None and not lora.problems:
+                failures.append(f"merged kernel {kernel} is not in the SavedModel")
+            continue
+        failures += merge_problems(f"merged kernel {kernel}", value, *parts, scale)
+        checked += 1
+    result._record(
+        "lora",
+        failures,
+        f"{checked} merged kernels = base + {scale:g} * A @ B (rank {rank}, alpha {alpha:g}) "
+        f"within relative {MERGE_TOLERANCE:g}; {len(wanted)} arrays of {fmt.LORA_FILE} hash "
+        "as listed",
+    )
+
+
+def _merged_kernels(
+    directory: Path, entries: list[dict[str, Any]] | None, paths: set[str]
+) -> dict[str, np.ndarray]:
+    """The SavedModel checkpoint's values of the manifest ``paths`` (unreadable: left out)."""
+    import tensorflow as tf
+
+    if not entries:
+        return {}
+    try:
+        reader = tf.train.load_checkpoint(str(directory / "variables" / "variables"))
+        keys = collection_keys(directory)
+    except (ValueError, tf.errors.OpError):
+        return {}  # check 2 names the problem
+    out = {}
+    for key, entry in zip(keys, entries, strict=False):
+        if entry["path"] in paths:
+            with contextlib.suppress(Exception):  # check 2 names an unreadable variable
+                out[entry["path"]] = np.asarray(reader.get_tensor(key))
+    return out
 
 
 def main_verify(

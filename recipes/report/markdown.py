@@ -322,6 +322,9 @@ def _stages_section(stages: Sequence[StageReport]) -> list[str]:
         )
     header = ["stage", "policy", "epochs", "train acc", "val acc", "seconds", "images/s", "cache"]
     lines = ["## Stages", "", *markdown_table(header, rows), ""]
+    shares = [f"- {s.name}: {s.trainable_text()}" for s in stages if s.total_params]
+    if shares:
+        lines += ["Trainable parameters as a share of the model:", "", *shares, ""]
     kept = [f"- {s.name}: {s.kept_reason}" for s in stages if s.kept_reason]
     if kept:
         lines += ["Weights each stage ended with:", "", *kept, ""]

@@ -166,6 +166,8 @@ class StageReport:
         images_per_second: training images per second of ``seconds``.
         cache: see :class:`CacheReport`.
         trainable_variables: variables the optimizer trained.
+        trainable_params: scalars in them; total_params: scalars in every weight of the
+            model (with ``policy = "lora"``, the adapters are a small share of it).
         monitor: the metric that picked the best epoch (``val_loss``, ``val_accuracy``...).
         best_epoch, best_value: the epoch (1-based) with the best ``monitor``, and its value.
         kept_epoch: the epoch whose weights the stage ended with; kept_reason: why.
@@ -184,6 +186,8 @@ class StageReport:
     images_per_second: float = 0.0
     cache: CacheReport = field(default_factory=CacheReport)
     trainable_variables: int = 0
+    trainable_params: int = 0
+    total_params: int = 0
     monitor: str = "val_loss"
     best_epoch: int | None = None
     best_value: float | None = None
@@ -193,8 +197,15 @@ class StageReport:
     without_ema: dict[str, float] | None = None
 
     @classmethod
-    def from_result(cls, policy: Mapping[str, Any], result: Any) -> StageReport:
-        """The report of a ``zoo.StageResult`` trained under ``policy`` (recipe words)."""
+    def from_result(
+        cls, policy: Mapping[str, Any], result: Any, sizes: Mapping[str, int] | None = None
+    ) -> StageReport:
+        """The report of a ``zoo.StageResult`` trained under ``policy`` (recipe words).
+
+        ``sizes``: the model's weights, Keras variable path -> number of scalars, for
+        :attr:`trainable_params` and :attr:`total_params` (0 without it).
+        """
+        sizes = sizes or {}
         return cls(
             name=result.name,
             policy=dict(policy),
@@ -208,6 +219,8 @@ class StageReport:
                 result.cache, result.epochs_run - result.resumed_at_epoch
             ),
             trainable_variables=len(result.trainable_paths),
+            trainable_params=sum(sizes.get(p, 0) for p in result.trainable_paths),
+            total_params=sum(sizes.values()),
             monitor=result.monitor,
             best_epoch=result.best_epoch,
             best_value=result.best_value,
@@ -225,6 +238,13 @@ class StageReport:
         if isinstance(policy, str):  # reports before the policy config was stored
             policy = {"policy": policy}
         return _from_fields(cls, {**data, "policy": policy, "cache": cache})
+
+    def trainable_text(self) -> str:
+        """``"0.84% (4,419 of 526,595)"``: trainable parameters as a share of the model."""
+        if not self.total_params:
+            return "-"
+        share = 100 * self.trainable_params / self.total_params
+        return f"{share:.2g}% ({self.trainable_params:,} of {self.total_params:,})"
 
     def policy_text(self) -> str:
         """``unfreeze_top (blocks=2, batchnorm=frozen)``: the name and the fields set."""
