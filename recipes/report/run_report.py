@@ -240,11 +240,11 @@ class StageReport:
         return _from_fields(cls, {**data, "policy": policy, "cache": cache})
 
     def trainable_text(self) -> str:
-        """``"0.84% (4,419 of 526,595)"``: trainable parameters as a share of the model."""
+        """``"1.02% (228,098 of 22,286,594)"``: trainable parameters as a share of the model."""
         if not self.total_params:
             return "-"
         share = 100 * self.trainable_params / self.total_params
-        return f"{share:.2g}% ({self.trainable_params:,} of {self.total_params:,})"
+        return f"{share:.3g}% ({self.trainable_params:,} of {self.total_params:,})"
 
     def policy_text(self) -> str:
         """``unfreeze_top (blocks=2, batchnorm=frozen)``: the name and the fields set."""
