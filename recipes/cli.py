@@ -108,7 +108,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     fields += [
         (
             f"  file{' (top)' if s.include_top else ''}",
-            f"{s.url} {s.hash_algorithm}={s.file_hash or 'recorded at conversion'}",
+            f"{s.url} {s.hash_algorithm}="
+            + (
+                s.file_hash
+                or ("recorded when fetched" if s.kind == "keras_hub" else "recorded at conversion")
+            ),
         )
         for s in spec.weights
     ]
@@ -185,8 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     weights = sub.add_parser("weights", help="manage pretrained weight files")
     wsub = weights.add_subparsers(dest="weights_command", required=True)
-    p = wsub.add_parser("add", help="add a downloaded weights file to the cache")
-    p.add_argument("file")
+    p = wsub.add_parser(
+        "add", help="add a downloaded weights file (or KerasHub preset directory) to the cache"
+    )
+    p.add_argument("file", help="a weights file, or a KerasHub preset directory")
     p.add_argument("--backbone", required=True)
     p.add_argument("--include-top", action="store_true")
     p.set_defaults(func=_cmd_weights_add)

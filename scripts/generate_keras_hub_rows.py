@@ -4,7 +4,8 @@ For every row of ``zoo.backbones.keras_hub.ROWS`` it reads the preset's entry fr
 KerasHub's own preset table (handle, version, description, published parameter count),
 builds the architecture zoo's code describes (random weights, offline) at the preset's size
 and refuses the row unless its parameter count is the published one (to the precision
-published: DINOv3's are rounded), then builds the row at its default input size and
+published: DINOv3's are rounded; with a 1000-class classifier where the preset counts
+one), then builds the row at its default input size and
 records its parameters and GMACs (``zoo.cost.count_macs``).
 
     .venv/bin/python scripts/generate_keras_hub_rows.py            # every row
@@ -49,6 +50,13 @@ def matches_published(built: int, published: int) -> bool:
     return abs(built - published) * 2 < step or (abs(built - published) * 2 == step)
 
 
+def published_count(row: family.Row, built: int) -> int:
+    """What the preset would publish for a backbone of ``built`` parameters: the count
+    itself, or with a 1000-class classifier on the pooled features where the preset
+    counts its task (``Row.published_with_top``)."""
+    return built + (row.feature_dim + 1) * 1000 if row.published_with_top else built
+
+
 def preset_facts(preset: str) -> dict:
     """The preset's entry in KerasHub's preset table (no download)."""
     import keras_hub
@@ -67,8 +75,8 @@ def measure(row: family.Row) -> dict:
     """The row's facts: the preset's, and its parameters and GMACs as built."""
     facts = {"name": row.name, "preset": row.preset, **preset_facts(row.preset)}
     keras.backend.clear_session()
-    hub = family.hub_backbone(row, row.preset_size)
-    built = hub.count_params()
+    hub = family.hub_backbone(row, (row.preset_size, row.preset_size, 3))
+    built = published_count(row, hub.count_params())
     del hub
     gc.collect()
     if not matches_published(built, facts["preset_params"]):

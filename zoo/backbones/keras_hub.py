@@ -67,60 +67,73 @@ class _Size:
     gated: bool = False
 
 
-# The standard sizes: ViT Table 1 (Ti/S from DeiT Table 1), DINOv2 Table 17 (g: SwiGLU,
-# 1536 wide, 40 layers), DINOv3 Table 14 (S+ and H+: SwiGLU).
+# The standard sizes: ViT Table 1 (S from DeiT Table 1), DINOv2 Table 17 (g: 1536 wide, 40
+# layers, a SwiGLU MLP 4x wide, of which SwiGLU keeps 2/3), DINOv3 Table 14 (S+, H+: SwiGLU).
 _SIZES = {
     "small": _Size(12, 384, 6, 1536),
     "base": _Size(12, 768, 12, 3072),
     "large": _Size(24, 1024, 16, 4096),
     "huge": _Size(32, 1280, 16, 5120),
-    "giant": _Size(40, 1536, 24, 4096, gated=True),
+    "giant": _Size(40, 1536, 24, 6144, gated=True),
     "small_plus": _Size(12, 384, 6, 1536, gated=True),
     "huge_plus": _Size(32, 1280, 20, 5120, gated=True),
 }
 
 
+# ResNet (He et al., Table 1): blocks per stage and block type; "vd" (He et al., "Bag of
+# Tricks", https://arxiv.org/abs/1812.01187) swaps the 7x7 stem for three 3x3 convolutions
+# (32, 32, 64 filters) and downsamples the shortcut by average pooling.
+_RESNET_DEPTHS = {
+    "18": ((2, 2, 2, 2), "basic_block"),
+    "34": ((3, 4, 6, 3), "basic_block"),
+    "50": ((3, 4, 6, 3), "bottleneck_block"),
+    "101": ((3, 4, 23, 3), "bottleneck_block"),
+    "152": ((3, 8, 36, 3), "bottleneck_block"),
+}
+# DenseNet (Huang et al., Table 1): dense layers per block; growth rate 32.
+_DENSENET_DEPTHS = {"121": (6, 12, 24, 16), "169": (6, 12, 32, 32), "201": (6, 12, 48, 32)}
+# VGG (Simonyan and Zisserman, Table 1, configurations A, B, D, E): convolutions per block.
+_VGG_DEPTHS = {
+    "11": (1, 1, 2, 2, 2),
+    "13": (2, 2, 2, 2, 2),
+    "16": (2, 2, 3, 3, 3),
+    "19": (2, 2, 4, 4, 4),
+}
+_VGG_WIDTHS = (64, 128, 256, 512, 512)
+
+
 @dataclass(frozen=True)
 class _Family:
-    """What a family shares: KerasHub's class, paper, licence, preprocessing, pooling."""
+    """What a family shares: KerasHub's class, paper, licence, preprocessing, pooling.
+
+    ``token_pooling`` is ``None`` for the convolutional families, which return feature
+    maps ``(batch, height, width, channels)`` that heads pool as usual.
+    """
 
     hub_class: str
     paper: str
     license: str
     preprocessing: Preprocessing
-    token_pooling: str
+    token_pooling: str | None
     source: str
 
 
+_KAGGLE_LICENSE = "Apache-2.0 (KerasHub's preset on Kaggle)"
+_DINOV3_LICENSE = (
+    "DINOv3 License (https://ai.meta.com/resources/models-and-libraries/dinov3-license/)"
+)
+# Preprocessing: google/vit-* scales pixels to [-1, 1] (mean 0.5, std 0.5); DINOv2, DINOv3
+# and the convolutional presets (ports of timm / PaddleClas weights) use ImageNet's mean/std.
 _FAMILIES = {
-    # google/vit-*: pixels scaled to [-1, 1] (image mean 0.5, std 0.5).
-    "vit": _Family(
-        "ViTBackbone",
-        "https://arxiv.org/abs/2010.11929",
-        "Apache-2.0",
-        INCEPTION,
-        "cls",
-        _SOURCE + "vit",
-    ),
-    # facebook/dinov2-*: ImageNet mean and std.
-    "dinov2": _Family(
-        "DINOV2Backbone",
-        "https://arxiv.org/abs/2304.07193",
-        "Apache-2.0",
-        TORCH,
-        "cls",
-        _SOURCE + "dinov2",
-    ),
-    # facebook/dinov3-*: ImageNet mean and std; the DINOv3 License, not an open-source one.
-    "dinov3": _Family(
-        "DINOV3Backbone",
-        "https://arxiv.org/abs/2508.10104",
-        "DINOv3 License (https://ai.meta.com/resources/models-and-libraries/dinov3-license/)",
-        TORCH,
-        "cls",
-        _SOURCE + "dinov3",
-    ),
-}
+    "vit": _Family("ViTBackbone", "https://arxiv.org/abs/2010.11929", "Apache-2.0", INCEPTION, "cls", _SOURCE + "vit"),
+    "dinov2": _Family("DINOV2Backbone", "https://arxiv.org/abs/2304.07193", "Apache-2.0", TORCH, "cls", _SOURCE + "dinov2"),
+    "dinov3": _Family("DINOV3Backbone", "https://arxiv.org/abs/2508.10104", _DINOV3_LICENSE, TORCH, "cls", _SOURCE + "dinov3"),
+    "resnet": _Family("ResNetBackbone", "https://arxiv.org/abs/1512.03385", _KAGGLE_LICENSE, TORCH, None, _SOURCE + "resnet"),
+    "resnet_vd": _Family("ResNetBackbone", "https://arxiv.org/abs/1812.01187", _KAGGLE_LICENSE, TORCH, None, _SOURCE + "resnet"),
+    "densenet": _Family("DenseNetBackbone", "https://arxiv.org/abs/1608.06993", _KAGGLE_LICENSE, TORCH, None, _SOURCE + "densenet"),
+    "vgg": _Family("VGGBackbone", "https://arxiv.org/abs/1409.1556", _KAGGLE_LICENSE, TORCH, None, _SOURCE + "vgg"),
+}  # fmt: skip
+_TRANSFORMERS = ("vit", "dinov2", "dinov3")
 
 
 @dataclass(frozen=True)
@@ -130,41 +143,92 @@ class Row:
     Attributes:
         name: zoo's name, timm's where timm has the model (``vit_small_patch14_dinov2``),
             with the pretraining data as a suffix where it is not the family's default
-            (``_in21k``, ``_sat493m``).
+            (``_in21k``, ``_sat493m``); convolutional rows end in ``_hub`` (their
+            architectures are in ``keras.applications`` too, with other weights).
         preset: the KerasHub preset, e.g. ``"dinov2_small"``.
-        family: ``"vit"``, ``"dinov2"`` or ``"dinov3"``.
-        size: a key of ``_SIZES``.
-        patch: patch size in pixels.
+        family: a key of ``_FAMILIES``.
+        size: a key of ``_SIZES`` (transformers) or the depth (``"50"``).
         input_size: the default (square) input size in pixels.
         preset_size: the input size the preset's parameters are counted at (its position
             embeddings'); the input size where it does not matter.
+        patch: patch size in pixels (transformers); 0 for convolutional nets.
         registers: register tokens (DINOv2 with registers, DINOv3).
+        published_with_top: the preset's published parameter count includes a 1000-class
+            classifier on the pooled features (the ResNet-vd presets count their task).
     """
 
     name: str
     preset: str
     family: str
     size: str
-    patch: int
     input_size: int
     preset_size: int
+    patch: int = 0
     registers: int = 0
+    published_with_top: bool = False
+
+    @property
+    def tokens(self) -> bool:
+        """Whether the backbone returns tokens (a transformer), not feature maps."""
+        return self.family in _TRANSFORMERS
 
     @property
     def prefix_tokens(self) -> int:
         """The class token and the register tokens, before the patch tokens."""
-        return 1 + self.registers
+        return 1 + self.registers if self.tokens else 0
 
-    def hub_kwargs(self, image_size: int) -> dict[str, Any]:
-        """The KerasHub backbone's arguments for a ``(image_size, image_size, 3)`` input."""
+    @property
+    def feature_dim(self) -> int:
+        """Channels of the output: the width of a transformer, a CNN's last stage's."""
+        if self.family in ("resnet", "resnet_vd"):
+            return 512 if _RESNET_DEPTHS[self.size][1] == "basic_block" else 2048
+        if self.family == "densenet":  # 64 channels, +32 per layer, halved between blocks
+            channels = 64
+            for i, layers in enumerate(_DENSENET_DEPTHS[self.size]):
+                channels = channels + 32 * layers
+                channels = channels if i == 3 else channels // 2
+            return channels
+        if self.family == "vgg":
+            return _VGG_WIDTHS[-1]
+        return _SIZES[self.size].hidden_dim
+
+    @property
+    def min_input_size(self) -> int:
+        """Two patches a side for a transformer, 32 pixels for a convolutional net."""
+        return 2 * self.patch if self.tokens else 32
+
+    def hub_kwargs(self, image_shape: tuple[int, int, int]) -> dict[str, Any]:
+        """The KerasHub backbone's arguments for an ``image_shape`` input."""
+        if self.family in ("resnet", "resnet_vd"):
+            depths, block_type = _RESNET_DEPTHS[self.size]
+            vd = self.family == "resnet_vd"
+            return {
+                "input_conv_filters": [32, 32, 64] if vd else [64],
+                "input_conv_kernel_sizes": [3, 3, 3] if vd else [7],
+                "stackwise_num_filters": [64, 128, 256, 512],
+                "stackwise_num_blocks": list(depths),
+                "stackwise_num_strides": [1, 2, 2, 2],
+                "block_type": f"{block_type}_vd" if vd else block_type,
+                "image_shape": image_shape,
+            }
+        if self.family == "densenet":
+            return {
+                "stackwise_num_repeats": list(_DENSENET_DEPTHS[self.size]),
+                "image_shape": image_shape,
+            }
+        if self.family == "vgg":
+            return {
+                "stackwise_num_repeats": list(_VGG_DEPTHS[self.size]),
+                "stackwise_num_filters": list(_VGG_WIDTHS),
+                "image_shape": image_shape,
+            }
         size = _SIZES[self.size]
-        shape = (image_size, image_size, 3)
         common = {
             "patch_size": self.patch,
             "num_layers": size.num_layers,
             "num_heads": size.num_heads,
             "hidden_dim": size.hidden_dim,
-            "image_shape": shape,
+            "image_shape": image_shape,
         }
         if self.family == "vit":
             return {**common, "mlp_dim": size.mlp_dim}
@@ -187,15 +251,23 @@ class Row:
 
 
 def _vit(name: str, preset: str, size: str, patch: int, image: int) -> Row:
-    return Row(name, preset, "vit", size, patch, image, image)
+    return Row(name, preset, "vit", size, image, image, patch)
 
 
 def _dinov2(name: str, preset: str, size: str, registers: int = 0) -> Row:
-    return Row(name, preset, "dinov2", size, 14, 224, 518, registers)
+    return Row(name, preset, "dinov2", size, 224, 518, 14, registers)
 
 
 def _dinov3(name: str, preset: str, size: str) -> Row:
-    return Row(name, preset, "dinov3", size, 16, 224, 224, 4)
+    return Row(name, preset, "dinov3", size, 224, 224, 16, 4)
+
+
+def _cnn(name: str, preset: str, family: str, depth: str, with_top: bool = False) -> Row:
+    return Row(name, preset, family, depth, 224, 224, published_with_top=with_top)
+
+
+def _vd(name: str, preset: str, depth: str) -> Row:
+    return _cnn(name, preset, "resnet_vd", depth, with_top=True)
 
 
 ROWS = (
@@ -224,7 +296,28 @@ ROWS = (
     _dinov3("vit_large_patch16_dinov3", "dinov3_vit_large_lvd1689m", "large"),
     _dinov3("vit_huge_plus_patch16_dinov3", "dinov3_vit_huge_plus_lvd1689m", "huge_plus"),
     _dinov3("vit_large_patch16_dinov3_sat493m", "dinov3_vit_large_sat493m", "large"),
+    _cnn("resnet18_hub", "resnet_18_imagenet", "resnet", "18"),
+    _cnn("resnet50_hub", "resnet_50_imagenet", "resnet", "50"),
+    _cnn("resnet101_hub", "resnet_101_imagenet", "resnet", "101"),
+    _cnn("resnet152_hub", "resnet_152_imagenet", "resnet", "152"),
+    _vd("resnet18_vd_hub", "resnet_vd_18_imagenet", "18"),
+    _vd("resnet34_vd_hub", "resnet_vd_34_imagenet", "34"),
+    _vd("resnet50_vd_hub", "resnet_vd_50_imagenet", "50"),
+    _vd("resnet50_vd_ssld_hub", "resnet_vd_50_ssld_imagenet", "50"),
+    _vd("resnet50_vd_ssld_v2_hub", "resnet_vd_50_ssld_v2_imagenet", "50"),
+    _vd("resnet50_vd_ssld_v2_fix_hub", "resnet_vd_50_ssld_v2_fix_imagenet", "50"),
+    _vd("resnet101_vd_hub", "resnet_vd_101_imagenet", "101"),
+    _vd("resnet101_vd_ssld_hub", "resnet_vd_101_ssld_imagenet", "101"),
+    _vd("resnet152_vd_hub", "resnet_vd_152_imagenet", "152"),
+    _cnn("densenet121_hub", "densenet_121_imagenet", "densenet", "121"),
+    _cnn("densenet169_hub", "densenet_169_imagenet", "densenet", "169"),
+    _cnn("densenet201_hub", "densenet_201_imagenet", "densenet", "201"),
+    _cnn("vgg11_hub", "vgg_11_imagenet", "vgg", "11"),
+    _cnn("vgg13_hub", "vgg_13_imagenet", "vgg", "13"),
+    _cnn("vgg16_hub", "vgg_16_imagenet", "vgg", "16"),
+    _cnn("vgg19_hub", "vgg_19_imagenet", "vgg", "19"),
 )
+
 ROWS_BY_NAME = {row.name: row for row in ROWS}
 
 
@@ -242,18 +335,20 @@ def _keras_hub() -> Any:
     return keras_hub
 
 
-def hub_backbone(row: Row, image_size: int, preset: str | os.PathLike | None = None) -> Any:
+def hub_backbone(
+    row: Row, image_shape: tuple[int, int, int], preset: str | os.PathLike | None = None
+) -> Any:
     """KerasHub's own backbone for ``row``: random weights, or loaded from a preset.
 
     Args:
         row: the registry row.
-        image_size: the square input size in pixels.
+        image_shape: ``(height, width, 3)`` in pixels.
         preset: a local preset directory (``config.json`` + ``model.weights.h5``) to
             load with ``Backbone.from_preset``; ``None`` for random weights.
 
     Returns:
-        The ``keras_hub.models.*Backbone``, ``(batch, image_size, image_size, 3)`` ->
-        ``(batch, tokens, hidden_dim)``.
+        The ``keras_hub.models.*Backbone``: ``(batch, height, width, 3)`` ->
+        ``(batch, tokens, hidden_dim)`` tokens or ``(batch, h', w', channels)`` maps.
 
     Raises:
         KerasHubMissingError: keras-hub is not installed.
@@ -261,15 +356,20 @@ def hub_backbone(row: Row, image_size: int, preset: str | os.PathLike | None = N
     keras_hub = _keras_hub()
     cls = getattr(keras_hub.models, _FAMILIES[row.family].hub_class)
     if preset is None:
-        return cls(**row.hub_kwargs(image_size))
-    return cls.from_preset(str(preset), image_shape=(image_size, image_size, 3))
+        return cls(**row.hub_kwargs(tuple(image_shape)))
+    return cls.from_preset(str(preset), image_shape=tuple(image_shape))
 
 
-def _wire(row: Row, hub: Any, image_size: int) -> Any:
-    """KerasHub's layers as a flat functional model, one layer per transformer layer."""
+def _wire(row: Row, hub: Any, image_shape: tuple[int, int, int]) -> Any:
+    """KerasHub's layers as a flat functional model, one layer per transformer layer.
+
+    A convolutional backbone is functional already: the same graph, as a plain model.
+    """
     import keras
 
-    pixels = keras.Input((image_size, image_size, 3), name="images")
+    if not row.tokens:
+        return keras.Model(hub.inputs, hub.outputs[0], name=row.name)
+    pixels = keras.Input(image_shape, name="images")
     if row.family == "vit":
         encoder = hub.get_layer("vit_encoder")
         x = hub.get_layer("vit_patching_and_embedding")(pixels)
@@ -280,37 +380,60 @@ def _wire(row: Row, hub: Any, image_size: int) -> Any:
         x = hub.embeddings(pixels)
         for layer in hub.encoder.layers:
             x = layer(x)
-        x = hub.layernorm(x)
+        x = _fresh_copy(hub.layernorm)(x)
     else:
         x = hub.embeddings(pixels)
         rope = hub.rope_embedding(pixels)
         for layer in hub.encoder.layers:
             x = layer(x, position_embeddings=rope, num_prefix_tokens=row.prefix_tokens)
-        x = hub.layernorm(x)
+        x = _fresh_copy(hub.layernorm)(x)
     return keras.Model(pixels, x, name=row.name)
 
 
-def layer_names(row: Row) -> tuple[list[str], str]:
-    """The names of the transformer layers, bottom to top, and of the final LayerNorm."""
-    count = _SIZES[row.size].num_layers
-    if row.family == "vit":
-        return [f"transformer_block_{i + 1}" for i in range(count)], "ln"
-    return [f"layers_{i}" for i in range(count)], "layernorm"
+def _fresh_copy(layer: Any) -> Any:
+    """A new layer with ``layer``'s config and weights, called first by zoo's graph.
+
+    KerasHub's backbone already called its final LayerNorm; ``layer.output`` means that
+    first call's output, so a cut at the last block (``zoo.caching``) would reach into
+    KerasHub's graph. A copy has only zoo's call.
+    """
+    copy = type(layer).from_config(layer.get_config())
+    copy.build(layer.input.shape)
+    copy.set_weights(layer.get_weights())
+    return copy
 
 
 def blocks(row: Row) -> tuple[Block, ...]:
-    """One block per transformer layer, ``layer_{i}``, ending at that layer.
+    """Where the row's blocks end: transformer layers, or a convolutional net's stages.
 
-    The first block also holds the patch embedding, the last the final LayerNorm. A ViT or
-    DINOv2 layer reads only the previous layer's tokens (its residual sums are inside it),
-    so each end is a single-tensor cut. A DINOv3 layer also reads the rotary position
-    embedding computed from the image, so only the last block is a cut there.
+    Transformers: one block per layer, ``layer_{i}``; the first also holds the patch
+    embedding, the last the final LayerNorm. A ViT or DINOv2 layer reads only the previous
+    layer's tokens (its residual sums are inside it), so each end is a single-tensor cut;
+    a DINOv3 layer also reads the rotary position embedding computed from the image, so
+    only the last block is a cut there.
+
+    Convolutional nets: one block per stage, ``stage_{i}``, the first with the stem. ResNet
+    stages end at their last block's ``_out`` (after the residual sum), DenseNet's at the
+    transition's pooling (the last at the final ``relu``), VGG's at the block's pooling.
     """
-    names, norm = layer_names(row)
-    cut = row.family != "dinov3"
-    out = [Block(f"layer_{i}", name, cut=cut) for i, name in enumerate(names)]
-    out[-1] = Block(out[-1].name, norm)
-    return tuple(out)
+    if row.family in ("resnet", "resnet_vd"):
+        depths = _RESNET_DEPTHS[row.size][0]
+        ends = [f"stack{i}_block{n - 1}_out" for i, n in enumerate(depths)]
+    elif row.family == "densenet":
+        ends = ["transition1_pool", "transition2_pool", "transition3_pool", "relu"]
+    elif row.family == "vgg":
+        ends = [f"block{i}_pool" for i in range(1, 6)]
+    else:
+        count = _SIZES[row.size].num_layers
+        if row.family == "vit":
+            names = [f"transformer_block_{i + 1}" for i in range(count - 1)] + ["ln"]
+        else:
+            names = [f"layers_{i}" for i in range(count - 1)] + ["layernorm"]
+        cut = row.family != "dinov3"
+        return tuple(
+            Block(f"layer_{i}", end, cut=cut or i == count - 1) for i, end in enumerate(names)
+        )
+    return tuple(Block(f"stage_{i}", end) for i, end in enumerate(ends))
 
 
 def build(
@@ -324,34 +447,35 @@ def build(
     Args:
         row: the registry row.
         include_top: must be False: KerasHub's backbones carry no classifier.
-        input_shape: ``(size, size, 3)``, square, a multiple of the patch size.
+        input_shape: ``(height, width, 3)``, at least ``row.min_input_size`` a side; for a
+            transformer square and a multiple of the patch size. Default the row's size.
         preset: a local preset directory to load the weights from; ``None``: random.
 
     Returns:
-        A functional keras.Model, ``(batch, size, size, 3)`` preprocessed images ->
-        ``(batch, tokens, hidden_dim)`` tokens, with ``tokens = (size / patch) ** 2 +
-        prefix tokens``.
+        A functional keras.Model taking preprocessed images ``(batch, height, width, 3)``
+        to tokens ``(batch, (size / patch) ** 2 + prefix tokens, hidden_dim)`` (a
+        transformer) or feature maps ``(batch, h', w', channels)``.
 
     Raises:
-        InvalidValueError: ``include_top``, or an input that is not square or not a
-            multiple of the patch size.
+        InvalidValueError: ``include_top``, or an input shape the row cannot take.
         KerasHubMissingError: keras-hub is not installed.
     """
     shape = tuple(input_shape or (row.input_size, row.input_size, 3))
     problems = []
     if include_top:
         problems.append("KerasHub backbones carry no ImageNet classifier: leave include_top off")
-    if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3:
-        problems.append(f"input_shape must be square RGB (size, size, 3); got {shape}")
-    elif shape[0] % row.patch or shape[0] < 2 * row.patch:
+    if len(shape) != 3 or shape[2] != 3 or min(shape[:2]) < row.min_input_size:
         problems.append(
-            f"the input size must be a multiple of the patch size {row.patch} and at least "
-            f"{2 * row.patch}; got {shape[0]}"
+            f"input_shape must be (height, width, 3), at least {row.min_input_size} pixels a "
+            f"side; got {shape}"
+        )
+    elif row.tokens and (shape[0] != shape[1] or shape[0] % row.patch):
+        problems.append(
+            f"the input must be square and a multiple of the patch size {row.patch}; got {shape}"
         )
     if problems:
         raise InvalidValueError(f"{row.name}: " + "; ".join(problems) + ".")
-    hub = hub_backbone(row, shape[0], preset)
-    return _wire(row, hub, shape[0])
+    return _wire(row, hub_backbone(row, shape, preset), shape)
 
 
 # -- registration -------------------------------------------------------------------------
@@ -379,7 +503,7 @@ def _spec(row: Row, facts: dict[str, Any]) -> BackboneSpec:
         builder=builder,
         input_size=(row.input_size, row.input_size),
         preprocessing=family.preprocessing,
-        feature_dim=_SIZES[row.size].hidden_dim,
+        feature_dim=row.feature_dim,
         blocks=blocks(row),
         params=facts["params"],
         gmacs=facts["gmacs"],
@@ -395,7 +519,7 @@ def _spec(row: Row, facts: dict[str, Any]) -> BackboneSpec:
         license=family.license,
         paper=family.paper,
         source=family.source,
-        min_input_size=2 * row.patch,
+        min_input_size=row.min_input_size,
         token_pooling=family.token_pooling,
         prefix_tokens=row.prefix_tokens,
     )
