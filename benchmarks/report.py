@@ -311,27 +311,31 @@ def scale_md(section: Any) -> str:
     rows = [
         "## Scale: the main job's stages on synthetic folders (32x32 PNGs)",
         "",
-        "| images | train / val / test | scan + split (s) | cache (GiB, where) | cache build "
-        "(img/s) | head stage (img/s) | fine-tune stage (img/s) | evaluate (s) | wall (s) | "
-        "s per image | s per image, model build excluded | peak RSS (GiB) | peak RSS in step |",
-        "|---" * 13 + "|",
+        "| images | train / val / test | scan + split (s) | caches (cut: GiB, where) | cache "
+        "build (img/s) | head stage (img/s) | fine-tune stage (img/s) | evaluate (s) | wall (s) "
+        "| s per image | s per image, model build excluded | peak RSS (GiB) | of it anonymous "
+        "(GiB) | peak RSS in step |",
+        "|---" * 14 + "|",
     ]
     for size, r in section.items():
         if size == "summary":
             continue
         if _why(r):
-            rows.append(f"| {int(size):,} | {_why(r)} |" + " |" * 11)
+            rows.append(f"| {int(size):,} | {_why(r)} |" + " |" * 12)
             continue
         stages = list(r["stages"].values())
         rates = [_num(st.get("images_per_second")) for st in stages[:2]] + ["-"] * (2 - len(stages))
         cache = r.get("cache") or {}
+        used = [st["cache"] for st in stages if (st.get("cache") or {}).get("used")]
+        by_cut = {c["cut"]: f"{c['cut']}: {_gib(c['bytes'])}, {c['where']}" for c in used}
+        cuts = list(by_cut.values())
         peaks = r["rss"].get("peak_by_step_bytes") or {}
         step = max(peaks, key=peaks.get) if peaks else "-"
         cells = [
             f"{int(size):,}",
             f"{r['train_images']:,} / {r['validation_images']:,} / {r['test_images']:,}",
             _num(r.get("scan_split_seconds"), 2),
-            f"{_gib(cache.get('bytes'))}, {' + '.join(cache.get('where') or []) or '-'}",
+            "; ".join(cuts) or _gib(cache.get("bytes")),
             _num(cache.get("images_per_second")),
             *rates,
             _num(r["timings"].get("evaluate")),
@@ -339,6 +343,7 @@ def scale_md(section: Any) -> str:
             f"{r['seconds_per_image'] * 1e3:.2f} ms",
             f"{r['variable_seconds_per_image'] * 1e3:.2f} ms",
             _gib(r["rss"]["peak_bytes"]),
+            _gib(r["rss"].get("peak_anon_bytes")),
             step,
         ]
         rows.append("| " + " | ".join(cells) + " |")
@@ -346,11 +351,25 @@ def scale_md(section: Any) -> str:
     if summary.get("spread") is not None:
         rows += [
             "",
-            f"Seconds per image (model build excluded), largest over smallest: "
+            (
+                f"Through the two largest sizes, wall seconds = "
+                f"{summary['fixed_seconds']:.0f} s + "
+                f"{summary['marginal_seconds_per_image'] * 1e3:.2f} ms x images. "
+                if summary.get("marginal_seconds_per_image") is not None
+                else ""
+            )
+            + f"Seconds per image (model build excluded), largest over smallest: "
             f"{summary['spread']:.2f} ({'within' if summary['flat'] else '**not** within'} "
             f"20%). Peak RSS at {summary['largest']:,} images minus the cache's memory budget: "
             f"{_gib(summary['rss_over_budget_bytes'])} GiB "
-            f"({'within' if summary['rss_bounded'] else '**over**'} 1 GiB).",
+            f"({'within' if summary['rss_bounded'] else '**over**'} 1 GiB)"
+            + (
+                f"; its anonymous part (without file-backed pages such as a memmapped "
+                f"cache's) minus the budget: {_gib(summary['anon_over_budget_bytes'])} GiB "
+                f"({'within' if summary['anon_bounded'] else '**over**'} 1 GiB)."
+                if summary.get("anon_over_budget_bytes") is not None
+                else "."
+            ),
         ]
     return "\n".join(rows)
 

@@ -87,12 +87,17 @@ def synthetic_folder(images: int, root: Path | None = None, pixels: int = PIXELS
 
 class _RssSampler:
     """Samples this process's resident set size every ``interval`` seconds, and notes
-    which step of the run (the runner's latest log line) each sample belongs to."""
+    which step of the run (the runner's latest log line) each sample belongs to.
+
+    ``peak`` is the whole RSS per step; ``peak_anon`` its anonymous part (heap, arrays,
+    tensors), without file-backed pages such as a memmapped cache's, which the kernel
+    reclaims under pressure."""
 
     def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self.step = "start"
         self.peak: dict[str, int] = {}
+        self.peak_anon: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -111,9 +116,10 @@ class _RssSampler:
         self.step = _step_name(message)
 
     def sample(self) -> None:
-        rss = current_rss_bytes()
-        if rss > self.peak.get(self.step, 0):
-            self.peak[self.step] = rss
+        rss = rss_parts()
+        for peaks, value in ((self.peak, rss["total"]), (self.peak_anon, rss["anon"])):
+            if value > peaks.get(self.step, 0):
+                peaks[self.step] = value
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -126,10 +132,23 @@ def _step_name(message: str) -> str:
     return " ".join(w for w in words if not re.search(r"[\d/]", w)) or "run"
 
 
+def rss_parts() -> dict[str, int]:
+    """This process's resident set size now, in bytes: ``total``, ``anon`` (anonymous
+    memory) and ``file`` (file-backed pages, a memmap's included), from
+    ``/proc/self/status``."""
+    fields = {"VmRSS": "total", "RssAnon": "anon", "RssFile": "file"}
+    out = dict.fromkeys(fields.values(), 0)
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            key = line.split(":", 1)[0]
+            if key in fields:
+                out[fields[key]] = int(line.split()[1]) * 1024
+    return out
+
+
 def current_rss_bytes() -> int:
-    """This process's resident set size now, in bytes (``/proc/self/statm``)."""
-    with open("/proc/self/statm", encoding="ascii") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    """This process's resident set size now, in bytes."""
+    return rss_parts()["total"]
 
 
 def peak_rss_bytes() -> int:
@@ -171,7 +190,9 @@ def measure_scale(
         ``timings`` (the runner's steps), ``wall_seconds``, ``seconds_per_image`` (wall /
         images), ``variable_seconds_per_image`` (without the model build),
         ``step_seconds_per_image`` (each runner step's seconds / images), ``rss`` (bytes:
-        at the start, peak, peak per step), ``cache_budget_bytes`` and ``test_top1`` (the
+        at the start, peak, peak of its anonymous part, both per step; a memmapped cache's
+        pages count in the peak, not in the anonymous part), ``cache_budget_bytes``,
+        ``settings`` (the precision ``"auto"`` chose) and ``test_top1`` (the
         synthetic classes are easy: a check that training ran, not an accuracy figure).
     """
     from recipes.runner import run_recipe
@@ -236,7 +257,9 @@ def measure_scale(
         "rss": {
             "start_bytes": rss_start,
             "peak_bytes": peak_rss_bytes(),
+            "peak_anon_bytes": max(sampler.peak_anon.values(), default=None),
             "peak_by_step_bytes": sampler.peak,
+            "peak_anon_by_step_bytes": sampler.peak_anon,
         },
         "test_top1": report.score,
     }
@@ -267,7 +290,10 @@ def scale_summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     Returns:
         ``spread`` (largest / smallest ``variable_seconds_per_image``), ``flat`` (spread
         <= 1.2), ``rss_over_budget_bytes`` at the largest size (peak RSS minus the cache
-        budget), ``rss_bounded`` (that is at most 1 GiB) and ``largest``.
+        budget), ``rss_bounded`` (that is at most 1 GiB), the same for the anonymous part
+        of RSS (``anon_over_budget_bytes``, ``anon_bounded``), ``largest``, and the line
+        through the two largest sizes' wall seconds: ``marginal_seconds_per_image`` (its
+        slope) and ``fixed_seconds`` (its intercept: the probe, tracing, compiling).
     """
     done = {int(k): r for k, r in rows.items() if r.get("variable_seconds_per_image")}
     if not done:
@@ -276,10 +302,23 @@ def scale_summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     spread = max(per_image) / min(per_image)
     largest = done[max(done)]
     over = largest["rss"]["peak_bytes"] - largest["cache_budget_bytes"]
+    anon = largest["rss"].get("peak_anon_bytes")
+    anon_over = None if anon is None else anon - largest["cache_budget_bytes"]
+    sizes = sorted(done)
+    marginal = fixed = None
+    if len(sizes) > 1:  # wall = fixed + marginal x images through the two largest sizes
+        a, b = done[sizes[-2]], done[sizes[-1]]
+        total = {n: r["wall_seconds"] / r["seconds_per_image"] for n, r in ((0, a), (1, b))}
+        marginal = (b["wall_seconds"] - a["wall_seconds"]) / (total[1] - total[0])
+        fixed = a["wall_seconds"] - marginal * total[0]
     return {
+        "marginal_seconds_per_image": marginal,
+        "fixed_seconds": fixed,
         "spread": spread,
         "flat": spread <= 1.2,
         "largest": max(done),
         "rss_over_budget_bytes": over,
         "rss_bounded": over <= 2**30,
+        "anon_over_budget_bytes": anon_over,
+        "anon_bounded": None if anon_over is None else anon_over <= 2**30,
     }

@@ -91,6 +91,9 @@ def test_scale_rows_and_summary(cpu_run):
     summary = doc["scale"]["summary"]
     assert summary["spread"] == pytest.approx(1.1) and summary["flat"] is True
     assert summary["largest"] == scale_bench.LARGE_SIZE
+    # The line through the two largest sizes: 1.1 ms per image, nothing fixed.
+    assert summary["marginal_seconds_per_image"] == pytest.approx(1.1e-3)
+    assert summary["fixed_seconds"] == pytest.approx(0.0, abs=1e-9)
     assert summary["rss_over_budget_bytes"] == 2**30 and summary["rss_bounded"] is True
     assert "| 1,000,000 |" in md and "within 20%" in md
 
