@@ -105,9 +105,9 @@ def create_backbone(
 
     Raises:
         KeyError: unknown backbone name (with close matches).
-        InvalidValueError: ``features_only`` with ``include_top``, ``out_indices`` without
-            ``features_only``, or ``out_indices`` out of range (the message lists the
-            stages).
+        InvalidValueError: ``features_only`` with ``include_top`` or for a transformer,
+            ``out_indices`` without ``features_only``, or ``out_indices`` out of range (the
+            message lists the stages).
         WeightsUnavailableError: ImageNet weights are not cached and cannot be fetched.
         WeightsHashMismatchError: a cached file is not the official one.
         WeightsMismatchError: the weights file does not fit the architecture.
@@ -117,6 +117,11 @@ def create_backbone(
         raise InvalidValueError(
             "features_only=True returns feature maps, which the ImageNet top does not have; "
             "leave include_top=False."
+        )
+    if features_only and spec.token_pooling is not None:
+        raise InvalidValueError(
+            f"{name} is a transformer: it returns tokens (batch, tokens, dim), not feature "
+            "maps at several strides; build it without features_only."
         )
     if out_indices is not None and not features_only:
         raise InvalidValueError(

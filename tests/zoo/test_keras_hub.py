@@ -167,6 +167,8 @@ def test_dinov3_row_is_its_spec_and_the_presets_count():
         build_architecture(spec, input_shape=(40, 40, 3))
     with pytest.raises(zoo.ZooError, match="no ImageNet classifier"):
         build_architecture(spec, input_shape=(32, 32, 3), include_top=True)
+    with pytest.raises(zoo.ZooError, match="returns tokens"):
+        zoo.create_backbone(DINOV3, weights=None, features_only=True)
 
 
 # -- weights: the offline error, a preset directory added by hand, the proof's anchor --------
