@@ -16,8 +16,9 @@ instead of guessing, the way ``mixed_precision="auto"`` does (:mod:`zoo.training
    computes in float32; otherwise the choice records why it was left out;
 2. the probe batch: the pass's first batch (real images, not synthetic ones: parity is
    checked on what the pass computes). Each candidate runs it ``WARMUP_CALLS`` times
-   (tracing, conversion-time allocation) and then ``TIMED_CALLS`` timed times; the median
-   counts;
+   (tracing, allocation; the first call's output is the one checked) and then
+   ``TIMED_CALLS`` timed times; the fastest timed call counts (other processes on a shared
+   machine only ever add time);
 3. parity: each candidate's output ``a`` on the probe batch against the reference's ``b``,
    as the relative error ``max|a - b| / max|b|`` (the largest difference over the largest
    magnitude of the reference); a candidate agrees when it is finite and at most
@@ -42,7 +43,6 @@ the TensorFlow candidates are ``predict_on_batch`` calls and LiteRT is no candid
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -65,7 +65,7 @@ PARITY_RTOL = 1e-5
 # Repeated timings of the same engine on a shared 2-core machine differ by a few percent.
 MIN_SPEEDUP = 1.05
 WARMUP_CALLS = 1
-TIMED_CALLS = 3
+TIMED_CALLS = 2
 PROBE_MIN_IMAGES = 2048
 
 Forward = Callable[[np.ndarray], np.ndarray]
@@ -77,7 +77,7 @@ class EngineCandidate:
 
     Attributes:
         name: ``"tensorflow"``, ``"tensorflow-folded"`` or ``"litert"``.
-        seconds_per_batch: median seconds of one call on the probe batch; None when it
+        seconds_per_batch: seconds of the fastest timed call on the probe batch; None when it
             could not run.
         relative_error: ``max|a - b| / max|b|`` of its output ``a`` against the
             reference's ``b`` on the probe batch; None when it could not run.
@@ -410,7 +410,7 @@ def _probe(
             reference = out
         error_value = relative_error(out, reference)
         agrees = error_value <= PARITY_RTOL
-        seconds = statistics.median(times)
+        seconds = min(times)  # other processes only ever add time
         tried.append(EngineCandidate(name, seconds, error_value, agrees, setup))
         forwards[name] = forward
     ref = tried[0]
