@@ -92,6 +92,14 @@ def test_small_passes_skip_the_probe_and_unknown_engines_are_refused(prefix):
     with pytest.raises(InvalidValueError, match="inference_engine must be one of"):
         engine.choose_engine(prefix, _images(2), "onnx")
 
+    def never():
+        raise AssertionError("a short pass must not pay for a LiteRT conversion")
+
+    quick = {"tensorflow": _slow(0.0), "tensorflow-folded": _slow(0.0), "litert": never}
+    _, choice = engine.choose_engine(prefix, _images(4), images=4000, candidates=quick)
+    assert [c.name for c in choice.candidates] == ["tensorflow", "tensorflow-folded"]
+    assert "converting to LiteRT pays for itself" in dict(choice.left_out)["litert"]
+
 
 def test_litert_gives_tensorflows_activations_within_tolerance_at_any_batch(prefix):
     lite = engine.LiteRTForward(prefix)

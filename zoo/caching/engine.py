@@ -29,9 +29,10 @@ instead of guessing, the way ``mixed_precision="auto"`` does (:mod:`zoo.training
    would make the choice flip from run to run. A candidate that fails to build (the
    converter refuses an op) or disagrees is recorded with the reason and not used;
 5. passes over fewer than ``PROBE_MIN_IMAGES`` images skip the probe (it would cost more
-   than it could save) and run ``"tensorflow-folded"``, as does a pass under a
-   ``tf.distribute`` strategy (``"tensorflow"`` there: a folded copy's variables would be
-   mirrored).
+   than it could save) and run ``"tensorflow-folded"``; a pass under a ``tf.distribute``
+   strategy runs ``"tensorflow"`` unprobed (a folded copy's variables would be mirrored).
+   LiteRT is not converted for a pass that would take TensorFlow under
+   ``LITERT_MIN_PASS_SECONDS`` (a middle pass over small cached activations).
 
 ``engine="tensorflow"`` probes the two TensorFlow candidates only (BatchNorm folded only
 where that is faster); ``engine="litert"`` runs LiteRT after the same parity check, and
@@ -67,6 +68,7 @@ MIN_SPEEDUP = 1.05
 WARMUP_CALLS = 1
 TIMED_CALLS = 2
 PROBE_MIN_IMAGES = 2048
+LITERT_MIN_PASS_SECONDS = 10.0
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
@@ -369,7 +371,7 @@ def choose_engine(
         forward = builders[FOLDED]() if FOLDED in builders else next(iter(builders.values()))()
         name = FOLDED if FOLDED in builders else next(iter(builders))
         return forward, EngineChoice(name, engine, False, reason, left_out=tuple(left_out.items()))
-    return _probe(builders, left_out, np.asarray(batch), engine)
+    return _probe(builders, left_out, np.asarray(batch), engine, images)
 
 
 def _probe(
@@ -377,8 +379,12 @@ def _probe(
     left_out: dict[str, str],
     batch: np.ndarray,
     asked: str,
+    images: int | None = None,
 ) -> tuple[Forward, EngineChoice]:
-    """Times each candidate on ``batch`` and checks it against the first (the reference)."""
+    """Times each candidate on ``batch`` and checks it against the first (the reference).
+
+    With ``"auto"``, LiteRT is left out when the whole pass would take TensorFlow less than
+    ``LITERT_MIN_PASS_SECONDS`` (its conversion would cost more than it could save)."""
     start = time.perf_counter()
     names = list(builders)
     if asked == LITERT:
@@ -387,6 +393,15 @@ def _probe(
     tried: list[EngineCandidate] = []
     reference: np.ndarray | None = None
     for name in names:
+        timed = [c.seconds_per_batch for c in tried if c.agrees and c.seconds_per_batch]
+        if name == LITERT and asked == "auto" and images is not None and timed:
+            estimate = min(timed) * images / max(len(batch), 1)
+            if estimate < LITERT_MIN_PASS_SECONDS:
+                left_out[LITERT] = (
+                    f"the pass takes TensorFlow about {estimate:.1f} s, under the "
+                    f"{LITERT_MIN_PASS_SECONDS:g} s where converting to LiteRT pays for itself"
+                )
+                continue
         t0 = time.perf_counter()
         try:
             forward = builders[name]()
