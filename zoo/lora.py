@@ -252,6 +252,21 @@ class LoRA(Policy):
 POLICIES[LoRA.__name__] = LoRA
 
 
+def add_adapters(model: keras.Model, policies: Any) -> None:
+    """Adds the adapters of every :class:`LoRA` among ``policies`` to ``model`` now.
+
+    ``zoo.fine_tune`` calls it before anything else, so a run's variables are the same
+    from its first checkpoint on and ``resume=True`` finds the adapters it saved. Which
+    weights train is left to each stage's own ``apply``.
+
+    Raises:
+        ValueError: as :meth:`LoRA.apply`.
+    """
+    for policy in policies:
+        if isinstance(policy, LoRA):
+            policy.apply(model)
+
+
 # -- the merge, for export and verification ---------------------------------------------------
 
 

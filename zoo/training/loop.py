@@ -43,6 +43,7 @@ from zoo.caching.engine import check_engine
 from zoo.caching.plan import stochastic_frozen_layers_off
 from zoo.errors import InvalidValueError
 from zoo.fingerprint import frozen_paths, named_weights
+from zoo.lora import add_adapters
 from zoo.training.callbacks import (
     AveragedValidation,
     BestEpoch,
@@ -219,6 +220,7 @@ def fine_tune(
         stages = [with_label_augmentation(model, stage) for stage in stages]
         start = time.perf_counter()
         run_path = Path(run_dir) if run_dir is not None else None
+        add_adapters(model, [stage.policy for stage in stages])  # in every checkpoint
         resumed = load_checkpoint(run_path, model) if resume else None
         if resumed is not None:
             _check_same_stages(resumed[0], stages)
