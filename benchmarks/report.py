@@ -47,7 +47,7 @@ def markdown(doc: dict[str, Any]) -> str:
     parts += [serving_formats_md(doc.get("serving_formats"))]
     parts += [peer_md(doc.get("peer"), doc["machine"].get("cores"))]
     parts += [peer_head_stage_md(doc.get("peer_head_stage")), scale_md(doc.get("scale"))]
-    parts += [markdown_section(doc), _notes_md()]
+    parts += [markdown_section(doc), vit_md(doc.get("vit")), _notes_md()]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
@@ -302,6 +302,15 @@ def peer_head_stage_md(section: Any) -> str:
 
 def _gib(value: Any) -> str:
     return "-" if value is None else f"{value / 2**30:.2f}"
+
+
+def vit_md(section: Any) -> str:
+    """The ViT-S/14 rows (benchmarks/vit_bench.py): zoo beside timm, full and LoRA."""
+    if not isinstance(section, dict) or "skipped" in section or "error" in section:
+        return ""
+    from benchmarks.vit_bench import section_md
+
+    return section_md(section)
 
 
 def scale_md(section: Any) -> str:

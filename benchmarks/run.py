@@ -75,10 +75,12 @@ MEASUREMENTS = (
     "serving_formats",
     "distribute",
     "scale",
+    "vit",
 )
-TF_ONLY = ("serving", "pipeline", "serving_formats", "distribute", "scale")
-# Run only when named in --only: minutes to hours, and a cache of synthetic images on disk.
-ON_REQUEST = ("scale",)
+TF_ONLY = ("serving", "pipeline", "serving_formats", "distribute", "scale", "vit")
+# Run only when named in --only: minutes to hours, and a cache of synthetic images on disk
+# (scale); a ViT-S/14 in zoo and timm, six processes (vit, benchmarks/vit_bench.py).
+ON_REQUEST = ("scale", "vit")
 
 # (dotted key, comparison, target): the figure zoo aims for on each ratio.
 TARGETS = (
@@ -132,6 +134,7 @@ def settings(quick: bool) -> dict[str, Any]:
                 "rounds": 1,
             },
             "scale": {"sizes": [200, 400], "epochs": [1, 1]},
+            "vit": {"batch": 4, "size": 56, "repeats": 2},
         }
     return {
         "peak": {"size": 4096, "repeats": 5},
@@ -144,6 +147,7 @@ def settings(quick: bool) -> dict[str, Any]:
         "serving_formats": {"batch_sizes": [1, 32], "repeats": 5},
         "distribute": {"images": 128, "epochs": 4, "batch_size": 16, "input_size": 128},
         "scale": {"sizes": list(SCALE_SIZES), "epochs": [1, 1]},
+        "vit": {"batch": 16, "size": 224, "repeats": 5},
     }
 
 
@@ -429,6 +433,13 @@ class Runner:
             for n in sizes
         }
         self.results["scale"] = {**rows, "summary": scale_summary(rows)}
+
+    def _vit(self) -> None:
+        """ViT-S/14 (DINOv2-small) in zoo and timm: forward, full fine-tune, LoRA, peak RSS."""
+        from benchmarks.vit_bench import run_all
+
+        print("[benchmarks] vit (zoo and timm, one process per measurement) ...", flush=True)
+        self.results["vit"] = run_all(**self.config["vit"])
 
     def _distribute(self) -> None:
         """1 device vs mirrored on 2 logical CPUs (efficientnet_lite0 unless told)."""
