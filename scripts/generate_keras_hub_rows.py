@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -50,11 +51,16 @@ def matches_published(built: int, published: int) -> bool:
     return abs(built - published) * 2 < step or (abs(built - published) * 2 == step)
 
 
-def published_count(row: family.Row, built: int) -> int:
-    """What the preset would publish for a backbone of ``built`` parameters: the count
-    itself, or with a 1000-class classifier on the pooled features where the preset
-    counts its task (``Row.published_with_top``)."""
-    return built + (row.feature_dim + 1) * 1000 if row.published_with_top else built
+def published_count(row: family.Row, model: keras.Model) -> int:
+    """What the preset would publish for ``model`` as KerasHub counts it (``Row.counted``):
+    every variable, or with a 1000-class classifier on the pooled features, or timm's way
+    (trainable parameters and the classifier)."""
+    if row.counted == "all":
+        return model.count_params()
+    top = (model.output.shape[-1] + 1) * 1000
+    if row.counted == "all+top":
+        return model.count_params() + top
+    return sum(int(np.prod(v.shape)) for v in model.trainable_weights) + top
 
 
 def preset_facts(preset: str) -> dict:
@@ -76,7 +82,7 @@ def measure(row: family.Row) -> dict:
     facts = {"name": row.name, "preset": row.preset, **preset_facts(row.preset)}
     keras.backend.clear_session()
     hub = family.hub_backbone(row, (row.preset_size, row.preset_size, 3))
-    built = published_count(row, hub.count_params())
+    built = published_count(row, hub)
     del hub
     gc.collect()
     if not matches_published(built, facts["preset_params"]):
@@ -88,6 +94,11 @@ def measure(row: family.Row) -> dict:
     model = family.build(row)
     facts["params"] = model.count_params()
     facts["gmacs"] = round(count_macs(model) / 1e9, 3)
+    if row.timm:  # KerasHub's conversion decides the width and the layers: read them
+        facts["feature_dim"] = int(model.output.shape[-1])
+        facts["stage_ends"] = family.stage_ends(model)
+        if facts["stage_ends"][-1] != model.layers[-1].name or len(facts["stage_ends"]) < 3:
+            raise SystemExit(f"{row.name}: no stage ends found: {facts['stage_ends']}")
     facts["sha256"] = None  # no pinned hash: recorded when the preset is first fetched
     del model
     gc.collect()

@@ -7,6 +7,7 @@ the generated table and KerasHub's preset table, which costs no build;
 ``scripts/generate_keras_hub_rows.py`` built each row when it wrote the table.
 """
 
+import dataclasses
 import json
 import shutil
 
@@ -40,6 +41,7 @@ from zoo.weights import (  # noqa: E402
 DINOV2 = "vit_small_patch14_dinov2"
 DINOV3 = "vit_small_patch16_dinov3"
 RESNET = "resnet18_hub"
+MOBILENET = "mobilenetv3_small_050_hub"
 _PUBLISHED = keras_hub.models.Backbone.presets
 
 
@@ -57,9 +59,10 @@ def _generator():
 GENERATOR = _generator()
 
 
-def _published(row, count):
+def _published(row, model):
+    """Whether ``model`` has the parameters the preset publishes, as KerasHub counted them."""
     return GENERATOR.matches_published(
-        GENERATOR.published_count(row, count), _PUBLISHED[row.preset]["metadata"]["params"]
+        GENERATOR.published_count(row, model), _PUBLISHED[row.preset]["metadata"]["params"]
     )
 
 
@@ -83,9 +86,14 @@ def test_every_row_is_registered_with_keras_hubs_facts():
         assert spec.token_pooling == ("cls" if row.tokens else None)
         assert spec.prefix_tokens == row.prefix_tokens
         assert spec.min_input_size <= spec.input_size[0]
-        # Where the preset counts at the row's size, the row's own count is the published one.
-        if row.preset_size == row.input_size:
-            assert _published(row, spec.params), row.name
+        # Where the preset counts every variable at the row's size (or those and a 1000-class
+        # top), the row's own count gives the published one.
+        top = {"all": 0, "all+top": (spec.feature_dim + 1) * 1000}.get(row.counted)
+        if row.preset_size == row.input_size and top is not None:
+            count = spec.params + top
+            assert GENERATOR.matches_published(count, published["metadata"]["params"]), row.name
+        if row.timm:  # the stage ends the generator found are the blocks
+            assert spec.block_names[-1] == f"stage_{len(facts['stage_ends']) - 1}"
 
 
 def test_published_counts_are_read_at_their_precision():
@@ -93,8 +101,14 @@ def test_published_counts_are_read_at_their_precision():
     assert not GENERATOR.matches_published(22_582_657, 22_582_656)
     assert GENERATOR.matches_published(21_601_152, 21_600_000)
     assert not GENERATOR.matches_published(21_701_152, 21_600_000)
-    vd = family.ROWS_BY_NAME["resnet18_vd_hub"]  # the preset counts a 1000-class top
-    assert GENERATOR.published_count(vd, 11_209_824) == 11_209_824 + 513 * 1000
+    # KerasHub counts every variable, or those and a 1000-class top, or as timm does.
+    pixels = keras.Input((2, 2, 3))
+    model = keras.Model(pixels, keras.layers.BatchNormalization()(pixels))
+    row = family.ROWS_BY_NAME[RESNET]
+    counts = [
+        GENERATOR.published_count(dataclasses.replace(row, counted=c), model) for c in family.COUNTS
+    ]
+    assert counts == [12, 12 + 4 * 1000, 6 + 4 * 1000]
 
 
 # -- built rows -----------------------------------------------------------------------------
@@ -131,25 +145,37 @@ def _check_spec(spec, model, size):
 
 
 @pytest.fixture(scope="module")
-def resnet():
-    """ResNet-18 at its default size: KerasHub's backbone and zoo's model over it."""
+def resnet(tmp_path_factory):
+    """ResNet-18 at its default size: KerasHub's backbone saved as a preset directory (as
+    Kaggle serves it), and zoo's model over the same layers."""
     row = family.ROWS_BY_NAME[RESNET]
     keras.backend.clear_session()
+    preset = tmp_path_factory.mktemp("resnet") / "preset"
     with fresh_layer_names():
         hub = family.hub_backbone(row, (224, 224, 3))
+        hub.save_to_preset(str(preset))
         model = family._wire(row, hub, (224, 224, 3))
-    return hub, model
+    return hub, model, preset
 
 
 def test_convolutional_row_is_its_spec_and_the_presets_count(resnet):
-    hub, model = resnet
+    hub, model, _ = resnet
     spec = get_spec(RESNET)
-    assert model.count_params() == spec.params and _published(
-        family.ROWS_BY_NAME[RESNET], spec.params
-    )
-    assert count_macs(model) / 1e9 == pytest.approx(spec.gmacs, rel=1e-3)
+    assert model.count_params() == spec.params and _published(family.ROWS_BY_NAME[RESNET], model)
+    assert count_macs(model) / 1e9 == pytest.approx(spec.gmacs, rel=0.02)  # as test_backbones
     _check_spec(spec, model, 224)
     assert spec.block_names == ("stage_0", "stage_1", "stage_2", "stage_3")
+
+
+def test_timm_port_row_is_its_spec_and_the_presets_count():
+    """MobileNetV3-Small 0.5: KerasHub's timm conversion, stage ends from the table."""
+    spec = get_spec(MOBILENET)
+    keras.backend.clear_session()
+    model = build_architecture(spec)
+    assert model.count_params() == spec.params and _published(family.ROWS_BY_NAME[MOBILENET], model)
+    assert count_macs(model) / 1e9 == pytest.approx(spec.gmacs, rel=0.02)  # as test_backbones
+    _check_spec(spec, model, 224)
+    assert len(spec.blocks) == 5 and all(b.cut for b in spec.blocks)
 
 
 def test_dinov3_row_is_its_spec_and_the_presets_count():
@@ -157,9 +183,7 @@ def test_dinov3_row_is_its_spec_and_the_presets_count():
     spec = get_spec(DINOV3)
     keras.backend.clear_session()
     model = build_architecture(spec, input_shape=(32, 32, 3))
-    assert model.count_params() == spec.params and _published(
-        family.ROWS_BY_NAME[DINOV3], spec.params
-    )
+    assert model.count_params() == spec.params and _published(family.ROWS_BY_NAME[DINOV3], model)
     _check_spec(spec, model, 32)
     # The layers also read the rotary embedding: only the output is a single-tensor cut.
     assert [b.cut for b in spec.blocks] == [False] * 11 + [True]
@@ -202,9 +226,7 @@ def test_list_shows_rows_with_weights_column(capsys):
 
 def test_preset_directory_is_checked_added_and_anchors_the_proof(resnet, tmp_path):
     """`zoo weights add DIR`: built from DIR, the row's architecture, hashes recorded."""
-    hub, _ = resnet
-    preset = tmp_path / "preset"
-    hub.save_to_preset(str(preset))
+    hub, _, preset = resnet
 
     wrong = tmp_path / "wrong"  # another architecture in the same files: refused, none added
     shutil.copytree(preset, wrong)

@@ -1,42 +1,46 @@
-"""KerasHub's vision transformers as registry rows: ViT, DINOv2 and DINOv3.
+"""KerasHub's vision backbones as registry rows: ViT, DINOv2, DINOv3 and convolutional nets.
 
-Source: KerasHub 0.32 (https://github.com/keras-team/keras-hub), its backbone classes
-(``ViTBackbone``, ``DINOV2Backbone``, ``DINOV3Backbone``) and its presets, the pretrained
-weights published on Kaggle under ``kaggle://keras/...``. Papers: ViT, Dosovitskiy et al.,
-"An Image is Worth 16x16 Words", ICLR 2021, https://arxiv.org/abs/2010.11929; DINOv2,
-Oquab et al., 2023, https://arxiv.org/abs/2304.07193 (registers: Darcet et al., "Vision
-Transformers Need Registers", ICLR 2024, https://arxiv.org/abs/2309.16588); DINOv3,
-Siméoni et al., 2025, https://arxiv.org/abs/2508.10104.
+Source: KerasHub 0.32 (https://github.com/keras-team/keras-hub), its backbone classes and
+presets, the pretrained weights published on Kaggle under ``kaggle://keras/...``. Papers:
+ViT, Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021,
+https://arxiv.org/abs/2010.11929; DINOv2, Oquab et al., 2023,
+https://arxiv.org/abs/2304.07193 (registers: Darcet et al., "Vision Transformers Need
+Registers", ICLR 2024, https://arxiv.org/abs/2309.16588); DINOv3, Siméoni et al., 2025,
+https://arxiv.org/abs/2508.10104; and each convolutional family's (``_FAMILIES``).
 
 What is code here and what is read:
 
-- The architecture of each size (layers, width, heads, MLP width: the paper's tables) is
-  code, in ``_SIZES``; a row names a family, a size, the patch size and the preset.
+- The architecture is code: for the transformers each size's layers, width, heads and MLP
+  width (the papers' tables, ``_SIZES``); for ResNet, ResNet-vd, DenseNet and VGG the depths
+  per stage; for the families KerasHub ports from timm (EfficientNet, EfficientNetV2,
+  MobileNetV3, CSPNet) KerasHub's own conversion of timm's architecture name
+  (``keras_hub.src.utils.timm``).
 - The preset's facts (handle and version, description, published parameter count) are read
   from ``keras_hub``'s own preset table by ``scripts/generate_keras_hub_rows.py``, which
-  also builds each row (random weights) and records its parameters and GMACs
-  (``zoo.cost.count_macs``) into ``keras_hub_rows.json`` beside this file. The registry
-  reads that table, so listing the rows needs no ``keras_hub`` import;
-  ``tests/zoo/test_keras_hub.py`` checks it against ``keras_hub`` and against rebuilt rows,
-  and that the architecture here reproduces the preset's published parameter count (the
-  tie between this code and the preset).
+  builds each row (random weights), refuses it unless the architecture gives the published
+  parameter count, and records its parameters and GMACs (``zoo.cost.count_macs``), and for
+  the timm ports their width and stage ends, into ``keras_hub_rows.json`` beside this file.
+  The registry reads that table, so listing the rows needs no ``keras_hub`` import;
+  ``tests/zoo/test_keras_hub.py`` checks it against ``keras_hub`` and against rebuilt rows.
 
-The model zoo builds is not KerasHub's backbone itself but the same layers rewired as a
-flat functional model: patch embedding, then each transformer layer as a layer of the
-model, then the final LayerNorm. Its output is the token sequence ``(batch, tokens, dim)``
-(class token first, then register tokens, then the patch tokens). Each transformer layer is
-a block, so ``UnfreezeTop(blocks=N)`` counts transformer layers and the activation cache
-cuts between them. The weights are KerasHub's variables, loaded by
-``keras_hub.models.Backbone.from_preset`` (which interpolates position embeddings to the
-input size where the family supports it).
+For a transformer, the model zoo builds is not KerasHub's backbone itself but the same
+layers rewired as a flat functional model: patch embedding, then each transformer layer as a
+layer of the model, then the final LayerNorm. Its output is the token sequence ``(batch,
+tokens, dim)`` (class token first, then register tokens, then the patch tokens). Each
+transformer layer is a block, so ``UnfreezeTop(blocks=N)`` counts transformer layers and the
+activation cache cuts between them. Heads pool the tokens as the row says
+(``BackboneSpec.token_pooling``): the class token, which the three families are trained to
+summarise the image in. A convolutional backbone is KerasHub's functional model as it is,
+returning feature maps; its blocks are its stages.
 
-Heads pool the tokens as the row says (``BackboneSpec.token_pooling``): the class token,
-which the three families are trained to summarise the image in.
+The weights are KerasHub's variables, loaded by ``keras_hub.models.Backbone.from_preset``
+(which interpolates DINOv2's position embeddings to the input size).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +136,25 @@ _FAMILIES = {
     "resnet_vd": _Family("ResNetBackbone", "https://arxiv.org/abs/1812.01187", _KAGGLE_LICENSE, TORCH, None, _SOURCE + "resnet"),
     "densenet": _Family("DenseNetBackbone", "https://arxiv.org/abs/1608.06993", _KAGGLE_LICENSE, TORCH, None, _SOURCE + "densenet"),
     "vgg": _Family("VGGBackbone", "https://arxiv.org/abs/1409.1556", _KAGGLE_LICENSE, TORCH, None, _SOURCE + "vgg"),
+    "efficientnet": _Family("EfficientNetBackbone", "https://arxiv.org/abs/1905.11946", _KAGGLE_LICENSE, TORCH, None, _SOURCE + "efficientnet"),
+    "efficientnet_lite": _Family("EfficientNetBackbone", "https://arxiv.org/abs/1905.11946", _KAGGLE_LICENSE, INCEPTION, None, _SOURCE + "efficientnet"),
+    "efficientnet_v2": _Family("EfficientNetBackbone", "https://arxiv.org/abs/2104.00298", _KAGGLE_LICENSE, TORCH, None, _SOURCE + "efficientnet"),
+    "mobilenet_v3": _Family("MobileNetBackbone", "https://arxiv.org/abs/1905.02244", _KAGGLE_LICENSE, TORCH, None, _SOURCE + "mobilenet"),
+    "cspnet": _Family("CSPNetBackbone", "https://arxiv.org/abs/1911.11929", _KAGGLE_LICENSE, TORCH, None, _SOURCE + "cspnet"),
 }  # fmt: skip
+# Families whose architecture is KerasHub's own conversion of a timm architecture
+# (``keras_hub.src.utils.timm.convert_*.convert_backbone_config``), by timm's name.
+_TIMM_CONVERTERS = {
+    "efficientnet": "convert_efficientnet",
+    "efficientnet_lite": "convert_efficientnet",
+    "efficientnet_v2": "convert_efficientnet",
+    "mobilenet_v3": "convert_mobilenet",
+    "cspnet": "convert_cspnet",
+}
+# How a preset's published parameter count is counted: every variable (Keras'
+# ``count_params``), with a 1000-class classifier on the pooled features, or timm's way
+# (trainable parameters only, so no BatchNorm statistics, with the classifier).
+COUNTS = ("all", "all+top", "trainable+top")
 _TRANSFORMERS = ("vit", "dinov2", "dinov3")
 
 
@@ -153,8 +175,11 @@ class Row:
             embeddings'); the input size where it does not matter.
         patch: patch size in pixels (transformers); 0 for convolutional nets.
         registers: register tokens (DINOv2 with registers, DINOv3).
-        published_with_top: the preset's published parameter count includes a 1000-class
-            classifier on the pooled features (the ResNet-vd presets count their task).
+        counted: how the preset's published parameter count is counted (``COUNTS``): the
+            ResNet-vd presets count their 1000-class task, the timm ports count as timm
+            does.
+        timm: for the families KerasHub converts from timm, timm's architecture name, whose
+            KerasHub configuration is the architecture.
     """
 
     name: str
@@ -165,12 +190,18 @@ class Row:
     preset_size: int
     patch: int = 0
     registers: int = 0
-    published_with_top: bool = False
+    counted: str = "all"
+    timm: str = ""
 
     @property
     def tokens(self) -> bool:
         """Whether the backbone returns tokens (a transformer), not feature maps."""
         return self.family in _TRANSFORMERS
+
+    @property
+    def shape_key(self) -> str:
+        """The input shape's argument: KerasHub's EfficientNet calls it ``input_shape``."""
+        return "input_shape" if self.family.startswith("efficientnet") else "image_shape"
 
     @property
     def prefix_tokens(self) -> int:
@@ -179,7 +210,14 @@ class Row:
 
     @property
     def feature_dim(self) -> int:
-        """Channels of the output: the width of a transformer, a CNN's last stage's."""
+        """Channels of the output: the width of a transformer, a CNN's last stage's.
+
+        Raises:
+            InvalidValueError: a row whose width is KerasHub's timm conversion's (the
+                generated table records it).
+        """
+        if self.timm:
+            raise InvalidValueError(f"{self.name}: the table records the features of timm ports.")
         if self.family in ("resnet", "resnet_vd"):
             return 512 if _RESNET_DEPTHS[self.size][1] == "basic_block" else 2048
         if self.family == "densenet":  # 64 channels, +32 per layer, halved between blocks
@@ -199,6 +237,14 @@ class Row:
 
     def hub_kwargs(self, image_shape: tuple[int, int, int]) -> dict[str, Any]:
         """The KerasHub backbone's arguments for an ``image_shape`` input."""
+        if self.timm:
+            import importlib
+
+            converter = importlib.import_module(
+                f"keras_hub.src.utils.timm.{_TIMM_CONVERTERS[self.family]}"
+            )
+            kwargs = dict(converter.convert_backbone_config({"architecture": self.timm}))
+            return {**kwargs, self.shape_key: image_shape}
         if self.family in ("resnet", "resnet_vd"):
             depths, block_type = _RESNET_DEPTHS[self.size]
             vd = self.family == "resnet_vd"
@@ -262,12 +308,17 @@ def _dinov3(name: str, preset: str, size: str) -> Row:
     return Row(name, preset, "dinov3", size, 224, 224, 16, 4)
 
 
-def _cnn(name: str, preset: str, family: str, depth: str, with_top: bool = False) -> Row:
-    return Row(name, preset, family, depth, 224, 224, published_with_top=with_top)
+def _cnn(name: str, preset: str, family: str, depth: str, counted: str = "all") -> Row:
+    return Row(name, preset, family, depth, 224, 224, counted=counted)
 
 
 def _vd(name: str, preset: str, depth: str) -> Row:
-    return _cnn(name, preset, "resnet_vd", depth, with_top=True)
+    return _cnn(name, preset, "resnet_vd", depth, counted="all+top")
+
+
+def _timm(name: str, preset: str, family: str, timm: str, size: int = 224) -> Row:
+    counted = "all" if family == "mobilenet_v3" else "trainable+top"
+    return Row(name, preset, family, timm, size, size, counted=counted, timm=timm)
 
 
 ROWS = (
@@ -316,7 +367,28 @@ ROWS = (
     _cnn("vgg13_hub", "vgg_13_imagenet", "vgg", "13"),
     _cnn("vgg16_hub", "vgg_16_imagenet", "vgg", "16"),
     _cnn("vgg19_hub", "vgg_19_imagenet", "vgg", "19"),
-)
+    _timm("efficientnet_b0_ra_hub", "efficientnet_b0_ra_imagenet", "efficientnet", "efficientnet_b0"),
+    _timm("efficientnet_b0_ra4_hub", "efficientnet_b0_ra4_e3600_r224_imagenet", "efficientnet", "efficientnet_b0"),
+    _timm("efficientnet_b1_ft_hub", "efficientnet_b1_ft_imagenet", "efficientnet", "efficientnet_b1", 240),
+    _timm("efficientnet_b1_ra4_hub", "efficientnet_b1_ra4_e3600_r240_imagenet", "efficientnet", "efficientnet_b1", 240),
+    _timm("efficientnet_b2_ra_hub", "efficientnet_b2_ra_imagenet", "efficientnet", "efficientnet_b2"),
+    _timm("efficientnet_b3_ra2_hub", "efficientnet_b3_ra2_imagenet", "efficientnet", "efficientnet_b3"),
+    _timm("efficientnet_b4_ra2_hub", "efficientnet_b4_ra2_imagenet", "efficientnet", "efficientnet_b4"),
+    _timm("efficientnet_b5_sw_hub", "efficientnet_b5_sw_imagenet", "efficientnet", "efficientnet_b5"),
+    _timm("efficientnet_b5_sw_ft_hub", "efficientnet_b5_sw_ft_imagenet", "efficientnet", "efficientnet_b5"),
+    _timm("efficientnet_lite0_ra_hub", "efficientnet_lite0_ra_imagenet", "efficientnet_lite", "efficientnet_lite0"),
+    _timm("efficientnetv2_rw_t_ra2_hub", "efficientnet2_rw_t_ra2_imagenet", "efficientnet_v2", "efficientnetv2_rw_t"),
+    _timm("efficientnetv2_rw_s_ra2_hub", "efficientnet2_rw_s_ra2_imagenet", "efficientnet_v2", "efficientnetv2_rw_s"),
+    _timm("efficientnetv2_rw_m_agc_hub", "efficientnet2_rw_m_agc_imagenet", "efficientnet_v2", "efficientnetv2_rw_m"),
+    _timm("mobilenetv3_small_050_hub", "mobilenet_v3_small_050_imagenet", "mobilenet_v3", "mobilenetv3_small_050"),
+    _timm("mobilenetv3_small_100_hub", "mobilenet_v3_small_100_imagenet", "mobilenet_v3", "mobilenetv3_small_100"),
+    _timm("mobilenetv3_large_100_hub", "mobilenet_v3_large_100_imagenet", "mobilenet_v3", "mobilenetv3_large_100"),
+    _timm("mobilenetv3_large_100_in21k_hub", "mobilenet_v3_large_100_imagenet_21k", "mobilenet_v3", "mobilenetv3_large_100"),
+    _timm("cspdarknet53_ra_hub", "csp_darknet_53_ra_imagenet", "cspnet", "cspdarknet53"),
+    _timm("cspresnet50_ra_hub", "csp_resnet_50_ra_imagenet", "cspnet", "cspresnet50"),
+    _timm("cspresnext50_ra_hub", "csp_resnext_50_ra_imagenet", "cspnet", "cspresnext50"),
+    _timm("darknet53_hub", "darknet_53_imagenet", "cspnet", "darknet53"),
+)  # fmt: skip
 
 ROWS_BY_NAME = {row.name: row for row in ROWS}
 
@@ -357,7 +429,7 @@ def hub_backbone(
     cls = getattr(keras_hub.models, _FAMILIES[row.family].hub_class)
     if preset is None:
         return cls(**row.hub_kwargs(tuple(image_shape)))
-    return cls.from_preset(str(preset), image_shape=tuple(image_shape))
+    return cls.from_preset(str(preset), **{row.shape_key: tuple(image_shape)})
 
 
 def _wire(row: Row, hub: Any, image_shape: tuple[int, int, int]) -> Any:
@@ -403,7 +475,35 @@ def _fresh_copy(layer: Any) -> Any:
     return copy
 
 
-def blocks(row: Row) -> tuple[Block, ...]:
+def stage_ends(model: Any) -> list[str]:
+    """A convolutional model's stage ends: at each reduction of the input (2, 4, 8, ...),
+    the last layer whose output alone carries everything later layers read (a
+    single-tensor cut); the model's last layer ends the last stage. What :func:`blocks` reads for the timm ports, found by
+    ``scripts/generate_keras_hub_rows.py`` on the built model and kept in the table."""
+    import keras
+
+    padding = keras.layers.ZeroPadding2D  # a cut, but the first layer of the next stage
+    ops = model.operations
+    index = {id(op): i for i, op in enumerate(ops)}
+    reach = [0] * len(ops)  # the furthest consumer of each operation's output
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            for tensor in node.arguments.keras_tensors:
+                producer = index[id(tensor._keras_history[0])]
+                reach[producer] = max(reach[producer], index[id(node.operation)])
+    height = model.inputs[0].shape[1]
+    furthest, ends = 0, {}
+    for i, op in enumerate(ops):
+        shape = getattr(op.output, "shape", ())  # () for an operation with several outputs
+        is_layer = isinstance(op, keras.layers.Layer) and not isinstance(op, padding)
+        if i and furthest <= i and len(shape) == 4 and is_layer:
+            reduction = round(math.log2(height / shape[1]))  # padding rounds to its level
+            ends[reduction] = op.name  # the last cut at this reduction so far
+        furthest = max(furthest, reach[i])
+    return [ends[r] for r in sorted(ends) if r > 0]
+
+
+def blocks(row: Row, ends: list[str] | None = None) -> tuple[Block, ...]:
     """Where the row's blocks end: transformer layers, or a convolutional net's stages.
 
     Transformers: one block per layer, ``layer_{i}``; the first also holds the patch
@@ -414,9 +514,13 @@ def blocks(row: Row) -> tuple[Block, ...]:
 
     Convolutional nets: one block per stage, ``stage_{i}``, the first with the stem. ResNet
     stages end at their last block's ``_out`` (after the residual sum), DenseNet's at the
-    transition's pooling (the last at the final ``relu``), VGG's at the block's pooling.
+    transition's pooling (the last at the final ``relu``), VGG's at the block's pooling;
+    the timm ports' where :func:`stage_ends` found them (``ends``, from the table).
     """
-    if row.family in ("resnet", "resnet_vd"):
+    if row.timm:
+        if not ends:
+            raise InvalidValueError(f"{row.name}: the table records the stage ends of timm ports.")
+    elif row.family in ("resnet", "resnet_vd"):
         depths = _RESNET_DEPTHS[row.size][0]
         ends = [f"stack{i}_block{n - 1}_out" for i, n in enumerate(depths)]
     elif row.family == "densenet":
@@ -503,8 +607,8 @@ def _spec(row: Row, facts: dict[str, Any]) -> BackboneSpec:
         builder=builder,
         input_size=(row.input_size, row.input_size),
         preprocessing=family.preprocessing,
-        feature_dim=row.feature_dim,
-        blocks=blocks(row),
+        feature_dim=facts["feature_dim"] if row.timm else row.feature_dim,
+        blocks=blocks(row, facts.get("stage_ends")),
         params=facts["params"],
         gmacs=facts["gmacs"],
         top1=None,  # KerasHub's preset metadata gives no accuracy
