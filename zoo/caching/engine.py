@@ -43,6 +43,7 @@ the TensorFlow candidates are ``predict_on_batch`` calls and LiteRT is no candid
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -71,6 +72,8 @@ PROBE_MIN_IMAGES = 2048
 LITERT_MIN_PASS_SECONDS = 10.0
 
 Forward = Callable[[np.ndarray], np.ndarray]
+
+log = logging.getLogger("zoo.caching")
 
 
 @dataclass(frozen=True)
@@ -439,12 +442,14 @@ def _probe(
         best, why = ref, f"no candidate was {MIN_SPEEDUP:.2f}x faster than {ref.name}"
     rejected = [c for c in tried if not c.agrees]
     if rejected:
-        why += "; not used: " + "; ".join(
+        not_used = "; ".join(
             c.error
             and f"{c.name} failed ({c.error})"
             or f"{c.name} differs by {c.relative_error:.2e} > {PARITY_RTOL:g}"
             for c in rejected
         )
+        log.warning("Inference engine candidates not used: %s", not_used)
+        why += "; not used: " + not_used
     if asked == LITERT:
         lite = tried[-1]
         if not lite.agrees:
