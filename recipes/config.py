@@ -310,7 +310,8 @@ class StageConfig(BaseModel):
         rank: for ``lora``: the adapters' rank (unset: 8).
         alpha: for ``lora``: the update is ``(alpha / rank) * A @ B`` (unset: 16).
         targets: for ``lora``: names (or paths with ``*``) of the backbone's Dense /
-            EinsumDense layers to adapt (unset: ``["query", "value"]``).
+            EinsumDense layers to adapt (unset: ``["query", "value"]``, which also find
+            DINOv3's ``q_proj`` and ``v_proj``).
         epochs: passes over the training split.
         learning_rate: peak learning rate, > 0.
         optimizer: a name in ``zoo.policies.OPTIMIZERS`` (``"adam"``, ``"adamw"``,

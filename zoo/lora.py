@@ -55,6 +55,9 @@ ADAPTERS = ("lora_kernel_a", "lora_kernel_b")  # Keras' names of a LoRA layer's 
 # difference allowed, relative to the largest |value| of the recomputed kernel.
 MERGE_TOLERANCE = 1e-6
 _LORA_TYPES = (keras.layers.Dense, keras.layers.EinsumDense)
+# The attention projections' names differ by family: KerasHub's ViT and DINOv2 say
+# "query" / "key" / "value", DINOv3 "q_proj" / "k_proj" / "v_proj".
+ALIASES = {"query": ("q_proj",), "key": ("k_proj",), "value": ("v_proj",)}
 
 
 def _walk(layer: Any, prefix: str) -> Iterator[tuple[str, Any, list[Any]]]:
@@ -71,16 +74,16 @@ def _walk(layer: Any, prefix: str) -> Iterator[tuple[str, Any, list[Any]]]:
 def _matches(target: str, name: str, path: str) -> bool:
     if any(c in target for c in "/*?["):
         return fnmatch.fnmatchcase(path, target) or fnmatch.fnmatchcase(path, f"*/{target}")
-    return name == target
+    return name == target or name in ALIASES.get(target, ())
 
 
 def target_layers(model: keras.Model, targets: tuple[str, ...]) -> dict[str, Any]:
     """The backbone's ``Dense`` / ``EinsumDense`` layers that ``targets`` name.
 
     A target without ``/`` or glob characters matches a layer's own name (``"query"``
-    matches every attention block's query projection); one with them matches the layer's
-    path in the classifier (``"*/transformer_block_1/mha/value"``), as in
-    :mod:`zoo.fingerprint`.
+    matches every attention block's query projection, and the ``"q_proj"`` of families that
+    name it so: :data:`ALIASES`); one with them matches the layer's path in the classifier
+    (``"*/transformer_block_1/mha/value"``), as in :mod:`zoo.fingerprint`.
 
     Returns:
         ``{path: layer}``, e.g. ``{"backbone/layer_0/mha/query": <EinsumDense>}``, sorted.

@@ -13,6 +13,7 @@ from zoo import fingerprint, proof
 from zoo.lora import (
     ADAPTERS,
     LoRA,
+    _matches,
     merge_lora,
     merge_problems,
     recompute_merge,
@@ -136,6 +137,9 @@ def test_lora_config_targets_and_errors(vit):
         LoRA(rank=0, alpha=-1)
     with pytest.raises(ValueError, match="targets must be layer names"):
         LoRA(targets=())
+    # DINOv3 names its projections q_proj / v_proj: the default targets find them too.
+    assert _matches("query", "q_proj", "backbone/layers_0/attention/q_proj")
+    assert not _matches("query", "k_proj", "backbone/layers_0/attention/k_proj")
     model = _classifier()
     with pytest.raises(ValueError, match=r"\['qkv'\] match no Dense or EinsumDense.*'query'"):
         LoRA(targets=("qkv",)).apply(model)
