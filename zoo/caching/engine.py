@@ -299,10 +299,14 @@ def _candidates(
 ) -> tuple[dict[str, Callable[[], Forward]], dict[str, str]]:
     """The candidates to try (name -> builder), reference first, and those left out."""
     builders: dict[str, Callable[[], Forward]] = {
-        REFERENCE: lambda: keras_forward(model, jit_compile),
-        FOLDED: lambda: keras_forward(fold_batchnorm(model)[0], jit_compile),
+        REFERENCE: lambda: keras_forward(model, jit_compile)
     }
     left_out: dict[str, str] = {}
+    folded, count = fold_batchnorm(model)
+    if count:
+        builders[FOLDED] = lambda: keras_forward(folded, jit_compile)
+    else:
+        left_out[FOLDED] = "no BatchNorm here directly follows a convolution: nothing to fold"
     if asked == "tensorflow":
         left_out[LITERT] = "inference_engine='tensorflow'"
         return builders, left_out
@@ -367,12 +371,12 @@ def choose_engine(
             "or 'tensorflow'."
         )
     if engine != LITERT and images is not None and images < PROBE_MIN_IMAGES:
+        name = FOLDED if FOLDED in builders else next(iter(builders))
         reason = (
             f"{images} images, below the {PROBE_MIN_IMAGES} where the probe pays for itself: "
-            "BatchNorm folded, not probed"
+            f"{name}, not probed"
         )
-        forward = builders[FOLDED]() if FOLDED in builders else next(iter(builders.values()))()
-        name = FOLDED if FOLDED in builders else next(iter(builders))
+        forward = builders[name]()
         return forward, EngineChoice(name, engine, False, reason, left_out=tuple(left_out.items()))
     return _probe(builders, left_out, np.asarray(batch), engine, images)
 
