@@ -93,7 +93,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ("family", spec.family),
         ("input size", f"{spec.input_size[0]}x{spec.input_size[1]} (height x width), RGB"),
         ("preprocessing", spec.preprocessing.describe()),
-        ("features", f"{spec.feature_dim} channels (last feature map, before pooling)"),
+        (
+            "features",
+            f"{spec.feature_dim} channels (last feature map, before pooling)"
+            if spec.token_pooling is None
+            else f"{spec.feature_dim} per token (heads pool the {spec.token_pooling} token"
+            f"{'s' if spec.token_pooling == 'mean' else ''})",
+        ),
         (
             "parameters",
             f"{spec.params:,} without top"

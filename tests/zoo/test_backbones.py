@@ -35,11 +35,11 @@ _SLOW = {
 
 
 def _params():
-    # KerasHub's rows return tokens, not feature maps: tests/zoo/test_keras_hub.py has them.
+    # KerasHub's rows (tokens out, presets for weights) are tests/zoo/test_keras_hub.py's.
     return [
         pytest.param(name, marks=pytest.mark.slow) if name in _SLOW else name
         for name in list_backbones()
-        if get_spec(name).token_pooling is None
+        if not any(source.kind == "keras_hub" for source in get_spec(name).weights)
     ]
 
 
