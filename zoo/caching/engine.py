@@ -306,7 +306,7 @@ def _candidates(
     if count:
         builders[FOLDED] = lambda: keras_forward(folded, jit_compile)
     else:
-        left_out[FOLDED] = "no BatchNorm here directly follows a convolution: nothing to fold"
+        left_out[FOLDED] = "fold_batchnorm finds no foldable convolution + BatchNorm pair here"
     if asked == "tensorflow":
         left_out[LITERT] = "inference_engine='tensorflow'"
         return builders, left_out
