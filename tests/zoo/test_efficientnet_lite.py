@@ -102,7 +102,7 @@ def test_cli_list_and_info(capsys, monkeypatch, tmp_path):
     from recipes.cli import main
 
     monkeypatch.setenv("ZOO_HOME", str(tmp_path))  # nothing cached yet
-    assert main(["list", "efficientnet_lite*"]) == 0
+    assert main(["list", "efficientnet_lite?"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
     assert listed == NAMES
     assert main(["info", "efficientnet_lite0"]) == 0
