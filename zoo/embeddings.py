@@ -60,6 +60,9 @@ class Embeddings:
         image_size: ``(height, width)`` the images were resized to.
         seconds: wall time of the forward passes over all splits (data loading included).
         source: the source string as loaded.
+        engine: the inference engine of the passes and its probe
+            (``zoo.caching.engine.EngineChoice.to_dict``: chosen on the first split's first
+            batch, kept for the others); None when nothing was embedded.
     """
 
     vectors: np.ndarray
@@ -72,6 +75,7 @@ class Embeddings:
     image_size: tuple[int, int] = (0, 0)
     seconds: float = 0.0
     source: str = ""
+    engine: dict[str, Any] | None = None
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``(vectors, labels)`` of one split (empty arrays if it has no rows)."""
@@ -133,6 +137,7 @@ def embed(
     pooling: str = "avg",
     model: keras.Model | None = None,
     verbose: int = 0,
+    inference_engine: str = "auto",
     **load_options: Any,
 ) -> Embeddings:
     """Pooled backbone features of every image of ``source``.
@@ -151,6 +156,8 @@ def embed(
         model: an embedding model to use instead of building one from ``backbone`` and
             ``weights`` (e.g. :func:`embedding_model` of a fine-tuned backbone).
         verbose: 1 shows a progress bar per split.
+        inference_engine: ``"auto"``, ``"tensorflow"`` or ``"litert"``: the engine of the
+            forward passes (:mod:`zoo.caching.engine`; recorded in ``engine``).
         **load_options: :func:`zoo.data.load` options (``validation_fraction``,
             ``test_fraction``, ``seed``, ``per_class``, ...).
 
@@ -185,14 +192,21 @@ def embed(
     else:
         used_weights = dict(getattr(model, "zoo_weights", {}) or {})
     vectors, labels, names, paths = [], [], [], []
+    engine: dict[str, Any] | None = None
     start = time.perf_counter()
     for split in splits:
         if data.split(split) is None:
             continue
         batches = data.pipeline(split, size, batch_size, training=False)
         acts = compute_activations(
-            model, batches, budget_bytes=sys.maxsize, verbose=verbose, label=split
+            model,
+            batches,
+            budget_bytes=sys.maxsize,
+            verbose=verbose,
+            label=split,
+            engine=inference_engine,
         )
+        engine = engine or acts.engine
         vectors.append(np.asarray(acts.x, np.float32).astype(dtype))
         labels.append(np.asarray(acts.y))
         names += [split] * len(acts.x)
@@ -211,6 +225,7 @@ def embed(
         image_size=(int(size[0]), int(size[1])),
         seconds=time.perf_counter() - start,
         source=data.source,
+        engine=engine,
     )
 
 
@@ -219,7 +234,7 @@ def save_embeddings(embeddings: Embeddings, out_dir: str | os.PathLike) -> dict[
 
     ``index.csv`` has a header ``path,label,split`` and one row per vector, in the same
     order; ``label`` is the class name (``a;b`` for multi-hot labels). ``embeddings.json``
-    records the backbone, its weights' sha256, image size, dtype, class names and timing.
+    records the backbone, its weights' sha256, image size, dtype, class names, timing and engine.
     Each file is written atomically (:func:`zoo.files.atomic_path`).
 
     Returns:
@@ -250,6 +265,7 @@ def save_embeddings(embeddings: Embeddings, out_dir: str | os.PathLike) -> dict[
         "class_names": embeddings.class_names,
         "seconds": round(embeddings.seconds, 3),
         "images_per_second": round(embeddings.images_per_second, 2),
+        "engine": embeddings.engine,
     }
     write_text_atomic(paths["meta"], json.dumps(meta, indent=1) + "\n")
     return paths

@@ -84,6 +84,7 @@ def test_zoo_embed_writes_a_folder_index(photos, tmp_path, capsys):
     assert all(r["path"].split("/")[0] == r["label"] for r in rows)  # red/0.png is "red"
     meta = json.loads((out / "embeddings.json").read_text())
     assert meta["backbone"] == tl.BACKBONE and meta["shape"] == [8, 16]
+    assert meta["engine"]["asked"] == "auto" and not meta["engine"]["probed"]  # 8 images
     assert not list(out.glob(".*part*")), "no temporary left behind"
 
 
