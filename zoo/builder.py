@@ -20,7 +20,7 @@ from typing import Any
 
 from zoo import weights as weights_lib
 from zoo.convert.pytorch import convert_checkpoint
-from zoo.errors import InvalidValueError
+from zoo.errors import InvalidValueError, MissingFileError
 from zoo.features import features_model
 from zoo.files import atomic_path
 from zoo.registry import REGISTRY, BackboneSpec, TorchCheckpoint, get_spec
@@ -151,7 +151,14 @@ def _preset_of(
         return None
     if weights == "imagenet":
         return weights_lib.resolve(spec, include_top)
-    return Path(weights)  # a preset directory the user passes
+    preset = Path(weights)  # a preset directory the user passes
+    missing = [name for name in weights_lib.PRESET_FILES if not (preset / name).is_file()]
+    if missing:
+        raise MissingFileError(
+            f"{spec.name} loads KerasHub preset directories (config.json, model.weights.h5); "
+            f"{preset} lacks {missing}."
+        )
+    return preset
 
 
 # -- PyTorch checkpoints ----------------------------------------------------------------

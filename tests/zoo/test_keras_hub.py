@@ -42,6 +42,7 @@ DINOV2 = "vit_small_patch14_dinov2"
 DINOV3 = "vit_small_patch16_dinov3"
 RESNET = "resnet18_hub"
 MOBILENET = "mobilenetv3_small_050_hub"
+DEIT = "deit_tiny_distilled_patch16_224"
 _PUBLISHED = keras_hub.models.Backbone.presets
 
 
@@ -195,6 +196,16 @@ def test_dinov3_row_is_its_spec_and_the_presets_count():
         zoo.create_backbone(DINOV3, weights=None, features_only=True)
 
 
+def test_deit_row_is_its_spec_and_the_presets_count():
+    """DeiT-Ti: a distillation token after the class token; layers also output scores."""
+    spec = get_spec(DEIT)
+    keras.backend.clear_session()
+    model = build_architecture(spec)
+    assert model.count_params() == spec.params and _published(family.ROWS_BY_NAME[DEIT], model)
+    _check_spec(spec, model, 224)
+    assert spec.prefix_tokens == 2 and [b.cut for b in spec.blocks] == [False] * 11 + [True]
+
+
 # -- weights: the offline error, a preset directory added by hand, the proof's anchor --------
 
 
@@ -237,6 +248,8 @@ def test_preset_directory_is_checked_added_and_anchors_the_proof(resnet, tmp_pat
         add_weights(wrong, RESNET)
     assert availability(get_spec(RESNET)) == "download"
 
+    with pytest.raises(zoo.ZooError, match=r"lacks \['config.json', 'model.weights.h5'\]"):
+        zoo.create_backbone(RESNET, weights=tmp_path, input_shape=(224, 224, 3))
     path = add_weights(preset, RESNET)
     assert path == cache_path(get_spec(RESNET)) and availability(get_spec(RESNET)) == "offline"
     model = zoo.create_backbone(RESNET, input_shape=(224, 224, 3))

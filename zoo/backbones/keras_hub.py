@@ -1,9 +1,10 @@
-"""KerasHub's vision backbones as registry rows: ViT, DINOv2, DINOv3 and convolutional nets.
+"""KerasHub's vision backbones as registry rows: ViT, DeiT, DINOv2, DINOv3 and CNNs.
 
 Source: KerasHub 0.32 (https://github.com/keras-team/keras-hub), its backbone classes and
 presets, the pretrained weights published on Kaggle under ``kaggle://keras/...``. Papers:
 ViT, Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021,
-https://arxiv.org/abs/2010.11929; DINOv2, Oquab et al., 2023,
+https://arxiv.org/abs/2010.11929; DeiT, Touvron et al., ICML 2021,
+https://arxiv.org/abs/2012.12877; DINOv2, Oquab et al., 2023,
 https://arxiv.org/abs/2304.07193 (registers: Darcet et al., "Vision Transformers Need
 Registers", ICLR 2024, https://arxiv.org/abs/2309.16588); DINOv3, Siméoni et al., 2025,
 https://arxiv.org/abs/2508.10104; and each convolutional family's (``_FAMILIES``).
@@ -29,8 +30,8 @@ layer of the model, then the final LayerNorm. Its output is the token sequence `
 tokens, dim)`` (class token first, then register tokens, then the patch tokens). Each
 transformer layer is a block, so ``UnfreezeTop(blocks=N)`` counts transformer layers and the
 activation cache cuts between them. Heads pool the tokens as the row says
-(``BackboneSpec.token_pooling``): the class token, which the three families are trained to
-summarise the image in. A convolutional backbone is KerasHub's functional model as it is,
+(``BackboneSpec.token_pooling``): the class token, which the four families are trained to
+summarise the image in (DeiT's distillation token follows it). A convolutional backbone is KerasHub's functional model as it is,
 returning feature maps; its blocks are its stages.
 
 The weights are KerasHub's variables, loaded by ``keras_hub.models.Backbone.from_preset``
@@ -71,9 +72,10 @@ class _Size:
     gated: bool = False
 
 
-# The standard sizes: ViT Table 1 (S from DeiT Table 1), DINOv2 Table 17 (g: 1536 wide, 40
+# The standard sizes: ViT Table 1 (Ti and S from DeiT Table 1), DINOv2 Table 17 (g: 1536 wide, 40
 # layers, a SwiGLU MLP 4x wide, of which SwiGLU keeps 2/3), DINOv3 Table 14 (S+, H+: SwiGLU).
 _SIZES = {
+    "tiny": _Size(12, 192, 3, 768),
     "small": _Size(12, 384, 6, 1536),
     "base": _Size(12, 768, 12, 3072),
     "large": _Size(24, 1024, 16, 4096),
@@ -130,6 +132,7 @@ _DINOV3_LICENSE = (
 # and the convolutional presets (ports of timm / PaddleClas weights) use ImageNet's mean/std.
 _FAMILIES = {
     "vit": _Family("ViTBackbone", "https://arxiv.org/abs/2010.11929", "Apache-2.0", INCEPTION, "cls", _SOURCE + "vit"),
+    "deit": _Family("DeiTBackbone", "https://arxiv.org/abs/2012.12877", "Apache-2.0", TORCH, "cls", _SOURCE + "deit"),
     "dinov2": _Family("DINOV2Backbone", "https://arxiv.org/abs/2304.07193", "Apache-2.0", TORCH, "cls", _SOURCE + "dinov2"),
     "dinov3": _Family("DINOV3Backbone", "https://arxiv.org/abs/2508.10104", _DINOV3_LICENSE, TORCH, "cls", _SOURCE + "dinov3"),
     "resnet": _Family("ResNetBackbone", "https://arxiv.org/abs/1512.03385", _KAGGLE_LICENSE, TORCH, None, _SOURCE + "resnet"),
@@ -155,7 +158,7 @@ _TIMM_CONVERTERS = {
 # ``count_params``), with a 1000-class classifier on the pooled features, or timm's way
 # (trainable parameters only, so no BatchNorm statistics, with the classifier).
 COUNTS = ("all", "all+top", "trainable+top")
-_TRANSFORMERS = ("vit", "dinov2", "dinov3")
+_TRANSFORMERS = ("vit", "deit", "dinov2", "dinov3")
 
 
 @dataclass(frozen=True)
@@ -205,8 +208,10 @@ class Row:
 
     @property
     def prefix_tokens(self) -> int:
-        """The class token and the register tokens, before the patch tokens."""
-        return 1 + self.registers if self.tokens else 0
+        """The class token, DeiT's distillation token and the register tokens."""
+        if not self.tokens:
+            return 0
+        return 1 + self.registers + int(self.family == "deit")
 
     @property
     def feature_dim(self) -> int:
@@ -278,6 +283,8 @@ class Row:
         }
         if self.family == "vit":
             return {**common, "mlp_dim": size.mlp_dim}
+        if self.family == "deit":
+            return {**common, "intermediate_dim": size.mlp_dim}
         if self.family == "dinov2":
             return {
                 **common,
@@ -298,6 +305,10 @@ class Row:
 
 def _vit(name: str, preset: str, size: str, patch: int, image: int) -> Row:
     return Row(name, preset, "vit", size, image, image, patch)
+
+
+def _deit(name: str, preset: str, size: str, image: int) -> Row:
+    return Row(name, preset, "deit", size, image, image, 16)
 
 
 def _dinov2(name: str, preset: str, size: str, registers: int = 0) -> Row:
@@ -333,6 +344,10 @@ ROWS = (
     _vit("vit_large_patch16_224_in21k", "vit_large_patch16_224_imagenet21k", "large", 16, 224),
     _vit("vit_large_patch32_224_in21k", "vit_large_patch32_224_imagenet21k", "large", 32, 224),
     _vit("vit_huge_patch14_224_in21k", "vit_huge_patch14_224_imagenet21k", "huge", 14, 224),
+    _deit("deit_tiny_distilled_patch16_224", "deit_tiny_distilled_patch16_224_imagenet", "tiny", 224),
+    _deit("deit_small_distilled_patch16_224", "deit_small_distilled_patch16_224_imagenet", "small", 224),
+    _deit("deit_base_distilled_patch16_224", "deit_base_distilled_patch16_224_imagenet", "base", 224),
+    _deit("deit_base_distilled_patch16_384", "deit_base_distilled_patch16_384_imagenet", "base", 384),
     _dinov2("vit_small_patch14_dinov2", "dinov2_small", "small"),
     _dinov2("vit_base_patch14_dinov2", "dinov2_base", "base"),
     _dinov2("vit_large_patch14_dinov2", "dinov2_large", "large"),
@@ -448,6 +463,12 @@ def _wire(row: Row, hub: Any, image_shape: tuple[int, int, int]) -> Any:
         for layer in encoder.encoder_layers:
             x = layer(x)
         x = encoder.layer_norm(x)
+    elif row.family == "deit":  # a DeiT layer returns (tokens, None) unless asked for scores
+        encoder = hub.get_layer("deit_encoder")
+        x = hub.get_layer("deit_patching_and_embedding")(pixels)
+        for layer in encoder.encoder_layers:
+            x, _ = layer(x, return_attention_scores=True)
+        x = encoder.layer_norm(x)
     elif row.family == "dinov2":
         x = hub.embeddings(pixels)
         for layer in hub.encoder.layers:
@@ -509,8 +530,9 @@ def blocks(row: Row, ends: list[str] | None = None) -> tuple[Block, ...]:
     Transformers: one block per layer, ``layer_{i}``; the first also holds the patch
     embedding, the last the final LayerNorm. A ViT or DINOv2 layer reads only the previous
     layer's tokens (its residual sums are inside it), so each end is a single-tensor cut;
-    a DINOv3 layer also reads the rotary position embedding computed from the image, so
-    only the last block is a cut there.
+    a DINOv3 layer also reads the rotary position embedding computed from the image, and a
+    DeiT layer outputs its attention scores beside its tokens, so only the last block is a
+    cut there.
 
     Convolutional nets: one block per stage, ``stage_{i}``, the first with the stem. ResNet
     stages end at their last block's ``_out`` (after the residual sum), DenseNet's at the
@@ -529,11 +551,11 @@ def blocks(row: Row, ends: list[str] | None = None) -> tuple[Block, ...]:
         ends = [f"block{i}_pool" for i in range(1, 6)]
     else:
         count = _SIZES[row.size].num_layers
-        if row.family == "vit":
+        if row.family in ("vit", "deit"):
             names = [f"transformer_block_{i + 1}" for i in range(count - 1)] + ["ln"]
         else:
             names = [f"layers_{i}" for i in range(count - 1)] + ["layernorm"]
-        cut = row.family != "dinov3"
+        cut = row.family in ("vit", "dinov2")
         return tuple(
             Block(f"layer_{i}", end, cut=cut or i == count - 1) for i, end in enumerate(names)
         )
