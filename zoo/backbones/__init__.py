@@ -3,8 +3,9 @@
 Three tables, one per source: :mod:`zoo.backbones.keras_applications` (every model
 ``keras.applications`` ships, as keyword rows), :mod:`zoo.backbones.efficientnet_lite`
 (the family zoo builds itself) and :mod:`zoo.backbones.keras_hub` (KerasHub's vision
-transformers, from a generated table; building them needs keras-hub). Building a backbone from its spec is :mod:`zoo.builder`'s
-job; its names are re-exported here for callers that import them from this package.
+presets, from a generated table; building them needs keras-hub). Building a backbone from
+its spec is :mod:`zoo.builder`'s job; its names are re-exported here for callers that
+import them from this package.
 """
 
 from zoo.backbones import (
