@@ -53,9 +53,10 @@ def matches_published(built: int, published: int) -> bool:
 
 def published_count(row: family.Row, model: keras.Model) -> int:
     """What the preset would publish for ``model`` as KerasHub counts it (``Row.counted``):
-    every variable, or with a 1000-class classifier on the pooled features, or timm's way
-    (trainable parameters and the classifier)."""
-    if row.counted == "all":
+    every variable (of the whole image-text model for CLIP), or with a 1000-class
+    classifier on the pooled features, or timm's way (trainable parameters and the
+    classifier)."""
+    if row.counted in ("all", "image+text"):  # image+text: ``model`` is the whole CLIP
         return model.count_params()
     top = (model.output.shape[-1] + 1) * 1000
     if row.counted == "all+top":
@@ -81,7 +82,7 @@ def measure(row: family.Row) -> dict:
     """The row's facts: the preset's, and its parameters and GMACs as built."""
     facts = {"name": row.name, "preset": row.preset, **preset_facts(row.preset)}
     keras.backend.clear_session()
-    hub = family.hub_backbone(row, (row.preset_size, row.preset_size, 3))
+    hub = family.published_model(row)
     built = published_count(row, hub)
     del hub
     gc.collect()

@@ -17,7 +17,7 @@ from typing import Any
 
 from zoo.errors import InvalidValueError, ZooError
 
-PREPROCESSING_MODES = ("inception", "torch", "caffe", "raw", "lite")
+PREPROCESSING_MODES = ("inception", "torch", "caffe", "raw", "lite", "clip")
 TOKEN_POOLINGS = (None, "cls", "mean")
 
 
@@ -34,6 +34,7 @@ class Preprocessing:
         caffe: RGB -> BGR, ImageNet BGR mean subtracted, no scaling.
         raw: pixels passed through; the model rescales inside (EfficientNet, ConvNeXt).
         lite: (x - 127) / 128, as the EfficientNet-Lite TF reference does.
+        clip: CLIP's own mean/std normalisation of RGB (Radford et al. 2021).
     """
 
     mode: str
@@ -61,6 +62,7 @@ class Preprocessing:
             "caffe": "RGB -> BGR, ImageNet BGR mean subtracted, no scaling",
             "raw": "pixels 0..255 passed through (the model rescales inside)",
             "lite": "(x - 127) / 128, inputs scaled to about [-1, 1]",
+            "clip": "x / 255, then CLIP's mean/std per RGB channel",
         }[self.mode]
         return f"{self.mode}: {text}; mean={self.mean}, std={self.std}, order={self.channel_order}"
 

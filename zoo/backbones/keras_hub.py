@@ -1,9 +1,10 @@
-"""KerasHub's vision backbones as registry rows: ViT, DeiT, DINOv2, DINOv3 and CNNs.
+"""KerasHub's vision backbones as registry rows: ViT, CLIP, DeiT, DINOv2, DINOv3 and CNNs.
 
 Source: KerasHub 0.32 (https://github.com/keras-team/keras-hub), its backbone classes and
 presets, the pretrained weights published on Kaggle under ``kaggle://keras/...``. Papers:
 ViT, Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021,
-https://arxiv.org/abs/2010.11929; DeiT, Touvron et al., ICML 2021,
+https://arxiv.org/abs/2010.11929; CLIP, Radford et al., ICML 2021,
+https://arxiv.org/abs/2103.00020 (the image tower); DeiT, Touvron et al., ICML 2021,
 https://arxiv.org/abs/2012.12877; DINOv2, Oquab et al., 2023,
 https://arxiv.org/abs/2304.07193 (registers: Darcet et al., "Vision Transformers Need
 Registers", ICLR 2024, https://arxiv.org/abs/2309.16588); DINOv3, Siméoni et al., 2025,
@@ -30,8 +31,9 @@ layer of the model, then the final LayerNorm. Its output is the token sequence `
 tokens, dim)`` (class token first, then register tokens, then the patch tokens). Each
 transformer layer is a block, so ``UnfreezeTop(blocks=N)`` counts transformer layers and the
 activation cache cuts between them. Heads pool the tokens as the row says
-(``BackboneSpec.token_pooling``): the class token, which the four families are trained to
-summarise the image in (DeiT's distillation token follows it). A convolutional backbone is KerasHub's functional model as it is,
+(``BackboneSpec.token_pooling``): the class token, which these families are trained to
+summarise the image in (DeiT's distillation token follows it). CLIP's image tower is
+KerasHub's functional model as it is, one layer per transformer layer already. A convolutional backbone is KerasHub's functional model as it is,
 returning feature maps; its blocks are its stages.
 
 The weights are KerasHub's variables, loaded by ``keras_hub.models.Backbone.from_preset``
@@ -125,6 +127,15 @@ class _Family:
 
 
 _KAGGLE_LICENSE = "Apache-2.0 (KerasHub's preset on Kaggle)"
+# CLIP's image normalisation (openai/CLIP, clip/clip.py), in pixel units.
+_CLIP = Preprocessing(
+    "clip",
+    (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255),
+    (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255),
+)
+# CLIP's text tower and projection per vision size (Radford et al., Table 19/20): the
+# presets count the whole image-text model, so the check builds it whole.
+_CLIP_TEXT = {"base": (_Size(12, 512, 8, 2048), 512), "large": (_Size(12, 768, 12, 3072), 768)}
 _DINOV3_LICENSE = (
     "DINOv3 License (https://ai.meta.com/resources/models-and-libraries/dinov3-license/)"
 )
@@ -132,6 +143,7 @@ _DINOV3_LICENSE = (
 # and the convolutional presets (ports of timm / PaddleClas weights) use ImageNet's mean/std.
 _FAMILIES = {
     "vit": _Family("ViTBackbone", "https://arxiv.org/abs/2010.11929", "Apache-2.0", INCEPTION, "cls", _SOURCE + "vit"),
+    "clip": _Family("CLIPVisionEncoder", "https://arxiv.org/abs/2103.00020", "MIT (CLIP, OpenCLIP)", _CLIP, "cls", _SOURCE + "clip"),
     "deit": _Family("DeiTBackbone", "https://arxiv.org/abs/2012.12877", "Apache-2.0", TORCH, "cls", _SOURCE + "deit"),
     "dinov2": _Family("DINOV2Backbone", "https://arxiv.org/abs/2304.07193", "Apache-2.0", TORCH, "cls", _SOURCE + "dinov2"),
     "dinov3": _Family("DINOV3Backbone", "https://arxiv.org/abs/2508.10104", _DINOV3_LICENSE, TORCH, "cls", _SOURCE + "dinov3"),
@@ -157,8 +169,8 @@ _TIMM_CONVERTERS = {
 # How a preset's published parameter count is counted: every variable (Keras'
 # ``count_params``), with a 1000-class classifier on the pooled features, or timm's way
 # (trainable parameters only, so no BatchNorm statistics, with the classifier).
-COUNTS = ("all", "all+top", "trainable+top")
-_TRANSFORMERS = ("vit", "deit", "dinov2", "dinov3")
+COUNTS = ("all", "all+top", "trainable+top", "image+text")
+_TRANSFORMERS = ("vit", "clip", "deit", "dinov2", "dinov3")
 
 
 @dataclass(frozen=True)
@@ -183,6 +195,8 @@ class Row:
             does.
         timm: for the families KerasHub converts from timm, timm's architecture name, whose
             KerasHub configuration is the architecture.
+        activation: the MLP's activation where a family has several (CLIP: OpenAI's
+            ``quick_gelu``, OpenCLIP's ``gelu``).
     """
 
     name: str
@@ -195,6 +209,7 @@ class Row:
     registers: int = 0
     counted: str = "all"
     timm: str = ""
+    activation: str = ""
 
     @property
     def tokens(self) -> bool:
@@ -285,6 +300,12 @@ class Row:
             return {**common, "mlp_dim": size.mlp_dim}
         if self.family == "deit":
             return {**common, "intermediate_dim": size.mlp_dim}
+        if self.family == "clip":
+            return {
+                **common,
+                "intermediate_dim": size.mlp_dim,
+                "intermediate_activation": self.activation,
+            }
         if self.family == "dinov2":
             return {
                 **common,
@@ -305,6 +326,12 @@ class Row:
 
 def _vit(name: str, preset: str, size: str, patch: int, image: int) -> Row:
     return Row(name, preset, "vit", size, image, image, patch)
+
+
+def _clip(name: str, preset: str, size: str, patch: int, image: int, act: str) -> Row:
+    return Row(
+        name, preset, "clip", size, image, image, patch, counted="image+text", activation=act
+    )
 
 
 def _deit(name: str, preset: str, size: str, image: int) -> Row:
@@ -344,6 +371,11 @@ ROWS = (
     _vit("vit_large_patch16_224_in21k", "vit_large_patch16_224_imagenet21k", "large", 16, 224),
     _vit("vit_large_patch32_224_in21k", "vit_large_patch32_224_imagenet21k", "large", 32, 224),
     _vit("vit_huge_patch14_224_in21k", "vit_huge_patch14_224_imagenet21k", "huge", 14, 224),
+    _clip("vit_base_patch32_clip_224_openai", "clip_vit_base_patch32", "base", 32, 224, "quick_gelu"),
+    _clip("vit_base_patch16_clip_224_openai", "clip_vit_base_patch16", "base", 16, 224, "quick_gelu"),
+    _clip("vit_large_patch14_clip_224_openai", "clip_vit_large_patch14", "large", 14, 224, "quick_gelu"),
+    _clip("vit_large_patch14_clip_336_openai", "clip_vit_large_patch14_336", "large", 14, 336, "quick_gelu"),
+    _clip("vit_base_patch32_clip_224_laion2b", "clip_vit_b_32_laion2b_s34b_b79k", "base", 32, 224, "gelu"),
     _deit("deit_tiny_distilled_patch16_224", "deit_tiny_distilled_patch16_224_imagenet", "tiny", 224),
     _deit("deit_small_distilled_patch16_224", "deit_small_distilled_patch16_224_imagenet", "small", 224),
     _deit("deit_base_distilled_patch16_224", "deit_base_distilled_patch16_224_imagenet", "base", 224),
@@ -442,9 +474,41 @@ def hub_backbone(
     """
     keras_hub = _keras_hub()
     cls = getattr(keras_hub.models, _FAMILIES[row.family].hub_class)
+    if preset is not None and row.family == "clip":  # the image tower of the whole model
+        vision = keras_hub.models.CLIPBackbone.from_preset(str(preset)).vision_encoder
+        if tuple(vision.input_shape[1:]) != tuple(image_shape):
+            raise InvalidValueError(
+                f"{row.name}: the CLIP preset's image tower takes {vision.input_shape[1:]} "
+                f"inputs; build it at that size (its position embeddings are learned for it)."
+            )
+        return vision
     if preset is None:
         return cls(**row.hub_kwargs(tuple(image_shape)))
     return cls.from_preset(str(preset), **{row.shape_key: tuple(image_shape)})
+
+
+def published_model(row: Row) -> Any:
+    """The model whose parameters the preset publishes, random weights, at its own size:
+    the backbone, or for CLIP the whole image-text model around the image tower."""
+    hub = hub_backbone(row, (row.preset_size, row.preset_size, 3))
+    if row.family != "clip":
+        return hub
+    keras_hub = _keras_hub()
+    text, projection = _CLIP_TEXT[row.size]
+    return keras_hub.models.CLIPBackbone(
+        vision_encoder=hub,
+        text_encoder=keras_hub.models.CLIPTextEncoder(
+            vocabulary_size=49408,  # CLIP's byte-pair vocabulary
+            embedding_dim=text.hidden_dim,
+            hidden_dim=text.hidden_dim,
+            num_layers=text.num_layers,
+            num_heads=text.num_heads,
+            intermediate_dim=text.mlp_dim,
+            intermediate_activation=row.activation,
+            max_sequence_length=77,
+        ),
+        projection_dim=projection,
+    )
 
 
 def _wire(row: Row, hub: Any, image_shape: tuple[int, int, int]) -> Any:
@@ -454,7 +518,7 @@ def _wire(row: Row, hub: Any, image_shape: tuple[int, int, int]) -> Any:
     """
     import keras
 
-    if not row.tokens:
+    if not row.tokens or row.family == "clip":  # functional, one layer per block already
         return keras.Model(hub.inputs, hub.outputs[0], name=row.name)
     pixels = keras.Input(image_shape, name="images")
     if row.family == "vit":
@@ -553,9 +617,11 @@ def blocks(row: Row, ends: list[str] | None = None) -> tuple[Block, ...]:
         count = _SIZES[row.size].num_layers
         if row.family in ("vit", "deit"):
             names = [f"transformer_block_{i + 1}" for i in range(count - 1)] + ["ln"]
+        elif row.family == "clip":
+            names = [f"encoder_block_{i}" for i in range(count - 1)] + ["layer_norm"]
         else:
             names = [f"layers_{i}" for i in range(count - 1)] + ["layernorm"]
-        cut = row.family in ("vit", "dinov2")
+        cut = row.family in ("vit", "clip", "dinov2")
         return tuple(
             Block(f"layer_{i}", end, cut=cut or i == count - 1) for i, end in enumerate(names)
         )
