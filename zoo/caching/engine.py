@@ -18,8 +18,8 @@ instead of guessing, the way ``mixed_precision="auto"`` does (:mod:`zoo.training
    checked on what the pass computes). Each candidate runs it ``WARMUP_CALLS`` times
    (tracing, allocation; the first call's output is the one checked) and then
    ``TIMED_CALLS`` timed times, the candidates taking turns call by call so that a burst of
-   load elsewhere hits them alike; the fastest timed call counts (other processes on a
-   shared machine only ever add time);
+   load elsewhere hits them alike; the median call counts (on a shared machine LiteRT's
+   thread pool varies more than TensorFlow's: its best call overstates a whole pass);
 3. parity: each candidate's output ``a`` on the probe batch against the reference's ``b``,
    as the relative error ``max|a - b| / max|b|`` (the largest difference over the largest
    magnitude of the reference); a candidate agrees when it is finite and at most
@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -84,7 +85,7 @@ class EngineCandidate:
 
     Attributes:
         name: ``"tensorflow"``, ``"tensorflow-folded"`` or ``"litert"``.
-        seconds_per_batch: seconds of the fastest timed call on the probe batch; None when it
+        seconds_per_batch: median seconds of the timed calls on the probe batch; None when it
             could not run.
         relative_error: ``max|a - b| / max|b|`` of its output ``a`` against the
             reference's ``b`` on the probe batch; None when it could not run.
@@ -440,12 +441,14 @@ def _probe(
         tried.append(EngineCandidate(name, min(times), error_value, agrees, setup))
         forwards[name], samples[name] = forward, times
     # The other timed calls round-robin, so a burst of load elsewhere hits every candidate
-    # alike; the fastest call of each counts (other processes only ever add time).
+    # alike; the median of each counts.
     for _ in range(TIMED_CALLS - 1):
         for name in samples:
             samples[name].append(_timed_call(forwards[name], batch))
     tried = [
-        dataclasses.replace(c, seconds_per_batch=min(samples[c.name])) if c.name in samples else c
+        dataclasses.replace(c, seconds_per_batch=statistics.median(samples[c.name]))
+        if c.name in samples
+        else c
         for c in tried
     ]
     ref = tried[0]
