@@ -95,27 +95,45 @@ class Embeddings:
         return ";".join(n for n, on in zip(self.class_names, label, strict=True) if on > 0.5)
 
 
-def embedding_model(backbone: keras.Model, preprocessing: Any, pooling: str = "avg") -> keras.Model:
+def embedding_model(
+    backbone: keras.Model,
+    preprocessing: Any,
+    pooling: str = "avg",
+    tokens: tuple[str, int] | None = None,
+) -> keras.Model:
     """``pixels 0..255 (batch, h, w, 3) -> (batch, channels)``: Preprocess, backbone, pooling.
 
     Args:
         backbone: a model from ``zoo.create_backbone`` (no top).
         preprocessing: the backbone's :class:`zoo.registry.Preprocessing`.
         pooling: ``"avg"`` or ``"max"`` global pooling of the last feature map.
+        tokens: for a backbone that returns tokens ``(batch, tokens, dim)`` (a vision
+            transformer), the spec's ``(token_pooling, prefix_tokens)``: the class token or
+            the mean of the patch tokens, as its classifier head pools them
+            (:class:`zoo.heads.TokenPooling`); ``pooling`` is then not used.
 
     Raises:
-        InvalidValueError: unknown pooling.
+        InvalidValueError: unknown pooling, or a token output without ``tokens``.
     """
+    from zoo.heads import TokenPooling
     from zoo.preprocessing import Preprocess
 
     if pooling not in POOLINGS:
         raise InvalidValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}.")
     pixels = keras.Input(backbone.inputs[0].shape[1:], name="pixels")
     x = backbone(Preprocess(preprocessing, name="preprocess")(pixels))
-    pool = (
-        keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
-    )
-    return keras.Model(pixels, pool(name="pool")(x), name=f"{backbone.name}_embedding")
+    if len(x.shape) == 3:
+        if tokens is None:
+            raise InvalidValueError(
+                f"{backbone.name} returns tokens {tuple(x.shape)}; pass tokens=(token_pooling, "
+                "prefix_tokens) from its spec to pool them."
+            )
+        pool = TokenPooling(tokens[0], tokens[1], name="pool")
+    elif pooling == "avg":
+        pool = keras.layers.GlobalAveragePooling2D(name="pool")
+    else:
+        pool = keras.layers.GlobalMaxPooling2D(name="pool")
+    return keras.Model(pixels, pool(x), name=f"{backbone.name}_embedding")
 
 
 def _source_string(source: Any) -> Any:
@@ -187,7 +205,8 @@ def embed(
     data = zoo_data.load(_source_string(source), **load_options)
     if model is None:
         net = create_backbone(backbone, weights=weights, input_shape=(*size, 3))
-        model = embedding_model(net, spec.preprocessing, pooling)
+        tokens = (spec.token_pooling, spec.prefix_tokens) if spec.token_pooling else None
+        model = embedding_model(net, spec.preprocessing, pooling, tokens)
         used_weights = dict(net.zoo_weights)
     else:
         used_weights = dict(getattr(model, "zoo_weights", {}) or {})

@@ -228,3 +228,16 @@ def test_knn_head_run_exports_verifies_and_serves(photos, tmp_path):
     assert (names == [p.parent.name for p in files]).mean() >= 0.9
     report = json.loads((run_dir / "report.json").read_text())
     assert "training embeddings stored" in report["stages"][0]["kept_reason"]
+
+
+def test_embed_pools_a_vision_transformer_as_its_head_does():
+    pytest.importorskip("keras_hub")
+    name = "vit_small_patch14_dinov2"  # random weights, 28 px: 4 patch tokens + the class token
+    x, y = _arrays()
+    result = zoo.embed(
+        (x, y), name, weights=None, image_size=(28, 28), validation_fraction=0.0, batch_size=6
+    )
+    assert result.vectors.shape == (12, zoo.get_spec(name).feature_dim)
+    backbone = zoo.create_backbone(name, weights=None, input_shape=(28, 28, 3))
+    with pytest.raises(ValueError, match="returns tokens"):
+        embedding_model(backbone, zoo.get_spec(name).preprocessing)
