@@ -68,15 +68,17 @@ class KNNHead(Head):
         self._memory: dict[str, np.ndarray] | None = None
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
-        if self.num_classes is None or len(input_shape) not in (2, 4):
+        if self.num_classes is None or len(input_shape) not in (2, 3, 4):
             raise InvalidValueError(
-                "KNNHead needs num_classes and (batch, height, width, channels) or (batch, "
-                f"channels) features; got num_classes={self.num_classes}, shape "
-                f"{tuple(input_shape)}. Build it through zoo.build_classifier."
+                "KNNHead needs num_classes and (batch, height, width, channels), (batch, "
+                f"tokens, dim) or (batch, channels) features; got num_classes="
+                f"{self.num_classes}, shape {tuple(input_shape)}. Build it through "
+                "zoo.build_classifier."
             )
         self.pool = None
-        if len(input_shape) == 4:  # the same pooling layer as the other heads
-            self.pool = self._make_pooling()
+        if len(input_shape) in (3, 4):  # the same pooling layer as the other heads
+            make = self._make_token_pooling if len(input_shape) == 3 else self._make_pooling
+            self.pool = make()
             self.pool.build(input_shape)
         self.drop = None
         self.channels = int(input_shape[-1])

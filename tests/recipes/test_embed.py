@@ -231,13 +231,27 @@ def test_knn_head_run_exports_verifies_and_serves(photos, tmp_path):
 
 
 def test_embed_pools_a_vision_transformer_as_its_head_does():
+    from zoo.caching.dataset import ArrayInput
+    from zoo.knn import KNNHead, fit_knn_head
+
     pytest.importorskip("keras_hub")
     name = "vit_small_patch14_dinov2"  # random weights, 28 px: 4 patch tokens + the class token
-    x, y = _arrays()
+    pixels = np.random.default_rng(1).uniform(0, 255, (12, 28, 28, 3)).astype("float32")
+    labels = np.arange(12) % 3
     result = zoo.embed(
-        (x, y), name, weights=None, image_size=(28, 28), validation_fraction=0.0, batch_size=6
+        (pixels, labels), name, weights=None, image_size=(28, 28), validation_fraction=0.0
     )
     assert result.vectors.shape == (12, zoo.get_spec(name).feature_dim)
-    backbone = zoo.create_backbone(name, weights=None, input_shape=(28, 28, 3))
+    # A kNN head on the same tokens, pooled the same way: each stored image is its own
+    # nearest neighbour, so k=1 gives back the training labels.
+    model = zoo.build_classifier(name, 3, head=KNNHead(k=1), weights=None, input_shape=(28, 28, 3))
+    fit_knn_head(model, ArrayInput(pixels, labels, batch_size=6, shuffle=False))
+    logits = keras.ops.convert_to_numpy(model(pixels, training=False))
+    np.testing.assert_array_equal(logits.argmax(-1), labels)
+
+
+def test_embedding_a_token_output_needs_its_pooling():
+    inputs = keras.Input((8, 8, 3))
+    tokens = keras.Model(inputs, keras.layers.Reshape((16, 12))(inputs), name="tokens")
     with pytest.raises(ValueError, match="returns tokens"):
-        embedding_model(backbone, zoo.get_spec(name).preprocessing)
+        embedding_model(tokens, zoo.get_spec("efficientnet_lite0").preprocessing)
