@@ -8,6 +8,7 @@ import pytest
 
 from recipes import runner
 from recipes.config import DEFAULT_EMA, RecipeError, parse_recipe
+from zoo.caching.engine import EngineChoice
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -127,6 +128,8 @@ def test_flip_tta_averages_the_mirrors_logits_and_keeps_the_single_view_score(mo
             return np.stack([2 * x[:, :, 0].mean((1, 2)), 3 * x[:, :, -1].mean((1, 2))], 1) / 255
 
     data = SimpleNamespace(class_names=["a", "b"], identities=lambda split: None, validation=None)
+    choice = EngineChoice("tensorflow", "auto", False, "a stand-in model")
+    monkeypatch.setattr(runner, "_inference_model", lambda r, model, d, s: (model, choice))
     data_recipe = tomllib.loads(RECIPE)
     data_recipe["evaluate"] = {"tta": ["flip"]}
     metrics = runner._evaluate(parse_recipe(data_recipe), Sided(), data, log=lambda line: None)
