@@ -59,6 +59,8 @@ from recipes.export_format import (
     LORA_KEY,
     MANIFEST_FILE,
     METADATA_FILE,
+    MULTI_LABEL_TEMPERATURE,
+    NOT_A_TEMPERATURE,
     OUTPUTS,
     PRETRAINED_KEY,
     RESIZE_METHOD,
@@ -68,6 +70,7 @@ from recipes.export_format import (
     VARIABLE_COLLECTION,
     is_export,
     outputs_of,
+    temperature_problem,
 )
 from recipes.model_card import write_model_card
 from recipes.verify import VerifyResult, verify_export
@@ -411,12 +414,13 @@ def _temperature(multi_label: bool, given: Any) -> float:
     """The calibration temperature (default 1.0: the softmax as trained)."""
     if given is None:
         return 1.0
-    if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 < given < 1e6:
+    problem = temperature_problem(given, multi_label)
+    if problem == NOT_A_TEMPERATURE:
         raise InvalidValueError(
             f"metadata temperature must be a positive number (softmax(logits / T)); got "
             f"{given!r}. Use the temperature fitted on the validation split, or leave it out."
         )
-    if multi_label and given != 1.0:
+    if problem == MULTI_LABEL_TEMPERATURE:
         raise InvalidValueError(
             f"metadata temperature={given!r} applies to single-label (softmax) models; this "
             "one is multi-label (sigmoid per class), so leave the temperature out."

@@ -111,6 +111,24 @@ def temperature_of(metadata: Mapping[str, Any] | None) -> float:
     return 1.0 if value is None else float(value)
 
 
+NOT_A_TEMPERATURE = "not a positive number"
+MULTI_LABEL_TEMPERATURE = "not 1 on a multi-label (sigmoid) model"
+
+
+def temperature_problem(value: Any, multi_label: bool) -> str | None:
+    """What is wrong with a ``metadata.json`` temperature, or None when it is usable.
+
+    Returns:
+        :data:`NOT_A_TEMPERATURE` (not a number in (0, 1e6); booleans refused), or
+        :data:`MULTI_LABEL_TEMPERATURE` (a multi-label model's sigmoid takes none), or None.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+        return NOT_A_TEMPERATURE
+    if multi_label and value != 1:
+        return MULTI_LABEL_TEMPERATURE
+    return None
+
+
 def probabilities(logits: np.ndarray, multi_label: bool, temperature: float = 1.0) -> np.ndarray:
     """What an export's ``probabilities`` output holds for these logits.
 

@@ -898,7 +898,9 @@ def _check_parity(
         )
         return None
     temperature = meta.get(fmt.TEMPERATURE_KEY)
-    if temperature is not None and not _is_temperature(temperature, meta):
+    if temperature is not None and fmt.temperature_problem(
+        temperature, bool(meta.get("multi_label"))
+    ):
         result._record(
             "parity",
             [
@@ -938,12 +940,6 @@ def _check_parity(
         "parity", failures, f"max |difference| {worst:.2e} vs {origin} on {len(probe)} probe images"
     )
     return served
-
-
-def _is_temperature(value: Any, meta: dict[str, Any]) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return 0 < value < 1e6 and (value == 1 or not meta.get("multi_label"))
 
 
 def _expected_outputs(logits: np.ndarray, meta: dict[str, Any], tolerance: float) -> dict[str, Any]:

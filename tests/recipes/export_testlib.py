@@ -60,6 +60,13 @@ def ensure_registered() -> None:
     )
 
 
+def random_pixels(n: int, seed: int) -> np.ndarray:
+    """``n`` seeded random images at the tiny classifier's input size: float32 pixels 0..255
+    ``(n, height, width, 3)``."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *INPUT_SIZE, 3)).astype(np.float32)
+
+
 def pretrained_like(model: keras.Model, seed: int = 1) -> keras.Model:
     """Gives every weight random values of a sensible scale, as loaded weights would."""
     rng = np.random.default_rng(seed)

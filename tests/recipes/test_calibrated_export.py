@@ -20,11 +20,6 @@ pytest.importorskip("ai_edge_litert")
 TEMPERATURE = 2.5  # a sure difference from the softmax as trained
 
 
-def _images(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, *tl.INPUT_SIZE, 3)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     """The tiny classifier exported with a temperature, its float LiteRT and ONNX files beside."""
@@ -37,7 +32,7 @@ def calibrated(tmp_path_factory):
 
 def test_every_format_returns_the_calibrated_probabilities(calibrated):
     model, directory = calibrated
-    images = _images(6, 3)
+    images = tl.random_pixels(6, 3)
     logits = np.asarray(model(images, training=False))
     want = fmt.probabilities(logits, False, TEMPERATURE)
     as_trained = fmt.probabilities(logits, False)

@@ -22,20 +22,19 @@ pytest.importorskip("ai_edge_litert")
 ALL = list(deploy.FORMATS)
 
 
-def _images(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, *tl.INPUT_SIZE, 3)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     """An export of the tiny classifier with every format deployed into it."""
     model = tl.build_model()
     directory = tmp_path_factory.mktemp("deploy") / "export"
     export_saved_model(model, directory)
-    evaluation = (_images(24, 2), np.arange(24) % 3)
+    evaluation = (tl.random_pixels(24, 2), np.arange(24) % 3)
     results = deploy.deploy(
-        directory, ["saved_model", *ALL], model, calibration=_images(64, 1), evaluation=evaluation
+        directory,
+        ["saved_model", *ALL],
+        model,
+        calibration=tl.random_pixels(64, 1),
+        evaluation=evaluation,
     )
     return model, directory, {r.format: r for r in results}
 
@@ -65,7 +64,7 @@ def test_each_format_is_within_its_parity_bound(deployed):
 
 def test_the_files_run_and_match_the_keras_model(deployed):
     model, directory, _ = deployed
-    probe = _images(5, 7)
+    probe = tl.random_pixels(5, 7)
     logits = np.asarray(model(probe, training=False))
     probabilities = np.asarray(keras.ops.softmax(logits))
     for name in ("tflite", "onnx"):
@@ -137,7 +136,7 @@ def test_verify_names_a_flipped_byte_in_a_tflite(deployed, tmp_path):
 @pytest.mark.parametrize("name", ["tflite", "tflite-int8", "onnx"])
 def test_predictor_runs_a_deployed_format(deployed, name):
     _, directory, _ = deployed
-    images = _images(3, 3)
+    images = tl.random_pixels(3, 3)
     reference = Predictor(directory).outputs(images)
     outputs = Predictor(directory, format=name).outputs(images)
     assert outputs["probabilities"].shape == reference["probabilities"].shape
@@ -177,7 +176,7 @@ def test_cli_export_writes_and_reports(deployed, tmp_path, capsys):
     _, directory, _ = deployed
     run_dir = tmp_path / "run"
     shutil.copytree(directory, run_dir / "export")
-    np.save(tmp_path / "calibration.npy", _images(16, 5))
+    np.save(tmp_path / "calibration.npy", tl.random_pixels(16, 5))
     argv = ["export", str(run_dir), "--format", "tflite-int8"]
     assert main([*argv, "--calibration", str(tmp_path / "calibration.npy")]) == 0
     assert "tflite-int8" in capsys.readouterr().out
@@ -198,7 +197,7 @@ def test_a_model_int8_cannot_quantize_names_the_op():
     outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, outputs)
     with pytest.raises(deploy.DeployError, match="(?i)sin"):
-        deploy.convert(model, "tflite-int8", calibration=_images(8, 0))
+        deploy.convert(model, "tflite-int8", calibration=tl.random_pixels(8, 0))
 
 
 def test_recipe_formats_are_validated():
